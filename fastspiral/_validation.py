@@ -1,0 +1,107 @@
+"""Input checks shared by the public functions.
+
+Every public entry point validates and normalises its arguments here, once,
+before any kernel runs; the kernels trust what they are given. Errors name the
+argument and say what was wrong with it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+#: Floating-point types the trainers run in, by the names the API accepts.
+DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32)}
+
+
+def check_int(value: Any, name: str, *, minimum: int) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer >= minimum."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_float(value: Any, name: str, *, positive: bool = False) -> float:
+    """Return ``value`` as a finite float that is >= 0 (> 0 when ``positive``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    """Map "float64"/"float32" (or the equivalent NumPy dtype) to a NumPy dtype."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[resolved.name]
+
+
+def check_X(X: Any, dtype: np.dtype, *, name: str = "X", n_features: int | None = None) -> np.ndarray:
+    """Return X as a C-contiguous 2-D array of ``dtype``; never a view the kernels could write to.
+
+    Lists, integer arrays, other float widths, Fortran-ordered and strided
+    arrays are accepted and converted (a copy is made where needed).
+    """
+    try:
+        arr = np.asarray(X)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features (columns) but the model was trained on {n_features}"
+        )
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(out).all():
+        bad = int(np.size(out) - np.isfinite(out).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    return out
+
+
+def check_y(y: Any, n_samples: int, *, name: str = "y") -> np.ndarray:
+    """Return labels as a C-contiguous int64 array of length ``n_samples``.
+
+    Any integer dtype is accepted, and floats that hold whole numbers; labels
+    must be >= 0 (class k is column k of the model's scores).
+    """
+    try:
+        arr = np.asarray(y)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D integer class labels, got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"{name} has {arr.shape[0]} labels but X has {n_samples} rows")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise ValueError(f"{name} must hold integer class labels, got non-integer values")
+    elif not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must hold labels >= 0, got {arr.min()}")
+    if arr.size and arr.max() > np.iinfo(np.int32).max:
+        raise ValueError(f"{name} holds a label too large for a class index: {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int64)

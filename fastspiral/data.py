@@ -1,0 +1,55 @@
+"""The spiral data set of the CS231n case study."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._validation import check_float, check_int
+
+
+def make_spiral(
+    n_per_class: int = 100,
+    n_classes: int = 3,
+    *,
+    noise: float = 0.2,
+    seed: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generate the case study's spiral: ``n_classes`` interleaved arms in 2-D.
+
+    Arm ``j`` has ``n_per_class`` points at radius ``r = linspace(0, 1)`` and
+    angle ``t = linspace(4j, 4(j+1)) + noise * randn``; the point is
+    ``(r sin t, r cos t)``, so features already lie in [-1, 1].
+
+    Parameters
+    ----------
+    n_per_class : int
+        Points per class (>= 1).
+    n_classes : int
+        Number of classes, i.e. spiral arms (>= 1).
+    noise : float
+        Standard deviation of the angular noise (>= 0).
+    seed : int, numpy.random.Generator or None
+        Anything :func:`numpy.random.default_rng` accepts; ``None`` draws fresh entropy.
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n_per_class * n_classes, 2)
+    y : ndarray of int64, shape (n_per_class * n_classes,)
+        Class of each row; rows are grouped by class.
+    """
+    n = check_int(n_per_class, "n_per_class", minimum=1)
+    k = check_int(n_classes, "n_classes", minimum=1)
+    noise = check_float(noise, "noise")
+    rng = np.random.default_rng(seed)
+    X = np.empty((n * k, 2), dtype=np.float64)
+    y = np.empty(n * k, dtype=np.int64)
+    r = np.linspace(0.0, 1.0, n)
+    for j in range(k):
+        rows = slice(n * j, n * (j + 1))
+        t = np.linspace(4.0 * j, 4.0 * (j + 1), n) + rng.standard_normal(n) * noise
+        X[rows, 0] = r * np.sin(t)
+        X[rows, 1] = r * np.cos(t)
+        y[rows] = j
+    return X, y

@@ -1,0 +1,165 @@
+"""Pure-NumPy reference: the ``"numpy"`` backend.
+
+The case study's vectorised NumPy, written carefully: whole-batch matrix
+products, a numerically stable softmax, work arrays allocated once per
+training call and reused with ``out=``. It is the baseline the benchmarks
+compare against and the oracle the tests hold the Numba kernels to, so it
+favours being obviously right over being fast.
+
+Every function has the name and signature of its twin in
+:mod:`fastspiral._kernels` (second layer stored transposed as ``W2T`` (K, H),
+gradient buffers with a leading thread-slot axis of length 1), so a test can
+call both with the same arguments. Unlike the kernels, it keeps the (N, H)
+hidden layer in memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def affine_relu(X, W, b, out):
+    """Hidden layer: ``out = max(X @ W + b, 0)``, written in place."""
+    np.matmul(X, W, out=out)
+    out += b
+    np.maximum(out, 0, out=out)
+
+
+def affine_t(A, WT, b, out):
+    """Scores: ``out = A @ WT.T + b``, written in place."""
+    np.matmul(A, WT.T, out=out)
+    out += b
+
+
+def softmax_xent_grad(scores, y, scale, dscores):
+    """Write ``dscores = scale * (softmax(scores) - onehot(y))``; return the scaled loss sum.
+
+    Subtracting the row maximum keeps ``exp`` from overflowing; the loss of a
+    row is ``log(sum exp(s - m)) - (s_y - m)``.
+    """
+    rows = np.arange(scores.shape[0])
+    m = scores.max(axis=1, keepdims=True)
+    np.subtract(scores, m, out=dscores)
+    correct = dscores[rows, y].astype(np.float64)  # s_y - m
+    np.exp(dscores, out=dscores)
+    total = dscores.sum(axis=1, keepdims=True)
+    loss = np.sum(np.log(total[:, 0].astype(np.float64)) - correct)
+    dscores *= scale / total
+    dscores[rows, y] -= scale
+    return float(loss) * scale
+
+
+def relu_backward(dscores, WT, hidden, dhidden):
+    """Gradient on the hidden layer: ``dhidden = (dscores @ WT) * (hidden > 0)``."""
+    np.matmul(dscores, WT, out=dhidden)
+    dhidden[hidden <= 0] = 0
+
+
+def accumulate_grad(A, dout, dW):
+    """``dW += A.T @ dout``, in place."""
+    dW += A.T @ dout
+
+
+def accumulate_bias(dout, db):
+    """``db += dout.sum(axis=0)``, in place."""
+    db += dout.sum(axis=0)
+
+
+def sgd_update(W, dW, step_size, reg):
+    """``W -= step_size * (dW + reg * W)``, in place; ``dW`` is not modified."""
+    W -= step_size * (dW + reg * W)
+
+
+def sum_squares(W):
+    """``sum(W * W)`` as a float64."""
+    return float(np.sum(np.square(W, dtype=np.float64)))
+
+
+def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
+                  hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses):
+    """Loss and full-batch gradient of the 2-layer net; gradients land in slot 0.
+
+    The case study's forward and backward pass on the whole batch:
+    ``hidden = relu(X W1 + b1)``, ``scores = hidden W2 + b2``, then
+    ``dW2 = hidden.T dscores``, ``dhidden = dscores W2.T * (hidden > 0)``,
+    ``dW1 = X.T dhidden``.
+    """
+    h, dh, sc, ds = hidden[0], dhidden[0], scores[0], dscores[0]
+    for g in (dW1, db1, dW2T, db2):
+        g[0] = 0
+    affine_relu(X, W1, b1, h)
+    affine_t(h, W2T, b2, sc)
+    losses[0] = softmax_xent_grad(sc, y, scale, ds)
+    accumulate_grad(ds, h, dW2T[0])
+    accumulate_bias(ds, db2[0])
+    relu_backward(ds, W2T, h, dh)
+    accumulate_grad(X, dh, dW1[0])
+    accumulate_bias(dh, db1[0])
+    return losses[0] + 0.5 * reg * (sum_squares(W1) + sum_squares(W2T))
+
+
+def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
+                    hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses):
+    """Iterations ``start..stop-1`` of the net; returns -1 or the first non-finite iteration."""
+    scale = 1.0 / X.shape[0]
+    for it in range(start, stop):
+        loss = net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
+                             hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses)
+        loss_history[it] = loss
+        if not math.isfinite(loss):
+            return it
+        sgd_update(W1, dW1[0], step_size, reg)
+        sgd_update(b1, db1[0], step_size, 0.0)
+        sgd_update(W2T, dW2T[0], step_size, reg)
+        sgd_update(b2, db2[0], step_size, 0.0)
+    return -1
+
+
+def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
+    """Whole-batch work arrays: the (N, H) hidden layer and its gradient, (N, K) scores.
+
+    ``n_threads`` is accepted for symmetry with the kernels and ignored.
+    """
+    N, D, H, K = n_samples, n_features, n_hidden, n_classes
+    return (
+        np.empty((1, N, H), dtype), np.empty((1, N, H), dtype),
+        np.empty((1, N, K), dtype), np.empty((1, N, K), dtype),
+        np.empty((1, D, H), dtype), np.empty((1, H), dtype),
+        np.empty((1, K, H), dtype), np.empty((1, K), dtype),
+        np.empty(1, np.float64),
+    )
+
+
+def linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db):
+    """Loss and full-batch gradient of the softmax linear classifier."""
+    dWT[...] = 0
+    db[...] = 0
+    affine_t(X, WT, b, scores)
+    loss = softmax_xent_grad(scores, y, scale, dscores)
+    accumulate_grad(dscores, X, dWT)
+    accumulate_bias(dscores, db)
+    return loss + 0.5 * reg * sum_squares(WT)
+
+
+def train_linear_steps(X, y, WT, b, step_size, reg, loss_history, start, stop,
+                       scores, dscores, dWT, db):
+    """Iterations ``start..stop-1`` of the linear classifier; same contract as the net's."""
+    scale = 1.0 / X.shape[0]
+    for it in range(start, stop):
+        loss = linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db)
+        loss_history[it] = loss
+        if not math.isfinite(loss):
+            return it
+        sgd_update(WT, dWT, step_size, reg)
+        sgd_update(b, db, step_size, 0.0)
+    return -1
+
+
+def linear_workspace(n_samples, n_features, n_classes, dtype):
+    """Whole-batch (N, K) score arrays and the gradient buffers."""
+    return (
+        np.empty((n_samples, n_classes), dtype), np.empty((n_samples, n_classes), dtype),
+        np.empty((n_classes, n_features), dtype), np.empty(n_classes, dtype),
+    )
