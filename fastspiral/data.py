@@ -9,6 +9,24 @@ import numpy as np
 from ._validation import check_float, check_int
 
 
+def random_source(seed: Any) -> np.random.Generator | np.random.RandomState:
+    """The random stream behind a ``seed`` argument.
+
+    An int, SeedSequence, Generator or None goes to
+    :func:`numpy.random.default_rng`. A :class:`numpy.random.RandomState` is
+    used as it is and advanced, which replays the case study's single legacy
+    ``np.random.randn`` stream: ``rs = np.random.RandomState(0)`` passed to
+    ``make_spiral``, ``train_linear`` and ``train_net`` in that order gives its
+    published numbers (linear: loss 0.786, 49%; net: loss 0.245, 98%).
+    """
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"seed must be an int, a numpy Generator/RandomState or None, got {seed!r}") from exc
+
+
 def make_spiral(
     n_per_class: int = 100,
     n_classes: int = 3,
@@ -30,8 +48,8 @@ def make_spiral(
         Number of classes, i.e. spiral arms (>= 1).
     noise : float
         Standard deviation of the angular noise (>= 0).
-    seed : int, numpy.random.Generator or None
-        Anything :func:`numpy.random.default_rng` accepts; ``None`` draws fresh entropy.
+    seed : int, numpy.random.Generator, numpy.random.RandomState or None
+        Source of the noise; see :func:`random_source`.
 
     Returns
     -------
@@ -42,7 +60,7 @@ def make_spiral(
     n = check_int(n_per_class, "n_per_class", minimum=1)
     k = check_int(n_classes, "n_classes", minimum=1)
     noise = check_float(noise, "noise")
-    rng = np.random.default_rng(seed)
+    rng = random_source(seed)
     X = np.empty((n * k, 2), dtype=np.float64)
     y = np.empty(n * k, dtype=np.int64)
     r = np.linspace(0.0, 1.0, n)

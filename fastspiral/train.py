@@ -11,6 +11,7 @@ import numpy as np
 
 from ._validation import check_dtype, check_float, check_int, check_X, check_y
 from .backends import get_backend
+from .data import random_source
 from .model import LinearModel, NetModel
 
 #: Below this many hidden activations per iteration (N * H) the net trains on
@@ -29,12 +30,12 @@ def _init_params(init: Any, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
     """Initial parameters as fresh C-contiguous arrays of ``dtype``.
 
     From ``init`` (a model or a dict of arrays, copied and shape-checked), or
-    the case study's ``0.01 * randn`` weights and zero biases drawn from
-    ``numpy.random.default_rng(seed)`` in float64, so a seed gives the same
-    start on every backend and in both precisions.
+    the case study's ``0.01 * randn`` weights and zero biases, drawn in
+    float64 from :func:`fastspiral.data.random_source` (seed), so a seed gives
+    the same start on every backend and in both precisions.
     """
     if init is None:
-        rng = np.random.default_rng(seed)
+        rng = random_source(seed)
         params = {}
         for name, shape in shapes.items():
             if len(shape) == 2:  # weight matrix
@@ -153,9 +154,10 @@ def train_net(
         L2 regularisation strength (>= 0).
     iters : int
         Number of gradient-descent iterations (>= 0).
-    seed : int, numpy.random.Generator or None
+    seed : int, numpy.random.Generator, numpy.random.RandomState or None
         Seeds the ``0.01 * randn`` initial weights; same seed, same result on
-        every backend.
+        every backend. A RandomState is drawn from and advanced (see
+        :func:`fastspiral.data.random_source`).
     init : NetModel or dict, optional
         Continue from these parameters (``W1, b1, W2, b2``); they are copied.
     backend : {"numba", "numpy"}
