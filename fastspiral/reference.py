@@ -102,11 +102,17 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
 
 def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
                     hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses):
-    """Iterations ``start..stop-1`` of the net; returns -1 or the first non-finite iteration."""
+    """Iterations ``start..stop-1`` of the net; returns -1 or the first non-finite iteration.
+
+    Overflow on the way to a non-finite loss is expected when a run diverges;
+    it is reported by the return value (and the trainer's FloatingPointError),
+    so NumPy's warnings about it are silenced here.
+    """
     scale = 1.0 / X.shape[0]
     for it in range(start, stop):
-        loss = net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
-                             hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses)
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss = net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
+                                 hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses)
         loss_history[it] = loss
         if not math.isfinite(loss):
             return it
@@ -148,7 +154,8 @@ def train_linear_steps(X, y, WT, b, step_size, reg, loss_history, start, stop,
     """Iterations ``start..stop-1`` of the linear classifier; same contract as the net's."""
     scale = 1.0 / X.shape[0]
     for it in range(start, stop):
-        loss = linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db)
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss = linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db)
         loss_history[it] = loss
         if not math.isfinite(loss):
             return it

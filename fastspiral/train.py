@@ -25,16 +25,33 @@ PARALLEL_MIN_WORK = 100_000
 CHUNK_SECONDS = 0.1
 
 
-def _init_params(init: Any, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
+def _init_source(init: Any) -> Mapping | None:
+    """The parameter dict behind ``init`` (a fitted model or a dict), or None."""
+    if init is None:
+        return None
+    source = init.params if hasattr(init, "params") else init
+    if not isinstance(source, Mapping):
+        raise TypeError(f"init must be a fitted model or a dict of arrays, got {type(init).__name__}")
+    return source
+
+
+def _init_dim(source: Mapping, key: str, axis: int) -> int:
+    """Length of axis ``axis`` of the 2-D array ``source[key]``."""
+    if key not in source or np.ndim(source[key]) != 2:
+        raise ValueError(f"init must hold a 2-D {key!r} array (got keys {list(source)})")
+    return int(np.shape(source[key])[axis])
+
+
+def _init_params(source: Mapping | None, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
                  seed: Any) -> dict[str, np.ndarray]:
     """Initial parameters as fresh C-contiguous arrays of ``dtype``.
 
-    From ``init`` (a model or a dict of arrays, copied and shape-checked), or
-    the case study's ``0.01 * randn`` weights and zero biases, drawn in
-    float64 from :func:`fastspiral.data.random_source` (seed), so a seed gives
-    the same start on every backend and in both precisions.
+    Copies of ``source`` (shape-checked), or the case study's ``0.01 * randn``
+    weights and zero biases, drawn in float64 from
+    :func:`fastspiral.data.random_source` (seed), so a seed gives the same
+    start on every backend and in both precisions.
     """
-    if init is None:
+    if source is None:
         rng = random_source(seed)
         params = {}
         for name, shape in shapes.items():
@@ -43,9 +60,6 @@ def _init_params(init: Any, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
             else:
                 params[name] = np.zeros(shape, dtype)
         return params
-    source = init.params if hasattr(init, "params") else init
-    if not isinstance(source, Mapping):
-        raise TypeError(f"init must be a fitted model or a dict of arrays, got {type(init).__name__}")
     params = {}
     for name, shape in shapes.items():
         if name not in source:
@@ -59,15 +73,12 @@ def _init_params(init: Any, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
     return params
 
 
-def _n_classes(y: np.ndarray, init: Any, key: str, axis: int) -> int:
-    """K from the labels, or from ``init`` when continuing (labels must fit in it)."""
+def _n_classes(y: np.ndarray, source: Mapping | None, key: str) -> int:
+    """K from the labels, or from the init's ``key`` (D, K) matrix (labels must fit in it)."""
     k_data = int(y.max()) + 1
-    if init is None:
+    if source is None:
         return k_data
-    source = init.params if hasattr(init, "params") else init
-    if not isinstance(source, Mapping) or key not in source or np.ndim(source[key]) != 2:
-        raise ValueError(f"init must provide a 2-D {key!r} array")
-    k_init = int(np.shape(source[key])[axis])
+    k_init = _init_dim(source, key, 1)
     if k_data > k_init:
         raise ValueError(f"y holds label {k_data - 1} but init has only {k_init} classes")
     return k_init
@@ -183,17 +194,15 @@ def train_net(
     """
     impl, dt, X, y, step_size, reg, iters = _check_common(X, y, step_size, reg, iters, backend, dtype)
     N, D = X.shape
-    if init is None:
+    source = _init_source(init)
+    if source is None:
         H = 100 if hidden is None else check_int(hidden, "hidden", minimum=1)
     else:
-        source = init.params if hasattr(init, "params") else init
-        if not isinstance(source, Mapping) or "W1" not in source or np.ndim(source["W1"]) != 2:
-            raise ValueError("init must be a NetModel or a dict with a 2-D 'W1' array")
-        H = int(np.shape(source["W1"])[1])
+        H = _init_dim(source, "W1", 1)
         if hidden is not None and check_int(hidden, "hidden", minimum=1) != H:
             raise ValueError(f"hidden={hidden} but init has {H} hidden units")
-    K = _n_classes(y, init, "W2", 1)
-    p = _init_params(init, {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}, dt, seed)
+    K = _n_classes(y, source, "W2")
+    p = _init_params(source, {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}, dt, seed)
     W1, b1, b2 = p["W1"], p["b1"], p["b2"]
     W2T = np.ascontiguousarray(p["W2"].T)
     n_threads = numba.get_num_threads() if N * H >= PARALLEL_MIN_WORK else 1
@@ -239,8 +248,9 @@ def train_linear(
     """
     impl, dt, X, y, step_size, reg, iters = _check_common(X, y, step_size, reg, iters, backend, dtype)
     N, D = X.shape
-    K = _n_classes(y, init, "W", 1)
-    p = _init_params(init, {"W": (D, K), "b": (K,)}, dt, seed)
+    source = _init_source(init)
+    K = _n_classes(y, source, "W")
+    p = _init_params(source, {"W": (D, K), "b": (K,)}, dt, seed)
     WT = np.ascontiguousarray(p["W"].T)
     b = p["b"]
     workspace = impl.linear_workspace(N, D, K, dt)

@@ -1,0 +1,66 @@
+"""The command line: the demo's output and pictures, train, and one-line errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastspiral as fs
+from fastspiral.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_prints_case_study_and_writes_pictures(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "iteration 190: loss 0.786302" in lines
+    assert "iteration 0: loss 1.098637" in lines and "iteration 9000: loss 0.244921" in lines
+    assert [s for s in lines if s.startswith("training accuracy")] == \
+        ["training accuracy: 0.49", "training accuracy: 0.98"]
+    assert sum(s.startswith("trained ") for s in lines) == 2
+    for name in ("spiral_raw.png", "spiral_linear.png", "spiral_net.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def test_train_saves_and_plots(tmp_path, capsys):
+    model_path, png = tmp_path / "m.npz", tmp_path / "m.png"
+    argv = ["train", "--model", "linear", "--iters", "50", "--seed", "1", "--dtype", "float32",
+            "--save", str(model_path), "--plot", str(png)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "linear: 50 iterations" in out and "training accuracy:" in out
+    model = fs.load(model_path)
+    assert model.kind == "linear" and model.params["W"].dtype == np.float32
+    assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_train_reads_npz_data(tmp_path, capsys):
+    X, y = fs.make_spiral(20, 4, seed=0)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--iters", "10", "--hidden", "4"]) == 0
+    assert "net: 10 iterations" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,status", [
+    (["demo", "--hidden", "0"], 2),
+    (["demo", "--backend", "cuda"], 2),
+    (["train", "--step-size", "-1"], 2),
+    (["train", "--step-size", "1e8", "--iters", "100"], 1),
+    (["train", "--data", "/nonexistent/d.npz"], 2),
+    (["frobnicate"], 2),
+])
+def test_bad_options_give_one_line_errors(argv, status, capsys):
+    assert main(argv) == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastspiral"), err
+
+
+def test_module_entry_point_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "fastspiral", "train", "--iters", "-3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "--iters" in proc.stderr

@@ -1,0 +1,234 @@
+"""Each Numba kernel against its NumPy twin, and the gradients against finite differences."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from fastspiral import _kernels, reference
+from fastspiral.backends import BACKENDS
+
+from .conftest import assert_close
+
+# (T rows, D features, H hidden, K classes): the case study's shape, and edges.
+SHAPES = [(300, 2, 100, 3), (1, 2, 100, 3), (7, 5, 1, 2), (13, 2, 10, 7), (33, 3, 17, 4), (64, 5, 33, 2)]
+KERNELS = ["affine_relu", "affine_t", "softmax_xent_grad", "relu_backward", "accumulate_grad",
+           "accumulate_bias", "sgd_update", "sum_squares", "net_loss_grad", "train_net_steps",
+           "net_workspace", "linear_loss_grad", "train_linear_steps", "linear_workspace"]
+
+
+def _signature(fn):
+    return inspect.signature(getattr(fn, "py_func", fn))
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_backends_share_names_and_signatures(name):
+    sigs = {b: _signature(getattr(mod, name)) for b, mod in BACKENDS.items()}
+    assert len(set(map(str, sigs.values()))) == 1, sigs
+
+
+def _problem(shape, dtype, seed=0):
+    T, D, H, K = shape
+    rng = np.random.default_rng(seed)
+    cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+    return dict(
+        X=cast(rng.standard_normal((T, D))),
+        y=rng.integers(0, K, T).astype(np.int64),
+        W1=cast(rng.standard_normal((D, H)) * 0.5),
+        b1=cast(rng.standard_normal(H) * 0.1),
+        W2T=cast(rng.standard_normal((K, H)) * 0.5),
+        b2=cast(rng.standard_normal(K) * 0.1),
+    )
+
+
+def _both(name, *args):
+    """Run kernel `name` from both backends on private copies of the array arguments."""
+    results = []
+    for mod in (_kernels, reference):
+        copies = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        ret = getattr(mod, name)(*copies)
+        results.append((ret, copies))
+    return results
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_forward_kernels(shape, dtype):
+    p = _problem(shape, dtype)
+    T, D, H, K = shape
+    (_, fast), (_, ref) = _both("affine_relu", p["X"], p["W1"], p["b1"], np.full((T, H), np.nan, dtype))
+    assert_close(fast[3], ref[3], dtype)
+    assert (fast[3] >= 0).all()
+    hidden = ref[3]
+    (_, fast), (_, ref) = _both("affine_t", hidden, p["W2T"], p["b2"], np.full((T, K), np.nan, dtype))
+    assert_close(fast[3], ref[3], dtype)
+    assert_close(ref[3], hidden @ p["W2T"].T + p["b2"], dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_softmax_xent_grad(shape, dtype):
+    p = _problem(shape, dtype)
+    T, _, _, K = shape
+    scores = np.ascontiguousarray(np.random.default_rng(1).standard_normal((T, K)) * 3, dtype=dtype)
+    scale = 1.0 / T
+    (loss_f, fast), (loss_r, ref) = _both("softmax_xent_grad", scores, p["y"], scale, np.empty((T, K), dtype))
+    assert_close(fast[3], ref[3], dtype)
+    assert_close(loss_f, loss_r, dtype)
+    # The math, written out independently in float64.
+    s = scores.astype(np.float64)
+    probs = np.exp(s) / np.exp(s).sum(axis=1, keepdims=True)
+    expected = -np.log(probs[np.arange(T), p["y"]]).mean()
+    assert_close(loss_f, expected, dtype, factor=10)
+    onehot = np.eye(K)[p["y"]]
+    assert_close(fast[3], (probs - onehot) / T, dtype, factor=10)
+    # Each row of the gradient sums to zero: softmax rows sum to one.
+    assert_close(fast[3].sum(axis=1), np.zeros(T), dtype, scale=1.0 / T, factor=10)
+
+
+@pytest.mark.parametrize("mod", [_kernels, reference], ids=["numba", "numpy"])
+def test_softmax_is_stable_for_huge_scores(mod):
+    scores = np.array([[1000.0, 1001.0, 999.0], [-1e4, 0.0, 1e4]])
+    y = np.array([1, 0], dtype=np.int64)
+    ds = np.empty_like(scores)
+    loss = mod.softmax_xent_grad(scores, y, 0.5, ds)
+    row0 = np.log(np.exp([-1.0, 0.0, -2.0]).sum())  # log-sum-exp after shifting by the max
+    assert np.isfinite(loss) and np.isfinite(ds).all()
+    assert loss == pytest.approx(0.5 * (row0 + 2e4), rel=1e-12)
+
+
+@pytest.mark.parametrize("mod", [_kernels, reference], ids=["numba", "numpy"])
+def test_softmax_propagates_nan(mod):
+    scores = np.array([[0.0, np.nan, 1.0]])
+    loss = mod.softmax_xent_grad(scores, np.array([0], dtype=np.int64), 1.0, np.empty_like(scores))
+    assert np.isnan(loss)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_backward_kernels(shape, dtype):
+    p = _problem(shape, dtype)
+    T, D, H, K = shape
+    rng = np.random.default_rng(2)
+    ds = np.ascontiguousarray(rng.standard_normal((T, K)), dtype=dtype)
+    hidden = np.ascontiguousarray(np.maximum(rng.standard_normal((T, H)), 0), dtype=dtype)
+    (_, fast), (_, ref) = _both("relu_backward", ds, p["W2T"], hidden, np.full((T, H), np.nan, dtype))
+    assert_close(fast[3], ref[3], dtype)
+    assert (fast[3][hidden <= 0] == 0).all()
+
+    dW = np.ascontiguousarray(rng.standard_normal((K, H)), dtype=dtype)
+    (_, fast), (_, ref) = _both("accumulate_grad", ds, hidden, dW)
+    assert_close(fast[2], ref[2], dtype)
+    assert_close(ref[2], dW + ds.T.astype(np.float64) @ hidden, dtype)
+
+    db = np.ascontiguousarray(rng.standard_normal(H), dtype=dtype)
+    (_, fast), (_, ref) = _both("accumulate_bias", hidden, db)
+    assert_close(fast[1], ref[1], dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_sgd_update_and_sum_squares(shape, dtype):
+    p = _problem(shape, dtype)
+    W, dW = p["W1"], np.ascontiguousarray(p["W1"][::-1], dtype=dtype)
+    step, reg = dtype.type(0.7), dtype.type(1e-2)
+    (_, fast), (_, ref) = _both("sgd_update", W, dW, step, reg)
+    assert_close(fast[0], ref[0], dtype)
+    assert_close(fast[0], W - 0.7 * (dW + 1e-2 * W.astype(np.float64)), dtype, factor=10)
+    assert np.array_equal(fast[1], dW)  # the gradient is read, not written
+    assert_close(_kernels.sum_squares(W), reference.sum_squares(W), dtype)
+
+
+def _net_workspace(mod, p, n_threads):
+    T, D = p["X"].shape
+    K, H = p["W2T"].shape
+    return mod.net_workspace(T, D, H, K, p["X"].dtype, n_threads)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_net_loss_grad(shape, dtype, n_threads):
+    p = _problem(shape, dtype)
+    args = (p["X"], p["y"], p["W1"], p["b1"], p["W2T"], p["b2"], 1e-3, 1.0 / shape[0])
+    loss_f = _kernels.net_loss_grad(*args, *(ws_f := _net_workspace(_kernels, p, n_threads)))
+    loss_r = reference.net_loss_grad(*args, *(ws_r := _net_workspace(reference, p, 1)))
+    assert_close(loss_f, loss_r, dtype)
+    for f, r in zip(ws_f[4:8], ws_r[4:8]):  # dW1, db1, dW2T, db2, slot 0
+        assert_close(f[0], r[0], dtype, factor=10)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_linear_loss_grad(shape, dtype):
+    T, D, _, K = shape
+    p = _problem(shape, dtype)
+    WT = np.ascontiguousarray(p["W2T"][:, :D] if p["W2T"].shape[1] >= D else np.ones((K, D)), dtype=dtype)
+    args = (p["X"], p["y"], WT, p["b2"], 1e-3, 1.0 / T)
+    outs = []
+    for mod in (_kernels, reference):
+        ws = mod.linear_workspace(T, D, K, dtype)
+        outs.append((mod.linear_loss_grad(*args, *ws), ws))
+    (loss_f, ws_f), (loss_r, ws_r) = outs
+    assert_close(loss_f, loss_r, dtype)
+    assert_close(ws_f[2], ws_r[2], dtype, factor=10)
+    assert_close(ws_f[3], ws_r[3], dtype, factor=10)
+
+
+def _net_loss(p, reg):
+    ws = _net_workspace(reference, p, 1)
+    return reference.net_loss_grad(p["X"], p["y"], p["W1"], p["b1"], p["W2T"], p["b2"], reg,
+                                   1.0 / p["X"].shape[0], *ws)
+
+
+@pytest.mark.parametrize("shape", [(20, 2, 6, 3), (9, 5, 4, 7), (1, 3, 5, 2)], ids=str)
+def test_net_gradient_matches_finite_differences(shape):
+    """Central differences of the loss against the kernel's gradient plus the L2 term."""
+    p = _problem(shape, np.float64, seed=3)
+    reg = 0.1
+    ws = _net_workspace(_kernels, p, 1)
+    _kernels.net_loss_grad(p["X"], p["y"], p["W1"], p["b1"], p["W2T"], p["b2"], reg, 1.0 / shape[0], *ws)
+    analytic = {"W1": ws[4][0] + reg * p["W1"], "b1": ws[5][0],
+                "W2T": ws[6][0] + reg * p["W2T"], "b2": ws[7][0]}
+    eps = 1e-6
+    for name, grad in analytic.items():
+        numeric = np.zeros_like(grad)
+        for idx in np.ndindex(grad.shape):
+            saved = p[name][idx]
+            p[name][idx] = saved + eps
+            up = _net_loss(p, reg)
+            p[name][idx] = saved - eps
+            down = _net_loss(p, reg)
+            p[name][idx] = saved
+            numeric[idx] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_linear_gradient_matches_finite_differences():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((15, 3))
+    y = rng.integers(0, 4, 15).astype(np.int64)
+    WT, b, reg = rng.standard_normal((4, 3)), rng.standard_normal(4), 0.05
+    ws = _kernels.linear_workspace(15, 3, 4, np.float64)
+    _kernels.linear_loss_grad(X, y, WT, b, reg, 1 / 15, *ws)
+    analytic = {"WT": ws[2] + reg * WT, "b": ws[3]}
+    params = {"WT": WT, "b": b}
+
+    def loss():
+        return reference.linear_loss_grad(X, y, params["WT"], params["b"], reg, 1 / 15,
+                                          *reference.linear_workspace(15, 3, 4, np.float64))
+
+    for name, grad in analytic.items():
+        numeric = np.zeros_like(grad)
+        for idx in np.ndindex(grad.shape):
+            saved = params[name][idx]
+            params[name][idx] = saved + 1e-6
+            up = loss()
+            params[name][idx] = saved - 1e-6
+            down = loss()
+            params[name][idx] = saved
+            numeric[idx] = (up - down) / 2e-6
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_workspace_does_not_grow_with_n_times_h():
+    """The Numba workspace holds cache-sized tiles, not the (N, H) hidden layer."""
+    n, h = 1_000_000, 4096
+    ws = _kernels.net_workspace(n, 2, h, 3, np.dtype(np.float64), 2)
+    total = sum(a.nbytes for a in ws)
+    assert total < 8 * 1024**2, total
+    assert total < n * h * 8 / 1000
