@@ -6,18 +6,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numba
 import numpy as np
 
+from ._threads import n_threads_for, parallel_section
 from ._validation import check_dtype, check_float, check_int, check_X, check_y
 from .backends import get_backend
 from .data import random_source
 from .model import LinearModel, NetModel
-
-#: Below this many hidden activations per iteration (N * H) the net trains on
-#: one thread: the work is tens of microseconds, about what it costs to wake
-#: the thread pool and join it again.
-PARALLEL_MIN_WORK = 100_000
 
 #: The compiled loop runs in chunks of iterations that each take about this
 #: long, then returns to Python: Ctrl-C is honoured and verbose lines appear
@@ -95,35 +90,48 @@ def _check_common(X, y, step_size, reg, iters, backend, dtype):
     return impl, dt, X, y, step_size, reg, iters
 
 
-def _run(steps: Callable[[int, int], int], iters: int, history: np.ndarray,
-         every: int, verbose: bool, step_size: float, what: str) -> None:
+def _run(steps: Callable[[int, int], int], iters: int, history: np.ndarray, every: int,
+         verbose: bool, progress: bool, step_size: float, what: str) -> None:
     """Drive ``steps(start, stop)`` over ``range(iters)`` in chunks of about CHUNK_SECONDS.
 
     Chunks start at one iteration and double while they finish quickly. The
-    case study's ``iteration %d: loss %f`` lines are printed after each chunk.
-    A non-finite loss stops the run with FloatingPointError.
+    case study's ``iteration %d: loss %f`` lines are printed, and the progress
+    bar advanced, after each chunk; Ctrl-C raises KeyboardInterrupt between
+    chunks. A non-finite loss stops the run with FloatingPointError.
     """
-    start, chunk = 0, 1
-    while start < iters:
-        stop = min(iters, start + chunk)
-        t0 = time.perf_counter()
-        bad = steps(start, stop)
-        elapsed = time.perf_counter() - t0
-        end = stop if bad < 0 else bad
-        if verbose:
-            first = -(-start // every) * every
-            for i in range(first, end, every):
-                print(f"iteration {i}: loss {history[i]:f}", flush=True)
-        if bad >= 0:
-            raise FloatingPointError(
-                f"{what}: the loss became {history[bad]} at iteration {bad}; gradient descent "
-                f"diverged, try a smaller step_size (got {step_size:g})"
-            )
-        start = stop
-        if elapsed < CHUNK_SECONDS / 2:
-            chunk *= 2
-        elif elapsed > 2 * CHUNK_SECONDS and chunk > 1:
-            chunk //= 2
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iters, desc=what, unit="it", leave=True)
+    try:
+        start, chunk = 0, 1
+        while start < iters:
+            stop = min(iters, start + chunk)
+            t0 = time.perf_counter()
+            bad = steps(start, stop)
+            elapsed = time.perf_counter() - t0
+            end = stop if bad < 0 else bad
+            if verbose:
+                first = -(-start // every) * every
+                for i in range(first, end, every):
+                    print(f"iteration {i}: loss {history[i]:f}", flush=True)
+            if bar is not None:
+                bar.update(end - start)
+                bar.set_postfix(loss=f"{history[end - 1]:.6f}" if end > start else None, refresh=False)
+            if bad >= 0:
+                raise FloatingPointError(
+                    f"{what}: the loss became {history[bad]} at iteration {bad}; gradient descent "
+                    f"diverged, try a smaller step_size (got {step_size:g})"
+                )
+            start = stop
+            if elapsed < CHUNK_SECONDS / 2:
+                chunk *= 2
+            elif elapsed > 2 * CHUNK_SECONDS and chunk > 1:
+                chunk //= 2
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _seed_info(seed: Any) -> Any:
@@ -143,6 +151,7 @@ def train_net(
     backend: str = "numba",
     dtype: str = "float64",
     verbose: bool = False,
+    progress: bool = False,
 ) -> NetModel:
     """Train the case study's 2-layer ReLU net by full-batch gradient descent.
 
@@ -178,6 +187,8 @@ def train_net(
         Precision of the training.
     verbose : bool
         Print ``iteration %d: loss %f`` every 1000 iterations.
+    progress : bool
+        Show a tqdm progress bar with the current loss.
 
     Returns
     -------
@@ -205,16 +216,17 @@ def train_net(
     p = _init_params(source, {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}, dt, seed)
     W1, b1, b2 = p["W1"], p["b1"], p["b2"]
     W2T = np.ascontiguousarray(p["W2"].T)
-    n_threads = numba.get_num_threads() if N * H >= PARALLEL_MIN_WORK else 1
-    workspace = impl.net_workspace(N, D, H, K, dt, n_threads)
+    workspace = impl.net_workspace(N, D, H, K, dt, n_threads_for(N * H))
+    slots = len(workspace[-1])  # thread slots the backend really uses (1 for numpy)
     history = np.empty(iters, np.float64)
     step, lam = dt.type(step_size), dt.type(reg)
 
     def steps(start: int, stop: int) -> int:
-        return impl.train_net_steps(X, y, W1, b1, W2T, b2, step, lam, history, start, stop,
-                                    *workspace)
+        with parallel_section(slots):
+            return impl.train_net_steps(X, y, W1, b1, W2T, b2, step, lam, history, start, stop,
+                                        *workspace)
 
-    _run(steps, iters, history, 1000, verbose, step_size, "train_net")
+    _run(steps, iters, history, 1000, verbose, progress, step_size, "train_net")
     info = dict(model="net", hidden=H, step_size=step_size, reg=reg, iters=iters,
                 seed=_seed_info(seed), backend=backend, dtype=dt.name)
     params = {"W1": W1, "b1": b1, "W2": np.ascontiguousarray(W2T.T), "b2": b2}
@@ -233,13 +245,15 @@ def train_linear(
     backend: str = "numba",
     dtype: str = "float64",
     verbose: bool = False,
+    progress: bool = False,
 ) -> LinearModel:
     """Train the case study's softmax linear classifier by full-batch gradient descent.
 
     ``scores = X W + b``; the loss is the mean softmax cross-entropy plus
     ``0.5 * reg * sum(W**2)``. Parameters are as for :func:`train_net`
     (without ``hidden``); ``init`` takes a LinearModel or a dict with ``W``
-    (D, K) and ``b`` (K,), and ``verbose`` prints every 10 iterations.
+    (D, K) and ``b`` (K,), ``verbose`` prints every 10 iterations and
+    ``progress`` shows a tqdm bar.
 
     Returns
     -------
@@ -260,7 +274,7 @@ def train_linear(
     def steps(start: int, stop: int) -> int:
         return impl.train_linear_steps(X, y, WT, b, step, lam, history, start, stop, *workspace)
 
-    _run(steps, iters, history, 10, verbose, step_size, "train_linear")
+    _run(steps, iters, history, 10, verbose, progress, step_size, "train_linear")
     info = dict(model="linear", step_size=step_size, reg=reg, iters=iters,
                 seed=_seed_info(seed), backend=backend, dtype=dt.name)
     return LinearModel({"W": np.ascontiguousarray(WT.T), "b": b}, history, info)

@@ -1,0 +1,73 @@
+"""How the trainers use Numba's thread pool from threads and forked processes.
+
+Numba runs ``prange`` loops on one process-wide threading layer, picked at the
+first parallel launch: "tbb" if installed, then "omp" (GNU OpenMP on Linux),
+then "workqueue". fastspiral leaves that choice to Numba and the user
+(``NUMBA_THREADING_LAYER``) and makes each layer safe:
+
+* omp and tbb accept parallel launches from several Python threads at once,
+  so concurrent trainings overlap (the kernels release the GIL).
+* workqueue aborts the process when two threads launch parallel work at
+  once, so launches are serialised by a lock; while the layer is not yet
+  known, the lock is taken too.
+* GNU OpenMP cannot be used in a child forked after the parent started it
+  (the child is terminated). A child forked from such a parent therefore
+  trains on one thread, which never enters the OpenMP pool; spawned children
+  and children of parents that never trained in parallel are unaffected.
+
+Forcing "workqueue" at import was tried and rejected: it is fork-safe but
+costs about 100 us per parallel launch here (vs a few us for omp), which
+made the case-study size slower on two threads than on one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import numba
+
+#: Below this many hidden activations per iteration (N * H) the net trains on
+#: one thread: waking the pool and joining it would cost more than it saves.
+PARALLEL_MIN_WORK = 100_000
+
+_THREAD_SAFE_LAYERS = ("omp", "tbb")
+_launch_lock = threading.Lock()
+_inherited_omp = False
+
+
+def threading_layer() -> str | None:
+    """Numba's threading layer, or None if no parallel work has run yet."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
+
+
+def _after_fork_in_child() -> None:
+    global _launch_lock, _inherited_omp
+    _launch_lock = threading.Lock()  # the parent's may have been held by another thread
+    if threading_layer() == "omp":
+        _inherited_omp = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def n_threads_for(work: int) -> int:
+    """Thread slots for a net iteration of ``work`` = N * H hidden activations."""
+    if work < PARALLEL_MIN_WORK or _inherited_omp:
+        return 1
+    return numba.get_num_threads()
+
+
+@contextlib.contextmanager
+def parallel_section(n_threads: int) -> Iterator[None]:
+    """Hold the launch lock around parallel kernels unless the layer is thread-safe."""
+    if n_threads > 1 and threading_layer() not in _THREAD_SAFE_LAYERS:
+        with _launch_lock:
+            yield
+    else:
+        yield
