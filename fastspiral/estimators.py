@@ -1,0 +1,151 @@
+"""scikit-learn compatible classifiers around :func:`~fastspiral.train_net` and
+:func:`~fastspiral.train_linear`.
+
+Needs the optional extra ``pip install "fastspiral[sklearn]"``; ``import
+fastspiral`` never imports scikit-learn.
+
+>>> from sklearn.pipeline import make_pipeline
+>>> from sklearn.preprocessing import StandardScaler
+>>> from fastspiral.estimators import NetClassifier
+>>> clf = make_pipeline(StandardScaler(), NetClassifier(hidden=50, random_state=0))
+>>> clf.fit(X, y).score(X, y)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "fastspiral.estimators needs scikit-learn >= 1.6: pip install 'fastspiral[sklearn]'"
+    ) from exc
+
+from .model import LinearModel, NetModel
+from .train import train_linear, train_net
+
+
+class _SpiralClassifier(ClassifierMixin, BaseEstimator):
+    """Shared fit/predict logic; subclasses say which trainer and parameters."""
+
+    def _train(self, X: np.ndarray, y: np.ndarray, init: Any) -> NetModel | LinearModel:
+        raise NotImplementedError
+
+    def fit(self, X: Any, y: Any) -> "_SpiralClassifier":
+        """Train on X (n_samples, n_features) and labels y (any hashable values).
+
+        With ``warm_start=True`` and a previous fit on the same classes and
+        features, training continues from the previous parameters.
+        """
+        warm = self.warm_start and hasattr(self, "model_")
+        X, y = validate_data(self, X, y, reset=not warm, dtype=np.float64, order="C")
+        check_classification_targets(y)
+        classes, encoded = np.unique(y, return_inverse=True)
+        init = None
+        if warm:
+            if not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"warm_start=True needs the classes of the previous fit {self.classes_.tolist()}, "
+                    f"got {classes.tolist()}"
+                )
+            init = self.model_
+        self.classes_ = classes
+        self.model_ = self._train(X, encoded.astype(np.int64), init)
+        self.loss_curve_ = self.model_.loss_history
+        self.n_iter_ = self.loss_curve_.size
+        return self
+
+    def _validated(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return validate_data(self, X, reset=False, dtype=np.float64, order="C")
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        X = self._validated(X)
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable label of each row (values from ``classes_``)."""
+        X = self._validated(X)
+        return self.classes_[self.model_.predict(X)]
+
+    def _common(self) -> dict[str, Any]:
+        return dict(step_size=self.step_size, reg=self.reg, iters=self.iters,
+                    seed=self.random_state, backend=self.backend, dtype=self.dtype,
+                    verbose=self.verbose)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+class NetClassifier(_SpiralClassifier):
+    """The case study's 2-layer ReLU net as a scikit-learn classifier.
+
+    Parameters
+    ----------
+    hidden : int, default=100
+        Hidden units.
+    step_size, reg, iters, backend, dtype, verbose
+        As for :func:`fastspiral.train_net`.
+    random_state : int, numpy.random.Generator or None
+        Seed of the initial weights (``seed`` of train_net).
+    warm_start : bool, default=False
+        Continue from the previous fit's parameters instead of a fresh start.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The labels seen in fit, sorted; column k of predict_proba is classes_[k].
+    n_features_in_ : int
+    loss_curve_ : ndarray of float64
+        Loss before each iteration of the last fit.
+    n_iter_ : int
+    model_ : fastspiral.NetModel
+        The trained network (labels encoded as 0..K-1).
+    """
+
+    def __init__(self, hidden: int = 100, *, step_size: float = 1.0, reg: float = 1e-3,
+                 iters: int = 10_000, random_state: Any = None, backend: str = "numba",
+                 dtype: str = "float64", warm_start: bool = False, verbose: bool = False):
+        self.hidden = hidden
+        self.step_size = step_size
+        self.reg = reg
+        self.iters = iters
+        self.random_state = random_state
+        self.backend = backend
+        self.dtype = dtype
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    def _train(self, X, y, init):
+        return train_net(X, y, hidden=self.hidden, init=init, **self._common())
+
+
+class LinearClassifier(_SpiralClassifier):
+    """The case study's softmax linear classifier as a scikit-learn classifier.
+
+    Parameters and attributes are those of :class:`NetClassifier` without
+    ``hidden``; ``model_`` is a :class:`fastspiral.LinearModel`.
+    """
+
+    def __init__(self, *, step_size: float = 1.0, reg: float = 1e-3, iters: int = 200,
+                 random_state: Any = None, backend: str = "numba", dtype: str = "float64",
+                 warm_start: bool = False, verbose: bool = False):
+        self.step_size = step_size
+        self.reg = reg
+        self.iters = iters
+        self.random_state = random_state
+        self.backend = backend
+        self.dtype = dtype
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    def _train(self, X, y, init):
+        return train_linear(X, y, init=init, **self._common())
