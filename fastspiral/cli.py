@@ -116,6 +116,33 @@ def _train(args: argparse.Namespace) -> None:
         print(f"wrote {args.plot}")
 
 
+def _scale(args: argparse.Namespace) -> None:
+    from .scaling import load_results, summary_markdown, sweep
+
+    executor, client = None, None
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise _CliError("fastspiral scale: --scheduler needs Dask: pip install 'fastspiral[distributed]'") from None
+        try:
+            client = Client(args.scheduler, timeout=args.connect_timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise _CliError(f"fastspiral scale: cannot reach the scheduler {args.scheduler}: {exc}") from None
+        executor = client.get_executor()
+    try:
+        records = sweep(args.n_per_class, args.hidden, args.backends, args.dtypes, iters=args.iters,
+                        repeats=args.repeats, seed=args.seed, out=args.out, executor=executor,
+                        progress=not args.no_progress, force=args.force)
+    finally:
+        if client is not None:
+            client.close()
+    machine, _ = load_results(args.out)
+    print(summary_markdown(records, machine))
+    print(f"\nwrote {os.path.join(args.out, 'results.csv')}, {os.path.join(args.out, 'results.json')}, "
+          f"{os.path.join(args.out, 'scaling.png')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastspiral", description="Train the CS231n spiral models fast on a CPU.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -146,6 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save", default=None, help="write the trained model to this .npz path")
     train.add_argument("--plot", default=None, help="write a decision-region PNG (2-D data only)")
     train.set_defaults(run=_train)
+
+    scale = sub.add_parser("scale", help="time training over N and H, write a table and a figure")
+    scale.add_argument("--n-per-class", type=_positive_int, nargs="+", default=[100, 1000, 10000])
+    scale.add_argument("--hidden", type=_positive_int, nargs="+", default=[100, 1000])
+    scale.add_argument("--backends", choices=sorted(BACKENDS), nargs="+", default=["numba", "numpy"])
+    scale.add_argument("--dtypes", choices=sorted(DTYPES), nargs="+", default=["float64"])
+    scale.add_argument("--iters", type=_positive_int, default=50, help="iterations per timed run (default: 50)")
+    scale.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per configuration (median)")
+    scale.add_argument("--seed", type=_nonneg_int, default=0)
+    scale.add_argument("--out", required=True, help="folder for results.csv, results.json, scaling.png")
+    scale.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    scale.add_argument("--connect-timeout", default="10s", help="how long to try the scheduler (default: 10s)")
+    scale.add_argument("--force", action="store_true", help="recompute rows already in --out")
+    scale.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scale.set_defaults(run=_scale)
     return parser
 
 

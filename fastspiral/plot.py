@@ -84,3 +84,60 @@ def save_figure(fig: Any, path: str | os.PathLike) -> str:
         os.makedirs(folder, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def plot_scaling(records: Any, matmul_gflops: float | None = None):
+    """Four panels from :func:`fastspiral.scaling.sweep` records.
+
+    Time per iteration against N (log-log), speed-up of numba over NumPy,
+    GFLOP/s against N with the machine's matrix-product rate as a reference
+    line, and peak memory against N. One line per (backend, dtype, H).
+    Returns the matplotlib Figure.
+    """
+    from matplotlib.figure import Figure
+
+    from .scaling import speedups
+
+    ok = [r for r in records if r.get("status") == "ok" and r.get("seconds_per_iter")]
+    fig = Figure(figsize=(12, 9), dpi=100, layout="constrained")
+    ax_t, ax_s, ax_g, ax_m = fig.subplots(2, 2).ravel()
+    groups: dict[tuple, list] = {}
+    for r in ok:
+        groups.setdefault((r["backend"], r["dtype"], r["hidden"]), []).append(r)
+    markers = {"numba": "o", "numpy": "s"}
+    for (backend, dtype, hidden), rows in sorted(groups.items()):
+        rows = sorted(rows, key=lambda r: r["n_samples"])
+        n = [r["n_samples"] for r in rows]
+        style = dict(marker=markers.get(backend, "^"), linestyle="-" if dtype == "float64" else "--",
+                     label=f"{backend} {dtype}, H={hidden:,}")
+        ax_t.plot(n, [r["seconds_per_iter"] for r in rows], **style)
+        ax_g.plot(n, [r["gflops"] for r in rows], **style)
+        mem = [(r["n_samples"], r["peak_mem_mib"]) for r in rows if r.get("peak_mem_mib") is not None]
+        if mem:
+            ax_m.plot(*zip(*mem), **style)
+    by_h: dict[tuple, list] = {}
+    for (dtype, n, h), s in speedups(records).items():
+        by_h.setdefault((dtype, h), []).append((n, s))
+    for (dtype, h), pts in sorted(by_h.items()):
+        ax_s.plot(*zip(*sorted(pts)), marker="o", label=f"{dtype}, H={h:,}")
+    if by_h:
+        ax_s.axhline(1.0, color="grey", linewidth=0.8)
+    if matmul_gflops:
+        ax_g.axhline(matmul_gflops, color="k", linestyle=":",
+                     label=f"NumPy 2048x2048 matmul ({matmul_gflops:.0f} GFLOP/s)")
+    for ax, ylabel, title in [
+        (ax_t, "seconds per iteration", "time per iteration"),
+        (ax_s, "numpy time / numba time", "speed-up of numba over NumPy"),
+        (ax_g, "useful GFLOP/s", "throughput (4NDH + 6NHK FLOPs per iteration)"),
+        (ax_m, "peak memory of the run (MiB)", "peak memory"),
+    ]:
+        ax.set_xscale("log")
+        if ax is not ax_s:
+            ax.set_yscale("log")
+        ax.set_xlabel("N (training samples)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,532 @@
+"""Scaling experiments: time, GFLOP/s and memory of net training over N and H.
+
+:func:`sweep` runs every combination of sizes, backends and dtypes. Locally
+each configuration runs alone in a fresh process, so timings do not disturb
+each other and the peak memory is the run's own; with an ``executor`` (for
+example ``dask.distributed.Client(...).get_executor()``) configurations run
+wherever that executor sends them. With ``out=DIR`` every finished
+configuration is written to DIR/results.csv and DIR/results.json at once, and a
+rerun skips what is already there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import multiprocessing
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor, as_completed
+from typing import Any
+
+import numpy as np
+
+from ._validation import DTYPES, check_int
+from .backends import BACKENDS
+
+#: Columns of results.csv, in order; every record has these keys.
+FIELDS = ("backend", "dtype", "n_samples", "hidden", "iters", "repeats", "seconds_per_iter",
+          "gflops", "peak_mem_mib", "estimated_mem_mib", "final_loss", "accuracy", "host",
+          "worker", "threads", "status")
+
+N_FEATURES, N_CLASSES = 2, 3
+#: Fraction of the available memory a configuration may be estimated to use.
+MEMORY_HEADROOM = 0.8
+
+
+def useful_flops(n_samples: int, hidden: int, n_features: int = N_FEATURES,
+                 n_classes: int = N_CLASSES) -> int:
+    """FLOPs of one net iteration: ``4 N D H + 6 N H K`` (forward, backprop, both weight gradients)."""
+    return 4 * n_samples * n_features * hidden + 6 * n_samples * hidden * n_classes
+
+
+def estimate_memory(backend: str, n_samples: int, hidden: int, dtype: str) -> int:
+    """Bytes a training run needs beyond the interpreter: data, work arrays, temporaries.
+
+    NumPy keeps the (N, H) hidden layer, its gradient and the ReLU mask;
+    the Numba kernels keep cache-sized tiles per thread, independent of N * H.
+    """
+    item = np.dtype(dtype).itemsize
+    N, H, D, K = n_samples, hidden, N_FEATURES, N_CLASSES
+    data = N * D * (8 + item) + N * 8 * 2            # X (float64 and converted), y, labels
+    if backend == "numpy":
+        work = N * H * (2 * item + 1) + 4 * N * K * item
+    else:
+        work = (os.cpu_count() or 1) * (2 * 16_384 + (D + K + 2) * H) * item
+    predict = min(N, 4_000_000 // max(H, 1)) * H * 8 * 2  # blocked forward pass for the accuracy
+    return data + work + predict + (D * H + H * K) * 8 * 4
+
+
+def available_memory() -> int:
+    """Bytes the system can give a new allocation now (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
+    """GFLOP/s of NumPy's own ``(n, n) @ (n, n)`` float64 product (best of ``repeats``), all cores."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    a @ b  # warm up BLAS threads
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def machine_info(measure_matmul: bool = True) -> dict[str, Any]:
+    """CPU model, core count, versions and (optionally) the matmul rate of this machine."""
+    import numba
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {
+        "host": socket.gethostname(), "cpu": model, "cores": os.cpu_count(),
+        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+        "platform": platform.platform(),
+    }
+    if measure_matmul:
+        info["matmul_gflops"] = round(matmul_gflops(), 1)
+    return info
+
+
+# --------------------------------------------------------------------------
+# One configuration
+# --------------------------------------------------------------------------
+
+def _status_memory() -> tuple[int, int]:
+    """(current RSS, peak RSS) of this process in bytes, from /proc/self/status."""
+    rss = hwm = 0
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) * 1024
+    return rss, hwm
+
+
+def _reset_peak_memory() -> bool:
+    """Reset the kernel's peak-RSS mark for this process (Linux); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _limit_threads_to_worker() -> int | None:
+    """Inside a Dask worker: use only the threads the worker was given (Numba and BLAS)."""
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    import numba
+
+    n = max(1, min(worker.state.nthreads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with the distributed extra
+        pass
+    return n
+
+
+def _worker_name() -> str:
+    if "distributed" in sys.modules:
+        try:
+            from distributed import get_worker
+
+            return get_worker().address
+        except (ImportError, ValueError):
+            pass
+    return "local"
+
+
+def run_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Run one configuration in this process and return its record.
+
+    ``config`` holds backend, dtype, n_samples, hidden, iters, repeats, seed.
+    One short warm-up run compiles (or loads) the kernels; then ``repeats``
+    trainings of ``iters`` iterations are timed and the median time per
+    iteration is reported. ``peak_mem_mib`` is the peak resident memory during
+    the timed runs above the resident memory just before them.
+    """
+    import numba
+
+    from .data import make_spiral
+    from .train import train_net
+
+    record = {key: config.get(key) for key in FIELDS}
+    record.update(host=socket.gethostname(), worker=_worker_name(), status="ok")
+    try:
+        limited = _limit_threads_to_worker()
+        record["threads"] = limited or numba.get_num_threads()
+        n_per_class = -(-config["n_samples"] // N_CLASSES)
+        X, y = make_spiral(n_per_class, N_CLASSES, seed=config["seed"])
+        kwargs = dict(hidden=config["hidden"], seed=config["seed"], backend=config["backend"],
+                      dtype=config["dtype"])
+        train_net(X, y, iters=1, **kwargs)  # compile or load from the cache: not timed
+        before, _ = _status_memory()
+        exact_peak = _reset_peak_memory()
+        times, net = [], None
+        for _ in range(config["repeats"]):
+            t0 = time.perf_counter()
+            net = train_net(X, y, iters=config["iters"], **kwargs)
+            times.append((time.perf_counter() - t0) / max(config["iters"], 1))
+        _, peak = _status_memory()
+        seconds = statistics.median(times)
+        record.update(
+            seconds_per_iter=seconds,
+            gflops=useful_flops(X.shape[0], config["hidden"]) / seconds / 1e9 if seconds > 0 else None,
+            peak_mem_mib=max(peak - before, 0) / 2**20 if exact_peak else None,
+            final_loss=net.final_loss,
+            accuracy=net.score(X, y),
+        )
+    except Exception as exc:  # reported in the record: one bad configuration must not end a sweep
+        record["status"] = f"failed: {type(exc).__name__}: {exc}"
+    return record
+
+
+def _child(config: dict[str, Any], conn) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
+    conn.send(run_config(config))
+    conn.close()
+
+
+def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_config` in a newly spawned process, which is killed on KeyboardInterrupt."""
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(config, sender), daemon=True)
+    proc.start()
+    sender.close()
+    try:
+        while True:
+            if receiver.poll(0.1):
+                try:
+                    return receiver.recv()
+                except EOFError:
+                    break
+            if not proc.is_alive() and not receiver.poll(0):
+                break
+        proc.join(5)
+        record = {key: config.get(key) for key in FIELDS}
+        record.update(host=socket.gethostname(), worker="local",
+                      status=f"failed: worker process exited with code {proc.exitcode}")
+        return record
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        receiver.close()
+
+
+# --------------------------------------------------------------------------
+# Results on disk
+# --------------------------------------------------------------------------
+
+def _key(record: dict[str, Any]) -> tuple:
+    return (record["backend"], record["dtype"], int(record["n_samples"]), int(record["hidden"]),
+            int(record["iters"]), int(record["repeats"]))
+
+
+def _atomic_write(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_results(out: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(machine, records) from DIR/results.json, or ({}, []) if there is none yet."""
+    path = os.path.join(out, "results.json")
+    if not os.path.exists(path):
+        return {}, []
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+        return doc.get("machine", {}), list(doc["records"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} exists but is not a fastspiral results file: {exc}") from exc
+
+
+def save_results(out: str, machine: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
+    """Write DIR/results.json and DIR/results.csv, each replaced atomically."""
+    doc = {"format": "fastspiral-scaling", "version": 1, "machine": machine, "records": list(records)}
+    _atomic_write(os.path.join(out, "results.json"), json.dumps(doc, indent=1) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(records)
+    _atomic_write(os.path.join(out, "results.csv"), buf.getvalue())
+
+
+# --------------------------------------------------------------------------
+# Summaries
+# --------------------------------------------------------------------------
+
+def _ok(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") == "ok" and r.get("seconds_per_iter")]
+
+
+def fit_exponents(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, int], float]:
+    """Slope of log(time per iteration) against log(N), per (backend, dtype, hidden).
+
+    1.0 means time grows linearly with N. Needs at least two sizes.
+    """
+    groups: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for r in _ok(records):
+        groups.setdefault((r["backend"], r["dtype"], r["hidden"]), []).append(
+            (math.log(r["n_samples"]), math.log(r["seconds_per_iter"])))
+    out = {}
+    for key, pts in sorted(groups.items()):
+        if len({p[0] for p in pts}) >= 2:
+            xs, ys = zip(*pts)
+            out[key] = float(np.polyfit(xs, ys, 1)[0])
+    return out
+
+
+def speedups(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int, int], float]:
+    """NumPy time / Numba time for each (dtype, N, H) where both ran."""
+    times = {(r["backend"], r["dtype"], r["n_samples"], r["hidden"]): r["seconds_per_iter"]
+             for r in _ok(records)}
+    return {(d, n, h): t / times[("numba", d, n, h)]
+            for (b, d, n, h), t in sorted(times.items())
+            if b == "numpy" and ("numba", d, n, h) in times}
+
+
+def summary_markdown(records: Sequence[dict[str, Any]], machine: dict[str, Any] | None = None) -> str:
+    """The results as a Markdown table, with fitted exponents and speed-ups."""
+    lines = ["| backend | dtype | N | H | time/iter | GFLOP/s | peak MiB | loss | accuracy | status |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    order = sorted(records, key=lambda r: (r["hidden"], r["n_samples"], r["backend"], r["dtype"]))
+    for r in order:
+        ok = r.get("status") == "ok"
+        lines.append(
+            f"| {r['backend']} | {r['dtype']} | {r['n_samples']:,} | {r['hidden']:,} | "
+            + (f"{_fmt_time(r['seconds_per_iter'])} | {r['gflops']:.1f} | "
+               + (f"{r['peak_mem_mib']:.1f}" if r.get("peak_mem_mib") is not None else "n/a")
+               + f" | {r['final_loss']:.4f} | {r['accuracy']:.3f} | ok |" if ok else
+               f" | | | | | {r['status']} |")
+        )
+    exps = fit_exponents(records)
+    if exps:
+        lines += ["", "Fitted exponent of time per iteration vs N (time ~ N^k):", ""]
+        lines += [f"- {b} {d}, H={h:,}: k = {k:.2f}" for (b, d, h), k in exps.items()]
+    ups = speedups(records)
+    if ups:
+        lines += ["", "Speed-up of numba over numpy (numpy time / numba time):", ""]
+        lines += [f"- {d}, N={n:,}, H={h:,}: {s:.1f}x" for (d, n, h), s in ups.items()]
+    if machine:
+        lines += ["", f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores; "
+                  f"NumPy 2048x2048 matmul {machine.get('matmul_gflops', 'n/a')} GFLOP/s; "
+                  f"Python {machine.get('python')}, NumPy {machine.get('numpy')}, "
+                  f"Numba {machine.get('numba')}."]
+    return "\n".join(lines)
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+# --------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------
+
+def _as_list(value: Any, name: str) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        value = [value]
+    value = list(value)
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def sweep(
+    n_per_class: Sequence[int] = (100, 1000, 10000),
+    hidden: Sequence[int] = (100, 1000),
+    backends: Sequence[str] = ("numba", "numpy"),
+    dtypes: Sequence[str] = ("float64",),
+    iters: int = 50,
+    repeats: int = 3,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    executor: Executor | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """Time net training for every combination of sizes, backends and dtypes.
+
+    Parameters
+    ----------
+    n_per_class, hidden : sequences of int
+        Spiral points per class (N = 3 * n_per_class) and hidden-layer sizes.
+    backends, dtypes : sequences of str
+        Names from the backend registry; "float64" and/or "float32".
+    iters, repeats : int
+        Iterations per timed training, and how many timed trainings (median).
+    seed : int
+        Seed of the data and of the initial weights.
+    out : path, optional
+        Folder for results.csv, results.json (rows written as each finishes)
+        and scaling.png. Rows already there are reused, not rerun.
+    executor : concurrent.futures.Executor, optional
+        Where to run configurations (e.g. a Dask client's executor). By
+        default each runs alone in a fresh local process.
+    progress : bool
+        Show a tqdm bar over configurations.
+    force : bool
+        Recompute rows that ``out`` already holds.
+
+    Returns
+    -------
+    list of dict
+        One record per configuration (keys in :data:`FIELDS`); ``status`` is
+        "ok", "skipped: <reason>" or "failed: <reason>".
+    """
+    sizes = [check_int(n, "n_per_class", minimum=1) for n in _as_list(n_per_class, "n_per_class")]
+    widths = [check_int(h, "hidden", minimum=1) for h in _as_list(hidden, "hidden")]
+    backends = _as_list(backends, "backends")
+    for b in backends:
+        if b not in BACKENDS:
+            raise ValueError(f"backends: unknown backend {b!r}; choose from {sorted(BACKENDS)}")
+    dtypes = _as_list(dtypes, "dtypes")
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ValueError(f"dtypes: unknown dtype {d!r}; choose from {sorted(DTYPES)}")
+    iters = check_int(iters, "iters", minimum=1)
+    repeats = check_int(repeats, "repeats", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
+
+    configs = [dict(backend=b, dtype=d, n_samples=N_CLASSES * n, hidden=h, iters=iters,
+                    repeats=repeats, seed=seed)
+               for h in widths for n in sizes for b in backends for d in dtypes]
+
+    machine, previous = {}, []
+    if out is not None:
+        out = os.fspath(out)
+        os.makedirs(out, exist_ok=True)
+        machine, previous = load_results(out)
+    if not machine:
+        machine = machine_info()
+    done = {} if force else {_key(r): r for r in previous if r.get("status") == "ok"
+                             or str(r.get("status", "")).startswith("skipped")}
+    results: dict[tuple, dict[str, Any]] = {_key(r): r for r in previous}
+
+    def record_done(record: dict[str, Any]) -> None:
+        results[_key(record)] = record
+        if out is not None:
+            save_results(out, machine, list(results.values()))
+
+    todo = []
+    avail = available_memory()
+    for cfg in configs:
+        key = _key(cfg)
+        if key in done:
+            continue
+        need = estimate_memory(cfg["backend"], cfg["n_samples"], cfg["hidden"], cfg["dtype"])
+        if need > MEMORY_HEADROOM * avail:
+            rec = {k: cfg.get(k) for k in FIELDS}
+            rec.update(host=socket.gethostname(), worker="not run", estimated_mem_mib=need / 2**20,
+                       status=f"skipped: needs about {need / 2**30:.1f} GiB, "
+                              f"{avail / 2**30:.1f} GiB available")
+            record_done(rec)
+        else:
+            cfg["estimated_mem_mib"] = need / 2**20
+            todo.append(cfg)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="sweep", unit="config")
+    try:
+        if executor is None:
+            for cfg in todo:
+                if bar is not None:
+                    bar.set_postfix_str(_describe(cfg))
+                rec = run_config_in_fresh_process(cfg)
+                rec["estimated_mem_mib"] = cfg["estimated_mem_mib"]
+                record_done(rec)
+                if bar is not None:
+                    bar.update()
+        else:
+            futures = {executor.submit(run_config, cfg): cfg for cfg in todo}
+            try:
+                for fut in as_completed(futures):
+                    cfg = futures[fut]
+                    try:
+                        rec = fut.result()
+                    except Exception as exc:
+                        rec = {k: cfg.get(k) for k in FIELDS}
+                        rec.update(status=f"failed: {type(exc).__name__}: {exc}")
+                    rec["estimated_mem_mib"] = cfg["estimated_mem_mib"]
+                    record_done(rec)
+                    if bar is not None:
+                        bar.set_postfix_str(_describe(cfg))
+                        bar.update()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    records = [results[_key(c)] for c in configs]
+    if out is not None:
+        from .plot import plot_scaling, save_figure
+
+        save_figure(plot_scaling(records, machine.get("matmul_gflops")), os.path.join(out, "scaling.png"))
+    return records
+
+
+def _describe(cfg: dict[str, Any]) -> str:
+    return f"{cfg['backend']} {cfg['dtype']} N={cfg['n_samples']:,} H={cfg['hidden']:,}"
