@@ -107,14 +107,13 @@ def plot_scaling(records: Any, matmul_gflops: float | None = None):
     markers = {"numba": "o", "numpy": "s"}
     for (backend, dtype, hidden), rows in sorted(groups.items()):
         rows = sorted(rows, key=lambda r: r["n_samples"])
-        n = [r["n_samples"] for r in rows]
         style = dict(marker=markers.get(backend, "^"), linestyle="-" if dtype == "float64" else "--",
                      label=f"{backend} {dtype}, H={hidden:,}")
-        ax_t.plot(n, [r["seconds_per_iter"] for r in rows], **style)
-        ax_g.plot(n, [r["gflops"] for r in rows], **style)
-        mem = [(r["n_samples"], r["peak_mem_mib"]) for r in rows if r.get("peak_mem_mib") is not None]
-        if mem:
-            ax_m.plot(*zip(*mem), **style)
+        for ax, field in ((ax_t, "seconds_per_iter"), (ax_g, "gflops"), (ax_m, "peak_mem_mib")):
+            # log axes: points without a positive value (e.g. no peak-memory reading) are left out
+            pts = [(r["n_samples"], r[field]) for r in rows if (r.get(field) or 0) > 0]
+            if pts:
+                ax.plot(*zip(*pts), **style)
     by_h: dict[tuple, list] = {}
     for (dtype, n, h), s in speedups(records).items():
         by_h.setdefault((dtype, h), []).append((n, s))

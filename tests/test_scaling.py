@@ -1,0 +1,167 @@
+"""Scaling sweeps: records, files, resume, interrupt, memory skips, Dask."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastspiral as fs
+from fastspiral import scaling
+from fastspiral.cli import main
+
+SMALL = dict(n_per_class=[20, 60], hidden=[8], iters=5, repeats=2, progress=False)
+
+
+def _without_timings(records):
+    drop = {"seconds_per_iter", "gflops", "peak_mem_mib", "worker", "threads", "host"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in records]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    return out, scaling.sweep(**SMALL, out=out)
+
+
+def test_records_hold_measurements(local_run):
+    out, records = local_run
+    assert [(r["backend"], r["n_samples"]) for r in records] == \
+        [("numba", 60), ("numpy", 60), ("numba", 180), ("numpy", 180)]
+    for r in records:
+        assert set(scaling.FIELDS) <= set(r)
+        assert r["status"] == "ok" and r["iters"] == 5 and r["host"] == socket.gethostname()
+        assert r["seconds_per_iter"] > 0
+        assert r["gflops"] == pytest.approx(scaling.useful_flops(r["n_samples"], 8) / r["seconds_per_iter"] / 1e9)
+        assert r["peak_mem_mib"] is not None and r["peak_mem_mib"] >= 0
+        X, y = fs.make_spiral(r["n_samples"] // 3, seed=0)
+        net = fs.train_net(X, y, hidden=8, seed=0, iters=5)
+        assert r["final_loss"] == pytest.approx(net.final_loss, rel=1e-9)
+        assert r["accuracy"] == net.score(X, y)
+
+
+def test_files_are_written_and_parse(local_run):
+    out, records = local_run
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["records"] == records
+    assert {"cpu", "cores", "python", "numpy", "numba", "matmul_gflops"} <= set(doc["machine"])
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["backend"], int(r["n_samples"]), r["status"]) for r in rows] == \
+        [(r["backend"], r["n_samples"], r["status"]) for r in records]
+    assert (out / "scaling.png").read_bytes().startswith(b"\x89PNG")
+    text = scaling.summary_markdown(records, doc["machine"])
+    assert "| numba | float64 | 180 | 8 |" in text and "k = " in text and "x" in text
+
+
+def test_rerun_skips_finished_rows_and_force_recomputes(local_run, monkeypatch):
+    out, records = local_run
+    calls = []
+
+    def fake(cfg):
+        calls.append(cfg)
+        return dict(cfg, seconds_per_iter=1.0, gflops=0.0, peak_mem_mib=0.0, final_loss=0.0,
+                    accuracy=0.0, host="x", worker="local", threads=1, status="ok")
+
+    monkeypatch.setattr(scaling, "run_config_in_fresh_process", fake)
+    again = scaling.sweep(**SMALL, out=out)
+    assert calls == [] and again == records
+    scaling.sweep(**dict(SMALL, hidden=[8, 9]), out=out)  # only the new H runs
+    assert sorted({c["hidden"] for c in calls}) == [9] and len(calls) == 4
+    calls.clear()
+    scaling.sweep(**SMALL, out=out, force=True)
+    assert len(calls) == 4
+
+
+def test_configuration_too_big_for_memory_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(scaling, "run_config_in_fresh_process",
+                        lambda cfg: pytest.fail("a configuration that cannot fit was run"))
+    need = scaling.estimate_memory("numpy", 3_000_000, 4096, "float64")
+    assert need > 2 * 8 * 3_000_000 * 4096  # two (N, H) float64 arrays at least
+    assert scaling.estimate_memory("numba", 3_000_000, 4096, "float64") < 256 * 2**20
+    records = scaling.sweep([1_000_000], [4096], backends=["numpy"], out=tmp_path, progress=False)
+    (r,) = records
+    assert r["status"].startswith("skipped: needs about") and "GiB available" in r["status"]
+    assert json.loads((tmp_path / "results.json").read_text())["records"][0]["status"] == r["status"]
+
+
+@pytest.mark.parametrize("kwargs,exc,msg", [
+    (dict(n_per_class=[100, -1]), ValueError, "n_per_class must be >= 1"),
+    (dict(hidden=[]), ValueError, "hidden must not be empty"),
+    (dict(backends=["jax"]), ValueError, "unknown backend 'jax'"),
+    (dict(dtypes=["float16"]), ValueError, "unknown dtype"),
+    (dict(iters=0), ValueError, "iters must be >= 1"),
+    (dict(executor=object()), TypeError, "executor must be"),
+])
+def test_bad_arguments(kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        scaling.sweep(**dict(SMALL, **kwargs))
+
+
+@pytest.mark.parametrize("argv", [
+    ["scale", "--out", "x", "--n-per-class", "-5"],
+    ["scale", "--out", "x", "--backends", "jax"],
+    ["scale", "--n-per-class", "10"],  # --out missing
+    ["scale", "--out", "x", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1s"],
+])
+def test_cli_bad_arguments_one_line(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+
+
+def test_ctrl_c_keeps_finished_rows_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "fastspiral", "scale", "--out", str(out), "--backends", "numpy",
+            "--n-per-class", "10", "20", "30000", "40000", "--hidden", "300", "--iters", "20",
+            "--repeats", "3", "--no-progress"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = out / "results.json"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait for the first finished rows
+            if results.exists() and len(json.loads(results.read_text())["records"]) >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no row was written")
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        elapsed = time.perf_counter() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and elapsed < 5, (proc.returncode, elapsed)
+    assert "interrupted" in proc.stderr.read()
+    finished = json.loads(results.read_text())["records"]
+    assert 2 <= len(finished) < 4 and all(r["status"] == "ok" for r in finished)
+    with open(out / "results.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(finished)
+    # The rerun keeps the finished rows (same timings) and runs only the rest.
+    subprocess.run(argv, check=True, capture_output=True, timeout=240)
+    after = {r["n_samples"]: r for r in json.loads(results.read_text())["records"]}
+    assert len(after) == 4 and all(r["status"] == "ok" for r in after.values())
+    for r in finished:
+        assert after[r["n_samples"]]["seconds_per_iter"] == r["seconds_per_iter"]
+
+
+def test_dask_cluster_gives_the_same_rows(local_run):
+    distributed = pytest.importorskip("distributed")  # installed by the test extra
+    _, local = local_run
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        remote = scaling.sweep(**SMALL, executor=client.get_executor())
+        addresses = set(client.scheduler_info()["workers"])
+    assert _without_timings(remote) == _without_timings(local)
+    for r in remote:
+        assert r["status"] == "ok"
+        assert r["host"] == socket.gethostname() and r["worker"] in addresses
+        assert r["threads"] == 1  # limited to the worker's one thread
