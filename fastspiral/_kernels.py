@@ -21,9 +21,20 @@ its twin there.
 Memory
 ------
 The net is trained tile by tile: each thread runs ``T`` rows at a time through
-forward, softmax, backward and gradient accumulation, with (T, H) scratch
-tiles sized to stay in cache. The (N, H) hidden layer is never materialised,
-so memory grows with N (the data) and with H (the weights), never with N*H.
+the fused forward pass, the softmax gradient and the fused backward pass, with
+a (T, H) hidden tile sized to stay in cache. Neither the (N, H) hidden layer
+nor its gradient is ever materialised, so memory grows with N (the data) and
+with H (the weights), never with N*H.
+
+Small D and K
+-------------
+The loops over the features (D) and classes (K) sit inside the loop over the
+hidden units, with D and K compile-time constants (see :func:`dims_token`),
+so each pass over H is one vectorised loop doing all of a row's work for
+that hidden unit, with the sums in registers. The earlier design, one
+vectorised pass over H per feature and per class (affine, ReLU, score dot
+products, outer-product updates, each reading and writing the row again),
+ran at 11-14 GFLOP/s per core; the fused passes run at 17-22.
 
 Threads
 -------
@@ -56,53 +67,86 @@ JIT_OPTIONS = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy
 kernel = njit(**JIT_OPTIONS)
 parallel_kernel = njit(parallel=True, **JIT_OPTIONS)
 
-#: Scratch elements per (T, H) tile: 16 Ki elements is 128 KiB in float64,
-#: two tiles (hidden and its gradient) per thread fit in a typical L2 cache.
+#: Scratch elements per (T, H) hidden tile: 16 Ki elements is 128 KiB in
+#: float64, so the tile the forward pass writes is still in L2 when the
+#: backward pass reads it.
 TILE_ELEMENTS = 16_384
+#: Hidden units per block in the fused passes: the block's slices of W1, b1,
+#: W2T and of their gradients, (2D + 2K + 2) * H_BLOCK values (48 KiB in
+#: float64 for the spiral, 24 KiB in float32), stay in L1/L2 while every row
+#: of a tile uses them. At N=300k, H=1000 on the 2-core development machine,
+#: blocks of 128, 256, 512 and 1024 gave about 50, 55, 58 and 43 GFLOP/s in
+#: float64 (76-123 in float32, again best at 512).
+H_BLOCK = 512
 
 
 # --------------------------------------------------------------------------
-# Small kernels: one step of the forward or backward pass each.
+# The steps of one forward/backward pass, on a tile of rows
 # --------------------------------------------------------------------------
 
 
-@kernel
-def affine_relu(X, W, b, out):
-    """Hidden layer: ``out = max(X @ W + b, 0)``, written in place.
+def dims_token(n_features, n_classes):
+    """``(dtok, ktok)``: D and K encoded as tuples of those lengths, for the kernels.
 
-    X (T, D), W (D, H), b (H,), out (T, H). NaN stays NaN (NaN < 0 is false),
-    as with ``np.maximum``.
+    Numba types a tuple by its length, so ``len(dtok)`` is a compile-time
+    constant inside a kernel: the short loops over D and K are unrolled, and
+    the loop over the hidden units around them becomes one vectorised pass
+    that keeps its partial sums in registers. With D and K as runtime integers
+    LLVM vectorises the wrong (2- or 3-long) loops instead, and the fused
+    kernels ran about 5x slower than with the token. Passing D and K via
+    ``numba.literally`` gave the same code, but every call from Python went
+    through the dispatcher's slow path (about 25 ms per call). The cost of the
+    token: one compiled specialisation per (D, K, dtype). The two tuples are
+    passed separately because a nested tuple cannot cross into a ``prange``
+    body (Numba's parallel lowering rejects it).
     """
-    T, D = X.shape
-    H = W.shape[1]
-    for t in range(T):
-        row = out[t]
-        for h in range(H):
-            row[h] = b[h]
-        for d in range(D):
-            x = X[t, d]
-            for h in range(H):
-                row[h] += x * W[d, h]
-        for h in range(H):
-            if row[h] < 0:
-                row[h] = 0
+    return ((0,) * n_features, (0,) * n_classes)
 
 
 @kernel
-def affine_t(A, WT, b, out):
-    """Scores: ``out = A @ WT.T + b``, written in place.
+def _block(h0, H):
+    """Bounds of the block of hidden units that starts at h0, as unsigned integers.
 
-    A (T, I), WT (J, I), b (J,), out (T, J). Each output is a dot product of
-    two contiguous rows of length I.
+    Numba wraps negative indices around, and where LLVM cannot prove an index
+    is >= 0 (as for h in range(h0, h1) with h0 from a strided loop) the
+    wraparound select blocks vectorisation: the blocked loops ran 4x slower
+    with signed bounds. Unsigned indices need no wraparound. (Only ever
+    index with them: Numba promotes uint64 mixed with int64 to float64.)
     """
-    T, I = A.shape
-    J = WT.shape[0]
+    return np.uint64(h0), np.uint64(min(h0 + H_BLOCK, H))
+
+
+@kernel
+def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+    """Fused forward pass of a tile: ``hidden = max(X @ W1 + b1, 0)``, ``scores = hidden @ W2T.T + b2``.
+
+    X (T, D), W1 (D, H), b1 (H,), W2T (K, H), b2 (K,); writes hidden (T, H)
+    and scores (T, K). A NaN pre-activation stays NaN (NaN < 0 is false), as
+    with ``np.maximum``. Hidden units are taken in blocks of H_BLOCK so that
+    the block's weights stay in L1 while every row of the tile uses them.
+    """
+    D, K = len(dtok), len(ktok)
+    T, H = hidden.shape
+    zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
     for t in range(T):
-        for j in range(J):
-            acc = b[j]
-            for i in range(I):
-                acc += A[t, i] * WT[j, i]
-            out[t, j] = acc
+        for k in range(K):
+            scores[t, k] = b2[k]
+    for h0 in range(0, H, H_BLOCK):
+        lo, hi = _block(h0, H)
+        for t in range(T):
+            row = hidden[t]
+            for h in range(lo, hi):
+                z = b1[h]
+                for d in range(D):
+                    z += X[t, d] * W1[d, h]
+                if z < 0:
+                    z = zero
+                row[h] = z
+            for k in range(K):
+                s = zero
+                for h in range(lo, hi):
+                    s += row[h] * W2T[k, h]
+                scores[t, k] += s
 
 
 @kernel
@@ -125,7 +169,7 @@ def softmax_xent_grad(scores, y, scale, dscores):
         for k in range(1, K):
             if scores[t, k] > m:
                 m = scores[t, k]
-        total = scores[t, 0] - scores[t, 0]  # a zero of the scores' dtype
+        total = scores.dtype.type(0)
         for k in range(K):
             e = np.exp(scores[t, k] - m)
             dscores[t, k] = e
@@ -140,52 +184,102 @@ def softmax_xent_grad(scores, y, scale, dscores):
 
 
 @kernel
-def relu_backward(dscores, WT, hidden, dhidden):
-    """Gradient on the hidden layer: ``dhidden = (dscores @ WT) * (hidden > 0)``.
+def _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
+    """:func:`net_backward` for row t alone, hidden units lo..hi-1 (see :func:`_block`)."""
+    D, K = len(dtok), len(ktok)
+    zero = hidden.dtype.type(0)
+    for h in range(lo, hi):
+        hv = hidden[t, h]
+        g = zero
+        for k in range(K):
+            dk = dscores[t, k]
+            dW2T[k, h] += dk * hv
+            g += dk * W2T[k, h]
+        if hv <= 0:
+            g = zero
+        db1[h] += g
+        for d in range(D):
+            dW1[d, h] += X[t, d] * g
 
-    dscores (T, K), WT (K, H), hidden and dhidden (T, H). The ReLU passes the
-    gradient where its output was positive and blocks it elsewhere (the case
-    study's ``dhidden[hidden <= 0] = 0``).
+
+@kernel
+def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok):
+    """Fused backward pass of a tile; adds the tile's gradient to dW1, db1, dW2T, db2.
+
+    With ``dhidden = (dscores @ W2T) * (hidden > 0)`` (the ReLU passes the
+    gradient where its output was positive, the case study's
+    ``dhidden[hidden <= 0] = 0``)::
+
+        dW2T += dscores.T @ hidden      db2 += dscores.sum(0)
+        dW1  += X.T @ dhidden           db1 += dhidden.sum(0)
+
+    dhidden is never stored: each element is used by the weight gradients as
+    soon as it is computed. The traffic to the weight and gradient buffers,
+    not the arithmetic, bounds this loop, so (1) hidden units go in blocks of
+    H_BLOCK, whose weights and gradients stay in L1 while all rows of the
+    tile pass (without the blocking, H = 1000 ran at the speed of L2), and
+    (2) rows go in pairs, so each load and store of a gradient serves two
+    rows (10-25% faster than one row at a time for H >= 1000).
     """
-    T, K = dscores.shape
-    H = WT.shape[1]
+    D, K = len(dtok), len(ktok)
+    T, H = hidden.shape
+    zero = hidden.dtype.type(0)
     for t in range(T):
-        row = dhidden[t]
-        for h in range(H):
-            row[h] = 0
+        for k in range(K):
+            db2[k] += dscores[t, k]
+    for h0 in range(0, H, H_BLOCK):
+        lo, hi = _block(h0, H)
+        for t in range(0, T - 1, 2):
+            for h in range(lo, hi):
+                v0 = hidden[t, h]
+                v1 = hidden[t + 1, h]
+                g0 = zero
+                g1 = zero
+                for k in range(K):
+                    a = dscores[t, k]
+                    c = dscores[t + 1, k]
+                    w = W2T[k, h]
+                    dW2T[k, h] += a * v0 + c * v1
+                    g0 += a * w
+                    g1 += c * w
+                if v0 <= 0:
+                    g0 = zero
+                if v1 <= 0:
+                    g1 = zero
+                db1[h] += g0 + g1
+                for d in range(D):
+                    dW1[d, h] += X[t, d] * g0 + X[t + 1, d] * g1
+        if T % 2:
+            _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, T - 1, lo, hi, dtok, ktok)
+
+
+@kernel
+def linear_forward(X, WT, b, scores):
+    """Scores of the linear classifier: ``scores = X @ WT.T + b``, written in place.
+
+    X (T, D), WT (K, D), b (K,), scores (T, K).
+    """
+    T, D = X.shape
+    K = WT.shape[0]
+    for t in range(T):
+        for k in range(K):
+            acc = b[k]
+            for d in range(D):
+                acc += X[t, d] * WT[k, d]
+            scores[t, k] = acc
+
+
+@kernel
+def linear_backward(X, dscores, dWT, db):
+    """Adds ``dscores.T @ X`` to dWT (K, D) and ``dscores.sum(0)`` to db (K,)."""
+    T, D = X.shape
+    K = dscores.shape[1]
+    for t in range(T):
         for k in range(K):
             g = dscores[t, k]
-            for h in range(H):
-                row[h] += g * WT[k, h]
-        for h in range(H):
-            if hidden[t, h] <= 0:
-                row[h] = 0
-
-
-@kernel
-def accumulate_grad(A, dout, dW):
-    """Weight gradient of an affine layer: ``dW += A.T @ dout``, in place.
-
-    A (T, I), dout (T, J), dW (I, J). Layer 1 passes (X, dhidden, dW1); the
-    transposed layer 2 passes (dscores, hidden, dW2T), so J is the long,
-    contiguous axis in both.
-    """
-    T, I = A.shape
-    J = dout.shape[1]
-    for t in range(T):
-        for i in range(I):
-            a = A[t, i]
-            for j in range(J):
-                dW[i, j] += a * dout[t, j]
-
-
-@kernel
-def accumulate_bias(dout, db):
-    """Bias gradient: ``db += dout.sum(axis=0)``, in place. dout (T, J), db (J,)."""
-    T, J = dout.shape
-    for t in range(T):
-        for j in range(J):
-            db[j] += dout[t, j]
+            db[k] += g
+            for d in range(D):
+                dWT[k, d] += g * X[t, d]
 
 
 @kernel
@@ -232,45 +326,41 @@ def _add_into(dst, src):
 
 
 @kernel
-def _net_rows(X, y, W1, b1, W2T, b2, scale, r0, r1,
-              hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2):
-    """Forward and backward pass of rows r0:r1, tile by tile.
+def _net_rows(X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok):
+    """Forward and backward pass of all rows of X, tile by tile.
 
     Adds their gradient to dW1, db1, dW2T, db2 and returns their data loss
-    (already multiplied by ``scale``). hidden/dhidden (T, H) and
-    scores/dscores (T, K) are this thread's scratch tiles.
+    (already multiplied by ``scale``). hidden (T, H) and scores/dscores (T, K)
+    are this thread's scratch tiles; a tile is still in cache when the
+    backward pass reads it.
     """
+    N = X.shape[0]
     T = hidden.shape[0]
     loss = 0.0
-    for s in range(r0, r1, T):
-        e = min(s + T, r1)
+    for s in range(0, N, T):
+        e = min(s + T, N)
         n = e - s
         Xt = X[s:e]
         h = hidden[:n]
-        dh = dhidden[:n]
         sc = scores[:n]
         ds = dscores[:n]
-        affine_relu(Xt, W1, b1, h)
-        affine_t(h, W2T, b2, sc)
+        net_forward(Xt, W1, b1, W2T, b2, h, sc, dtok, ktok)
         loss += softmax_xent_grad(sc, y[s:e], scale, ds)
-        accumulate_grad(ds, h, dW2T)
-        accumulate_bias(ds, db2)
-        relu_backward(ds, W2T, h, dh)
-        accumulate_grad(Xt, dh, dW1)
-        accumulate_bias(dh, db1)
+        net_backward(Xt, h, ds, W2T, dW1, db1, dW2T, db2, dtok, ktok)
     return loss
 
 
 @parallel_kernel
 def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
-                  hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses):
+                  hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok):
     """Loss and full-batch gradient of the 2-layer net at the current weights.
 
     Returns ``data_loss + 0.5 * reg * (sum(W1**2) + sum(W2T**2))`` and leaves
     the gradient of the data loss in slot 0 of dW1, db1, dW2T, db2 (shapes
     (P, D, H), (P, H), (P, K, H), (P, K)); the L2 gradient ``reg * W`` is added
-    by :func:`sgd_update`. hidden/dhidden (P, T, H), scores/dscores (P, T, K)
-    and losses (P,) are scratch. ``scale`` is 1/N.
+    by :func:`sgd_update`. hidden (P, T, H), scores/dscores (P, T, K) and
+    losses (P,) are scratch; ``dtok, ktok`` come from :func:`dims_token`; ``scale``
+    is 1/N.
     """
     P = dW1.shape[0]
     N = X.shape[0]
@@ -279,19 +369,19 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
         _fill_zero(db1)
         _fill_zero(dW2T)
         _fill_zero(db2)
-        losses[0] = _net_rows(X, y, W1, b1, W2T, b2, scale, 0, N,
-                              hidden[0], dhidden[0], scores[0], dscores[0],
-                              dW1[0], db1[0], dW2T[0], db2[0])
+        losses[0] = _net_rows(X, y, W1, b1, W2T, b2, scale, hidden[0], scores[0], dscores[0],
+                              dW1[0], db1[0], dW2T[0], db2[0], dtok, ktok)
     else:
         for p in prange(P):
             _fill_zero(dW1[p])
             _fill_zero(db1[p])
             _fill_zero(dW2T[p])
             _fill_zero(db2[p])
-            losses[p] = _net_rows(X, y, W1, b1, W2T, b2, scale,
-                                  p * N // P, (p + 1) * N // P,
-                                  hidden[p], dhidden[p], scores[p], dscores[p],
-                                  dW1[p], db1[p], dW2T[p], db2[p])
+            r0 = p * N // P
+            r1 = (p + 1) * N // P
+            losses[p] = _net_rows(X[r0:r1], y[r0:r1], W1, b1, W2T, b2, scale,
+                                  hidden[p], scores[p], dscores[p],
+                                  dW1[p], db1[p], dW2T[p], db2[p], dtok, ktok)
         # Reduction of the per-thread slots, serially and in a fixed order.
         for p in range(1, P):
             _add_into(dW1[0], dW1[p])
@@ -306,7 +396,7 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
 
 @kernel
 def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
-                    hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses):
+                    hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok):
     """Run gradient-descent iterations ``start..stop-1`` of the net, in place.
 
     ``loss_history[i]`` receives the loss at iteration i, evaluated before that
@@ -318,7 +408,7 @@ def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, 
     zero = step_size - step_size
     for it in range(start, stop):
         loss = net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
-                             hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses)
+                             hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok)
         loss_history[it] = loss
         if not math.isfinite(loss):
             return it
@@ -332,20 +422,21 @@ def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, 
 def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
     """Scratch and gradient buffers for :func:`train_net_steps`, allocated once per call.
 
-    Per thread slot: a (T, H) hidden tile and its gradient, (T, K) score tiles,
-    and one set of gradient buffers; T is chosen so a tile stays in cache.
+    Per thread slot: a (T, H) hidden tile, (T, K) score tiles and one set of
+    gradient buffers, T chosen so a tile stays in cache; then ``dtok, ktok``.
     Size O(P * (T + D + K) * H), independent of N * H.
     """
     P = max(1, min(int(n_threads), n_samples))
     rows_per_slot = -(-n_samples // P)
-    T = max(1, min(rows_per_slot, TILE_ELEMENTS // max(n_hidden, 1)))
+    T = max(2, min(rows_per_slot, TILE_ELEMENTS // max(n_hidden, 1)))
     H, D, K = n_hidden, n_features, n_classes
     return (
-        np.empty((P, T, H), dtype), np.empty((P, T, H), dtype),
+        np.empty((P, T, H), dtype),
         np.empty((P, T, K), dtype), np.empty((P, T, K), dtype),
         np.empty((P, D, H), dtype), np.empty((P, H), dtype),
         np.empty((P, K, H), dtype), np.empty((P, K), dtype),
         np.empty(P, np.float64),
+        *dims_token(D, K),
     )
 
 
@@ -369,10 +460,9 @@ def linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db):
         Xt = X[s:e]
         sc = scores[:n]
         ds = dscores[:n]
-        affine_t(Xt, WT, b, sc)
+        linear_forward(Xt, WT, b, sc)
         loss += softmax_xent_grad(sc, y[s:e], scale, ds)
-        accumulate_grad(ds, Xt, dWT)
-        accumulate_bias(ds, db)
+        linear_backward(Xt, ds, dWT, db)
     return loss + 0.5 * reg * sum_squares(WT)
 
 

@@ -10,7 +10,7 @@ Every function has the name and signature of its twin in
 :mod:`fastspiral._kernels` (second layer stored transposed as ``W2T`` (K, H),
 gradient buffers with a leading thread-slot axis of length 1), so a test can
 call both with the same arguments. Unlike the kernels, it keeps the (N, H)
-hidden layer in memory.
+hidden layer and its gradient in memory.
 """
 
 from __future__ import annotations
@@ -20,17 +20,18 @@ import math
 import numpy as np
 
 
-def affine_relu(X, W, b, out):
-    """Hidden layer: ``out = max(X @ W + b, 0)``, written in place."""
-    np.matmul(X, W, out=out)
-    out += b
-    np.maximum(out, 0, out=out)
+def dims_token(n_features, n_classes):
+    """``(dtok, ktok)``, D and K as the kernels take them (NumPy needs no such hint)."""
+    return ((0,) * n_features, (0,) * n_classes)
 
 
-def affine_t(A, WT, b, out):
-    """Scores: ``out = A @ WT.T + b``, written in place."""
-    np.matmul(A, WT.T, out=out)
-    out += b
+def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+    """``hidden = max(X @ W1 + b1, 0)``, ``scores = hidden @ W2T.T + b2``, written in place."""
+    np.matmul(X, W1, out=hidden)
+    hidden += b1
+    np.maximum(hidden, 0, out=hidden)
+    np.matmul(hidden, W2T.T, out=scores)
+    scores += b2
 
 
 def softmax_xent_grad(scores, y, scale, dscores):
@@ -51,20 +52,31 @@ def softmax_xent_grad(scores, y, scale, dscores):
     return float(loss) * scale
 
 
-def relu_backward(dscores, WT, hidden, dhidden):
-    """Gradient on the hidden layer: ``dhidden = (dscores @ WT) * (hidden > 0)``."""
-    np.matmul(dscores, WT, out=dhidden)
+def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok):
+    """Add the batch's gradient to dW1, db1, dW2T, db2 (the case study's backward pass).
+
+    ``dhidden = dscores @ W2T`` with ``dhidden[hidden <= 0] = 0``, then
+    ``dW1 += X.T @ dhidden``; ``dW2T += dscores.T @ hidden``; biases get the
+    column sums.
+    """
+    dW2T += dscores.T @ hidden
+    db2 += dscores.sum(axis=0)
+    dhidden = dscores @ W2T
     dhidden[hidden <= 0] = 0
+    dW1 += X.T @ dhidden
+    db1 += dhidden.sum(axis=0)
 
 
-def accumulate_grad(A, dout, dW):
-    """``dW += A.T @ dout``, in place."""
-    dW += A.T @ dout
+def linear_forward(X, WT, b, scores):
+    """``scores = X @ WT.T + b``, written in place."""
+    np.matmul(X, WT.T, out=scores)
+    scores += b
 
 
-def accumulate_bias(dout, db):
-    """``db += dout.sum(axis=0)``, in place."""
-    db += dout.sum(axis=0)
+def linear_backward(X, dscores, dWT, db):
+    """Add ``dscores.T @ X`` to dWT and ``dscores.sum(0)`` to db."""
+    dWT += dscores.T @ X
+    db += dscores.sum(axis=0)
 
 
 def sgd_update(W, dW, step_size, reg):
@@ -78,7 +90,7 @@ def sum_squares(W):
 
 
 def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
-                  hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses):
+                  hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok):
     """Loss and full-batch gradient of the 2-layer net; gradients land in slot 0.
 
     The case study's forward and backward pass on the whole batch:
@@ -86,22 +98,17 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
     ``dW2 = hidden.T dscores``, ``dhidden = dscores W2.T * (hidden > 0)``,
     ``dW1 = X.T dhidden``.
     """
-    h, dh, sc, ds = hidden[0], dhidden[0], scores[0], dscores[0]
+    h, sc, ds = hidden[0], scores[0], dscores[0]
     for g in (dW1, db1, dW2T, db2):
         g[0] = 0
-    affine_relu(X, W1, b1, h)
-    affine_t(h, W2T, b2, sc)
+    net_forward(X, W1, b1, W2T, b2, h, sc, dtok, ktok)
     losses[0] = softmax_xent_grad(sc, y, scale, ds)
-    accumulate_grad(ds, h, dW2T[0])
-    accumulate_bias(ds, db2[0])
-    relu_backward(ds, W2T, h, dh)
-    accumulate_grad(X, dh, dW1[0])
-    accumulate_bias(dh, db1[0])
+    net_backward(X, h, ds, W2T, dW1[0], db1[0], dW2T[0], db2[0], dtok, ktok)
     return losses[0] + 0.5 * reg * (sum_squares(W1) + sum_squares(W2T))
 
 
 def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
-                    hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses):
+                    hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok):
     """Iterations ``start..stop-1`` of the net; returns -1 or the first non-finite iteration.
 
     Overflow on the way to a non-finite loss is expected when a run diverges;
@@ -112,7 +119,7 @@ def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, 
     for it in range(start, stop):
         with np.errstate(over="ignore", invalid="ignore"):
             loss = net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
-                                 hidden, dhidden, scores, dscores, dW1, db1, dW2T, db2, losses)
+                                 hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok)
         loss_history[it] = loss
         if not math.isfinite(loss):
             return it
@@ -124,17 +131,18 @@ def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, 
 
 
 def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
-    """Whole-batch work arrays: the (N, H) hidden layer and its gradient, (N, K) scores.
+    """Whole-batch work arrays: the (N, H) hidden layer, (N, K) scores, gradient buffers.
 
     ``n_threads`` is accepted for symmetry with the kernels and ignored.
     """
     N, D, H, K = n_samples, n_features, n_hidden, n_classes
     return (
-        np.empty((1, N, H), dtype), np.empty((1, N, H), dtype),
+        np.empty((1, N, H), dtype),
         np.empty((1, N, K), dtype), np.empty((1, N, K), dtype),
         np.empty((1, D, H), dtype), np.empty((1, H), dtype),
         np.empty((1, K, H), dtype), np.empty((1, K), dtype),
         np.empty(1, np.float64),
+        *dims_token(D, K),
     )
 
 
@@ -142,10 +150,9 @@ def linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db):
     """Loss and full-batch gradient of the softmax linear classifier."""
     dWT[...] = 0
     db[...] = 0
-    affine_t(X, WT, b, scores)
+    linear_forward(X, WT, b, scores)
     loss = softmax_xent_grad(scores, y, scale, dscores)
-    accumulate_grad(dscores, X, dWT)
-    accumulate_bias(dscores, db)
+    linear_backward(X, dscores, dWT, db)
     return loss + 0.5 * reg * sum_squares(WT)
 
 

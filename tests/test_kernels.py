@@ -12,8 +12,8 @@ from .conftest import assert_close
 
 # (T rows, D features, H hidden, K classes): the case study's shape, and edges.
 SHAPES = [(300, 2, 100, 3), (1, 2, 100, 3), (7, 5, 1, 2), (13, 2, 10, 7), (33, 3, 17, 4), (64, 5, 33, 2)]
-KERNELS = ["affine_relu", "affine_t", "softmax_xent_grad", "relu_backward", "accumulate_grad",
-           "accumulate_bias", "sgd_update", "sum_squares", "net_loss_grad", "train_net_steps",
+KERNELS = ["dims_token", "net_forward", "softmax_xent_grad", "net_backward", "linear_forward",
+           "linear_backward", "sgd_update", "sum_squares", "net_loss_grad", "train_net_steps",
            "net_workspace", "linear_loss_grad", "train_linear_steps", "linear_workspace"]
 
 
@@ -52,16 +52,32 @@ def _both(name, *args):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_forward_kernels(shape, dtype):
+def test_net_forward(shape, dtype):
     p = _problem(shape, dtype)
     T, D, H, K = shape
-    (_, fast), (_, ref) = _both("affine_relu", p["X"], p["W1"], p["b1"], np.full((T, H), np.nan, dtype))
-    assert_close(fast[3], ref[3], dtype)
-    assert (fast[3] >= 0).all()
-    hidden = ref[3]
-    (_, fast), (_, ref) = _both("affine_t", hidden, p["W2T"], p["b2"], np.full((T, K), np.nan, dtype))
-    assert_close(fast[3], ref[3], dtype)
-    assert_close(ref[3], hidden @ p["W2T"].T + p["b2"], dtype)
+    dims = _kernels.dims_token(D, K)
+    (_, fast), (_, ref) = _both("net_forward", p["X"], p["W1"], p["b1"], p["W2T"], p["b2"],
+                                np.full((T, H), np.nan, dtype), np.full((T, K), np.nan, dtype), *dims)
+    assert_close(fast[5], ref[5], dtype)
+    assert_close(fast[6], ref[6], dtype)
+    assert (fast[5] >= 0).all()
+    # The math, written out independently in float64.
+    X, W1, b1 = (p[k].astype(np.float64) for k in ("X", "W1", "b1"))
+    hidden = np.maximum(X @ W1 + b1, 0)
+    assert_close(fast[5], hidden, dtype, factor=10)
+    assert_close(fast[6], hidden @ p["W2T"].T.astype(np.float64) + p["b2"], dtype, factor=10)
+
+
+@pytest.mark.parametrize("mod", [_kernels, reference], ids=["numba", "numpy"])
+def test_relu_keeps_nan(mod):
+    """A NaN pre-activation must reach the loss, so divergence is detected."""
+    X = np.array([[np.nan, 1.0], [1.0, 1.0]])
+    W1, b1 = np.ones((2, 3)), np.zeros(3)
+    W2T, b2 = np.ones((2, 3)), np.zeros(2)
+    hidden, scores = np.empty((2, 3)), np.empty((2, 2))
+    mod.net_forward(X, W1, b1, W2T, b2, hidden, scores, *mod.dims_token(2, 2))
+    assert np.isnan(hidden[0]).all() and np.isnan(scores[0]).all()
+    assert np.array_equal(hidden[1], [2.0, 2.0, 2.0])
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -103,24 +119,38 @@ def test_softmax_propagates_nan(mod):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_backward_kernels(shape, dtype):
+def test_net_backward(shape, dtype):
     p = _problem(shape, dtype)
     T, D, H, K = shape
     rng = np.random.default_rng(2)
     ds = np.ascontiguousarray(rng.standard_normal((T, K)), dtype=dtype)
     hidden = np.ascontiguousarray(np.maximum(rng.standard_normal((T, H)), 0), dtype=dtype)
-    (_, fast), (_, ref) = _both("relu_backward", ds, p["W2T"], hidden, np.full((T, H), np.nan, dtype))
+    grads = [np.ascontiguousarray(rng.standard_normal(s), dtype=dtype) for s in ((D, H), (H,), (K, H), (K,))]
+    (_, fast), (_, ref) = _both("net_backward", p["X"], hidden, ds, p["W2T"], *grads,
+                                *_kernels.dims_token(D, K))
+    for f, r in zip(fast[4:8], ref[4:8]):
+        assert_close(f, r, dtype, factor=10)
+    # The math, written out independently in float64: gradients are *added*.
+    X, h, g, W2T = (a.astype(np.float64) for a in (p["X"], hidden, ds, p["W2T"]))
+    dh = (g @ W2T) * (h > 0)
+    expected = [grads[0] + X.T @ dh, grads[1] + dh.sum(0), grads[2] + g.T @ h, grads[3] + g.sum(0)]
+    for f, e in zip(fast[4:8], expected):
+        assert_close(f, e, dtype, factor=10)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_linear_forward_backward(shape, dtype):
+    p = _problem(shape, dtype)
+    T, D, _, K = shape
+    WT = np.ascontiguousarray(np.random.default_rng(3).standard_normal((K, D)), dtype=dtype)
+    (_, fast), (_, ref) = _both("linear_forward", p["X"], WT, p["b2"], np.full((T, K), np.nan, dtype))
     assert_close(fast[3], ref[3], dtype)
-    assert (fast[3][hidden <= 0] == 0).all()
-
-    dW = np.ascontiguousarray(rng.standard_normal((K, H)), dtype=dtype)
-    (_, fast), (_, ref) = _both("accumulate_grad", ds, hidden, dW)
-    assert_close(fast[2], ref[2], dtype)
-    assert_close(ref[2], dW + ds.T.astype(np.float64) @ hidden, dtype)
-
-    db = np.ascontiguousarray(rng.standard_normal(H), dtype=dtype)
-    (_, fast), (_, ref) = _both("accumulate_bias", hidden, db)
-    assert_close(fast[1], ref[1], dtype)
+    assert_close(fast[3], p["X"].astype(np.float64) @ WT.T + p["b2"], dtype, factor=10)
+    ds = fast[3]
+    (_, fast), (_, ref) = _both("linear_backward", p["X"], ds, np.ones((K, D), dtype), np.ones(K, dtype))
+    assert_close(fast[2], ref[2], dtype, factor=10)
+    assert_close(fast[3], ref[3], dtype, factor=10)
+    assert_close(fast[2], 1 + ds.T.astype(np.float64) @ p["X"], dtype, factor=10)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -149,7 +179,7 @@ def test_net_loss_grad(shape, dtype, n_threads):
     loss_f = _kernels.net_loss_grad(*args, *(ws_f := _net_workspace(_kernels, p, n_threads)))
     loss_r = reference.net_loss_grad(*args, *(ws_r := _net_workspace(reference, p, 1)))
     assert_close(loss_f, loss_r, dtype)
-    for f, r in zip(ws_f[4:8], ws_r[4:8]):  # dW1, db1, dW2T, db2, slot 0
+    for f, r in zip(ws_f[3:7], ws_r[3:7]):  # dW1, db1, dW2T, db2, slot 0
         assert_close(f[0], r[0], dtype, factor=10)
 
 
@@ -182,8 +212,8 @@ def test_net_gradient_matches_finite_differences(shape):
     reg = 0.1
     ws = _net_workspace(_kernels, p, 1)
     _kernels.net_loss_grad(p["X"], p["y"], p["W1"], p["b1"], p["W2T"], p["b2"], reg, 1.0 / shape[0], *ws)
-    analytic = {"W1": ws[4][0] + reg * p["W1"], "b1": ws[5][0],
-                "W2T": ws[6][0] + reg * p["W2T"], "b2": ws[7][0]}
+    analytic = {"W1": ws[3][0] + reg * p["W1"], "b1": ws[4][0],
+                "W2T": ws[5][0] + reg * p["W2T"], "b2": ws[6][0]}
     eps = 1e-6
     for name, grad in analytic.items():
         numeric = np.zeros_like(grad)
@@ -229,6 +259,6 @@ def test_workspace_does_not_grow_with_n_times_h():
     """The Numba workspace holds cache-sized tiles, not the (N, H) hidden layer."""
     n, h = 1_000_000, 4096
     ws = _kernels.net_workspace(n, 2, h, 3, np.dtype(np.float64), 2)
-    total = sum(a.nbytes for a in ws)
+    total = sum(a.nbytes for a in ws if isinstance(a, np.ndarray))
     assert total < 8 * 1024**2, total
     assert total < n * h * 8 / 1000

@@ -119,7 +119,7 @@ def test_cli_bad_arguments_one_line(argv, capsys):
 def test_ctrl_c_keeps_finished_rows_and_resumes(tmp_path):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "fastspiral", "scale", "--out", str(out), "--backends", "numpy",
-            "--n-per-class", "10", "20", "30000", "40000", "--hidden", "300", "--iters", "20",
+            "--n-per-class", "10", "20", "20000", "25000", "--hidden", "100", "--iters", "20",
             "--repeats", "3", "--no-progress"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = out / "results.json"
