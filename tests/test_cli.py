@@ -16,8 +16,13 @@ def test_demo_prints_case_study_and_writes_pictures(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert "iteration 190: loss 0.786302" in lines
-    assert "iteration 0: loss 1.098637" in lines and "iteration 9000: loss 0.244921" in lines
+    assert "iteration 190: loss 0.786302" in lines  # the case study prints 0.786302 too
+    assert "iteration 0: loss 1.098637" in lines
+    # Later net losses depend on summation order (ReLU units switching on and
+    # off amplify rounding differences after a few thousand iterations), so
+    # they are checked against the case study's 0.245292 with a tolerance.
+    last = [s for s in lines if s.startswith("iteration 9000: loss ")]
+    assert len(last) == 1 and abs(float(last[0].split()[-1]) - 0.245292) < 1e-3
     assert [s for s in lines if s.startswith("training accuracy")] == \
         ["training accuracy: 0.49", "training accuracy: 0.98"]
     assert sum(s.startswith("trained ") for s in lines) == 2
