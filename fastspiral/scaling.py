@@ -17,7 +17,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -29,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ._measure import (N_CLASSES, N_FEATURES, machine_info, peak_memory_since,
+                       reset_peak_memory, useful_flops)
 from ._validation import DTYPES, check_int
 from .backends import BACKENDS
 
@@ -37,15 +38,8 @@ FIELDS = ("backend", "dtype", "n_samples", "hidden", "iters", "repeats", "second
           "gflops", "peak_mem_mib", "estimated_mem_mib", "final_loss", "accuracy", "host",
           "worker", "threads", "status")
 
-N_FEATURES, N_CLASSES = 2, 3
 #: Fraction of the available memory a configuration may be estimated to use.
 MEMORY_HEADROOM = 0.8
-
-
-def useful_flops(n_samples: int, hidden: int, n_features: int = N_FEATURES,
-                 n_classes: int = N_CLASSES) -> int:
-    """FLOPs of one net iteration: ``4 N D H + 6 N H K`` (forward, backprop, both weight gradients)."""
-    return 4 * n_samples * n_features * hidden + 6 * n_samples * hidden * n_classes
 
 
 def estimate_memory(backend: str, n_samples: int, hidden: int, dtype: str) -> int:
@@ -77,69 +71,9 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
-    """GFLOP/s of NumPy's own ``(n, n) @ (n, n)`` float64 product (best of ``repeats``), all cores."""
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
-    a @ b  # warm up BLAS threads
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def machine_info(measure_matmul: bool = True) -> dict[str, Any]:
-    """CPU model, core count, versions and (optionally) the matmul rate of this machine."""
-    import numba
-
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "host": socket.gethostname(), "cpu": model, "cores": os.cpu_count(),
-        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-        "platform": platform.platform(),
-    }
-    if measure_matmul:
-        info["matmul_gflops"] = round(matmul_gflops(), 1)
-    return info
-
-
 # --------------------------------------------------------------------------
 # One configuration
 # --------------------------------------------------------------------------
-
-def _status_memory() -> tuple[int, int]:
-    """(current RSS, peak RSS) of this process in bytes, from /proc/self/status."""
-    rss = hwm = 0
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) * 1024
-    return rss, hwm
-
-
-def _reset_peak_memory() -> bool:
-    """Reset the kernel's peak-RSS mark for this process (Linux); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
 
 def _limit_threads_to_worker() -> int | None:
     """Inside a Dask worker: use only the threads the worker was given (Numba and BLAS)."""
@@ -204,19 +138,18 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
         # the memory the timed runs allocate.
         Xw, yw = make_spiral(2, N_CLASSES, seed=config["seed"])
         train_net(Xw, yw, iters=1, **kwargs)
-        before, _ = _status_memory()
-        exact_peak = _reset_peak_memory()
+        mark = reset_peak_memory()
         times, net = [], None
         for _ in range(config["repeats"]):
             t0 = time.perf_counter()
             net = train_net(X, y, iters=config["iters"], **kwargs)
             times.append((time.perf_counter() - t0) / max(config["iters"], 1))
-        _, peak = _status_memory()
+        peak = peak_memory_since(mark)
         seconds = statistics.median(times)
         record.update(
             seconds_per_iter=seconds,
             gflops=useful_flops(X.shape[0], config["hidden"]) / seconds / 1e9 if seconds > 0 else None,
-            peak_mem_mib=max(peak - before, 0) / 2**20 if exact_peak else None,
+            peak_mem_mib=None if peak is None else peak / 2**20,
             final_loss=net.final_loss,
             accuracy=net.score(X, y),
         )

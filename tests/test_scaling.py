@@ -2,14 +2,12 @@
 
 import csv
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 import fastspiral as fs
