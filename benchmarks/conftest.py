@@ -1,0 +1,85 @@
+"""Shared pieces of the benchmark suite: sizes, implementations, and a runner.
+
+Every implementation timed here comes from the backend registry
+(:data:`fastspiral.backends.BACKENDS`), the same one the tests check against
+the NumPy reference.
+"""
+
+import numpy as np
+import pytest
+
+from fastspiral._measure import peak_memory_since, reset_peak_memory, useful_flops
+from fastspiral.backends import BACKENDS
+
+#: (N, H) of each benchmark group; N=300,000 is marked "large" (deselect with -m "not large").
+SIZES = [
+    (300, 100), (300, 1000), (3000, 100), (3000, 1000), (30_000, 100), (30_000, 1000),
+    pytest.param((300_000, 100), marks=pytest.mark.large, id="300000x100"),
+    pytest.param((300_000, 1000), marks=pytest.mark.large, id="300000x1000"),
+]
+#: (backend, dtype) of each row of a group.
+IMPLEMENTATIONS = [("numba", "float64"), ("numba", "float32"), ("numpy", "float64")]
+ROUNDS = 5
+
+
+def size_id(size):
+    return f"{size[0]}x{size[1]}"
+
+
+def group_name(n_samples, hidden):
+    return f"net N={n_samples:,} H={hidden:,}"
+
+
+def iterations_per_round(n_samples, hidden):
+    """Enough iterations that a Numba round takes tens of milliseconds."""
+    return max(1, round(3e7 / (n_samples * hidden)))
+
+
+def spiral_problem(n_samples, hidden, dtype, seed=0):
+    """Spiral data (3 classes, 2 features) and the case study's initial weights."""
+    from fastspiral import make_spiral
+
+    X, y = make_spiral(n_samples // 3, 3, seed=seed)
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    params = dict(W1=0.01 * rng.standard_normal((2, hidden)), b1=np.zeros(hidden),
+                  W2=0.01 * rng.standard_normal((hidden, 3)), b2=np.zeros(3))
+    return X.astype(dt), y, {k: v.astype(dt) for k, v in params.items()}
+
+
+def registry_runner(backend, dtype, n_samples, hidden, iters, n_threads):
+    """A callable running ``iters`` iterations of the backend's compiled (or NumPy) loop.
+
+    Work arrays are allocated once here, as ``train_net`` does; the weights
+    keep training from round to round.
+    """
+    impl = BACKENDS[backend]
+    dt = np.dtype(dtype)
+    X, y, p = spiral_problem(n_samples, hidden, dt)
+    W2T = np.ascontiguousarray(p["W2"].T)
+    ws = impl.net_workspace(X.shape[0], 2, hidden, 3, dt, n_threads)
+    history = np.empty(iters)
+    step, reg = dt.type(1.0), dt.type(1e-3)
+
+    def run():
+        bad = impl.train_net_steps(X, y, p["W1"], p["b1"], W2T, p["b2"], step, reg, history, 0, iters, *ws)
+        assert bad < 0, "training diverged"
+
+    return run
+
+
+def record(benchmark, n_samples, hidden, iters, mark, **info):
+    """Store time per iteration, useful GFLOP/s and peak memory in ``benchmark.extra_info``."""
+    median = benchmark.stats.stats.median
+    peak = peak_memory_since(mark)
+    benchmark.extra_info.update(
+        n_samples=n_samples, hidden=hidden, iters_per_round=iters,
+        seconds_per_iter=median / iters,
+        gflops=useful_flops(n_samples, hidden) * iters / median / 1e9,
+        peak_mem_mib=None if peak is None else peak / 2**20,
+        **info,
+    )
+
+
+__all__ = ["IMPLEMENTATIONS", "ROUNDS", "SIZES", "group_name", "iterations_per_round", "record",
+           "registry_runner", "reset_peak_memory", "size_id", "spiral_problem"]

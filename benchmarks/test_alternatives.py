@@ -1,0 +1,120 @@
+"""The same training in the libraries users would otherwise pick, in the same groups.
+
+JAX and PyTorch are not dependencies: each benchmark runs only where its
+library is installed. Both run the case study's full-batch gradient descent in
+float64 with the loss recorded every iteration, as fastspiral does:
+
+* JAX: the whole loop jitted (``jax.jit`` around ``lax.fori_loop``).
+* PyTorch: eager tensor operations with the gradients written out (no
+  autograd graph), on all of torch's intra-op threads.
+"""
+
+import numpy as np
+import pytest
+
+from .conftest import ROUNDS, SIZES, group_name, iterations_per_round, record, reset_peak_memory, size_id
+
+STEP, REG = 1.0, 1e-3
+
+
+def _jax_runner(n_samples, hidden, iters):
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from .conftest import spiral_problem
+
+    X, y, p = spiral_problem(n_samples, hidden, "float64")
+    X, onehot = jnp.asarray(X), jax.nn.one_hot(jnp.asarray(y), 3, dtype=jnp.float64)
+    n = X.shape[0]
+
+    def step(i, carry):
+        (W1, b1, W2, b2), history = carry
+        hidden_ = jnp.maximum(X @ W1 + b1, 0.0)
+        scores = hidden_ @ W2 + b2
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        logsum = jnp.log(jnp.exp(shifted).sum(axis=1, keepdims=True))
+        loss = -(onehot * (shifted - logsum)).sum() / n + 0.5 * REG * ((W1 * W1).sum() + (W2 * W2).sum())
+        dscores = (jnp.exp(shifted - logsum) - onehot) / n
+        dW2 = hidden_.T @ dscores + REG * W2
+        dhidden = jnp.where(hidden_ > 0, dscores @ W2.T, 0.0)
+        dW1 = X.T @ dhidden + REG * W1
+        params = (W1 - STEP * dW1, b1 - STEP * dhidden.sum(0), W2 - STEP * dW2, b2 - STEP * dscores.sum(0))
+        return params, history.at[i].set(loss)
+
+    @jax.jit
+    def train(params):
+        return jax.lax.fori_loop(0, iters, step, (params, jnp.zeros(iters)))
+
+    state = {"params": tuple(jnp.asarray(p[k]) for k in ("W1", "b1", "W2", "b2"))}
+
+    def run():
+        params, history = train(state["params"])
+        history.block_until_ready()
+        state["params"], state["history"] = params, history
+
+    run.state = state
+    return run
+
+
+def _torch_runner(n_samples, hidden, iters):
+    torch = pytest.importorskip("torch")
+
+    from .conftest import spiral_problem
+
+    X, y, p = spiral_problem(n_samples, hidden, "float64")
+    X, y = torch.from_numpy(X), torch.from_numpy(y)
+    W1, b1, W2, b2 = (torch.from_numpy(p[k].copy()) for k in ("W1", "b1", "W2", "b2"))
+    rows = torch.arange(X.shape[0])
+    history = torch.empty(iters, dtype=torch.float64)
+    run_state = {"history": history}
+
+    @torch.no_grad()
+    def run():
+        n = X.shape[0]
+        for i in range(iters):
+            hidden_ = torch.clamp_min(X @ W1 + b1, 0.0)
+            scores = hidden_ @ W2 + b2
+            logp = torch.log_softmax(scores, dim=1)
+            history[i] = -logp[rows, y].mean() + 0.5 * REG * ((W1 * W1).sum() + (W2 * W2).sum())
+            dscores = logp.exp_()
+            dscores[rows, y] -= 1
+            dscores /= n
+            dW2 = hidden_.T @ dscores + REG * W2
+            dhidden = (dscores @ W2.T) * (hidden_ > 0)
+            dW1 = X.T @ dhidden + REG * W1
+            W1.sub_(STEP * dW1)
+            b1.sub_(STEP * dhidden.sum(0))
+            W2.sub_(STEP * dW2)
+            b2.sub_(STEP * dscores.sum(0))
+
+    run.state = run_state
+    return run
+
+
+@pytest.mark.parametrize("library", ["jax", "torch"])
+@pytest.mark.parametrize("size", SIZES, ids=size_id)
+def test_train_net_alternative(benchmark, size, library):
+    n_samples, hidden = size
+    benchmark.group = group_name(n_samples, hidden)
+    iters = iterations_per_round(n_samples, hidden)
+    make = _jax_runner if library == "jax" else _torch_runner
+    mark = reset_peak_memory()
+    run = make(n_samples, hidden, iters)
+    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)  # warm-up: JIT compile
+    record(benchmark, n_samples, hidden, iters, mark, backend=library, dtype="float64", threads=None)
+
+
+@pytest.mark.parametrize("library", ["jax", "torch"])
+def test_alternative_trains_the_same_model(library):
+    """Each comparison computes what fastspiral computes, so the timings compare like with like."""
+    import fastspiral as fs
+
+    from .conftest import spiral_problem
+
+    make = _jax_runner if library == "jax" else _torch_runner
+    run = make(300, 100, 50)
+    run()
+    X, y, p = spiral_problem(300, 100, "float64")
+    net = fs.train_net(X, y, init=p, iters=50, step_size=STEP, reg=REG)
+    np.testing.assert_allclose(np.asarray(run.state["history"]), net.loss_history, rtol=1e-9)
