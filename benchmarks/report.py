@@ -1,0 +1,162 @@
+"""Turn ``pytest --benchmark-only --benchmark-json FILE`` output into a Markdown table and a figure.
+
+    python benchmarks/report.py FILE [--figure docs/benchmarks.png] > docs/benchmarks.md
+
+For each "net N=.. H=.." group: time per iteration, speed-up over the NumPy
+backend in the same group, useful GFLOP/s (4NDH + 6NHK per iteration) and the
+share of NumPy's own matmul rate measured in the same run ("machine" group),
+and the peak memory of the benchmark. Then thread scaling, start-up and the
+memory bound, and a footnote with the machine, versions and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+GROUP = re.compile(r"net N=([\d,]+) H=([\d,]+)")
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _label(bench: dict) -> str:
+    info = bench["extra_info"]
+    return f"{info.get('backend', bench['name'])} {info.get('dtype', '')}".strip()
+
+
+def _mem(info: dict) -> str:
+    value = info.get("peak_mem_mib")
+    return "n/a" if value is None else f"{value:,.1f}"
+
+
+def load(path: str) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def training_groups(doc: dict) -> dict[tuple[int, int], list[dict]]:
+    groups: dict[tuple[int, int], list[dict]] = {}
+    for bench in doc["benchmarks"]:
+        match = GROUP.fullmatch(bench.get("group") or "")
+        if match:
+            key = tuple(int(g.replace(",", "")) for g in match.groups())
+            groups.setdefault(key, []).append(bench)
+    return dict(sorted(groups.items()))
+
+
+def matmul_rate(doc: dict) -> float | None:
+    for bench in doc["benchmarks"]:
+        if bench.get("group") == "machine":
+            return bench["extra_info"]["gflops"]
+    return None
+
+
+def markdown(doc: dict, command: str) -> str:
+    rate = matmul_rate(doc)
+    out = ["| N | H | implementation | time / iteration | vs NumPy | GFLOP/s | % of matmul | peak MiB |",
+           "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for (n, h), benches in training_groups(doc).items():
+        base = next((b["extra_info"]["seconds_per_iter"] for b in benches
+                     if b["extra_info"].get("backend") == "numpy"), None)
+        for b in sorted(benches, key=lambda b: b["extra_info"]["seconds_per_iter"]):
+            info = b["extra_info"]
+            t = info["seconds_per_iter"]
+            speedup = f"{base / t:.1f}x" if base else "n/a"
+            share = f"{100 * info['gflops'] / rate:.0f}%" if rate else "n/a"
+            out.append(f"| {n:,} | {h:,} | {_label(b)} | {_fmt_time(t)} | {speedup} | "
+                       f"{info['gflops']:.1f} | {share} | {_mem(info)} |")
+    sections = ["\n".join(out)]
+
+    threads = [b for b in doc["benchmarks"] if (b.get("group") or "").startswith("threads")]
+    if threads:
+        rows = sorted(threads, key=lambda b: b["extra_info"]["threads"])
+        one = rows[0]["extra_info"]["seconds_per_iter"]
+        lines = [f"Thread scaling ({threads[0]['group']}): " + ", ".join(
+            f"{b['extra_info']['threads']} thread(s) {_fmt_time(b['extra_info']['seconds_per_iter'])}"
+            f" ({one / b['extra_info']['seconds_per_iter']:.2f}x)" for b in rows)]
+        sections.append("\n".join(lines))
+    startup = [b for b in doc["benchmarks"] if b.get("group") == "start-up"]
+    if startup:
+        sections.append("Start-up (fresh process: import, train 10 iterations): " + ", ".join(
+            f"{b['extra_info']['cache']} cache {b['stats']['median']:.2f} s" for b in startup))
+    memory = [b for b in doc["benchmarks"] if (b.get("group") or "").startswith("memory")]
+    for b in memory:
+        sections.append(f"Peak memory, one iteration at {b['group'][len('memory '):]}: "
+                        f"+{b['extra_info']['peak_mem_mib']:.1f} MiB over the process before training "
+                        f"({_fmt_time(b['extra_info']['seconds_per_iter'])}, "
+                        f"{b['extra_info']['gflops']:.1f} GFLOP/s).")
+
+    m = doc.get("machine_info", {})
+    cpu = m.get("cpu", {})
+    rate_text = f"{rate:.1f} GFLOP/s" if rate else "not measured"
+    sections.append(
+        f"Machine: {cpu.get('brand_raw', m.get('processor', '?'))}, {cpu.get('count', '?')} cores; "
+        f"NumPy 2048x2048 float64 matmul in the same run: {rate_text}. "
+        f"Python {m.get('python_version', '?')}; {doc.get('datetime', '')[:10]}. "
+        f"Medians of {_rounds(doc)} rounds. Peak MiB: rise of the process's peak resident memory "
+        f"while the benchmark allocated and ran (for JAX it includes the JIT compilation). "
+        f"Command: `{command}`."
+    )
+    return "\n\n".join(sections) + "\n"
+
+
+def _rounds(doc: dict) -> str:
+    counts = sorted({b["stats"]["rounds"] for b in doc["benchmarks"] if GROUP.fullmatch(b.get("group") or "")})
+    return "/".join(map(str, counts)) or "?"
+
+
+def figure(doc: dict, path: str) -> None:
+    from matplotlib.figure import Figure
+
+    rate = matmul_rate(doc)
+    groups = training_groups(doc)
+    hiddens = sorted({h for _, h in groups})
+    fig = Figure(figsize=(6 * len(hiddens), 4.5), dpi=100, layout="constrained")
+    axes = fig.subplots(1, len(hiddens), squeeze=False)[0]
+    for ax, hidden in zip(axes, hiddens):
+        series: dict[str, list[tuple[int, float]]] = {}
+        for (n, h), benches in groups.items():
+            if h == hidden:
+                for b in benches:
+                    series.setdefault(_label(b), []).append((n, b["extra_info"]["gflops"]))
+        for label, pts in sorted(series.items()):
+            ax.plot(*zip(*sorted(pts)), marker="o", label=label)
+        if rate:
+            ax.axhline(rate, color="k", linestyle=":", label=f"NumPy matmul ({rate:.0f} GFLOP/s)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("N (training samples)")
+        ax.set_ylabel("useful GFLOP/s")
+        ax.set_title(f"net training, H = {hidden:,}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", help="file written by pytest --benchmark-json")
+    parser.add_argument("--figure", help="also write a PNG of GFLOP/s against N")
+    parser.add_argument("--command", default="pytest --benchmark-only --benchmark-json FILE",
+                        help="the command that produced the JSON, for the footnote")
+    args = parser.parse_args(argv)
+    doc = load(args.json)
+    if not training_groups(doc):
+        print(f"report: no 'net N=.. H=..' benchmark groups in {args.json}", file=sys.stderr)
+        return 1
+    sys.stdout.write(markdown(doc, args.command))
+    if args.figure:
+        figure(doc, args.figure)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
