@@ -16,15 +16,9 @@ import json
 import re
 import sys
 
+from fastspiral._measure import format_seconds
+
 GROUP = re.compile(r"net N=([\d,]+) H=([\d,]+)")
-
-
-def _fmt_time(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} us"
-    if seconds < 1:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
 
 
 def _label(bench: dict) -> str:
@@ -71,7 +65,7 @@ def markdown(doc: dict, command: str) -> str:
             t = info["seconds_per_iter"]
             speedup = f"{base / t:.1f}x" if base else "n/a"
             share = f"{100 * info['gflops'] / rate:.0f}%" if rate else "n/a"
-            out.append(f"| {n:,} | {h:,} | {_label(b)} | {_fmt_time(t)} | {speedup} | "
+            out.append(f"| {n:,} | {h:,} | {_label(b)} | {format_seconds(t)} | {speedup} | "
                        f"{info['gflops']:.1f} | {share} | {_mem(info)} |")
     sections = ["\n".join(out)]
 
@@ -80,7 +74,7 @@ def markdown(doc: dict, command: str) -> str:
         rows = sorted(threads, key=lambda b: b["extra_info"]["threads"])
         one = rows[0]["extra_info"]["seconds_per_iter"]
         lines = [f"Thread scaling ({threads[0]['group']}): " + ", ".join(
-            f"{b['extra_info']['threads']} thread(s) {_fmt_time(b['extra_info']['seconds_per_iter'])}"
+            f"{b['extra_info']['threads']} thread(s) {format_seconds(b['extra_info']['seconds_per_iter'])}"
             f" ({one / b['extra_info']['seconds_per_iter']:.2f}x)" for b in rows)]
         sections.append("\n".join(lines))
     startup = [b for b in doc["benchmarks"] if b.get("group") == "start-up"]
@@ -91,7 +85,7 @@ def markdown(doc: dict, command: str) -> str:
     for b in memory:
         sections.append(f"Peak memory, one iteration at {b['group'][len('memory '):]}: "
                         f"+{b['extra_info']['peak_mem_mib']:.1f} MiB over the process before training "
-                        f"({_fmt_time(b['extra_info']['seconds_per_iter'])}, "
+                        f"({format_seconds(b['extra_info']['seconds_per_iter'])}, "
                         f"{b['extra_info']['gflops']:.1f} GFLOP/s).")
 
     m = doc.get("machine_info", {})

@@ -57,6 +57,15 @@ def machine_info(measure_matmul: bool = True) -> dict[str, Any]:
     return info
 
 
+def format_seconds(seconds: float) -> str:
+    """A duration as us, ms or s with a few significant digits, for tables."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
 def _status_memory() -> tuple[int, int]:
     """(current RSS, peak RSS) of this process in bytes, from /proc/self/status."""
     rss = hwm = 0

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._measure import (N_CLASSES, N_FEATURES, machine_info, peak_memory_since,
+from ._measure import (N_CLASSES, N_FEATURES, format_seconds, machine_info, peak_memory_since,
                        reset_peak_memory, useful_flops)
 from ._validation import DTYPES, check_int
 from .backends import BACKENDS
@@ -283,7 +283,7 @@ def summary_markdown(records: Sequence[dict[str, Any]], machine: dict[str, Any] 
         ok = r.get("status") == "ok"
         lines.append(
             f"| {r['backend']} | {r['dtype']} | {r['n_samples']:,} | {r['hidden']:,} | "
-            + (f"{_fmt_time(r['seconds_per_iter'])} | {r['gflops']:.1f} | "
+            + (f"{format_seconds(r['seconds_per_iter'])} | {r['gflops']:.1f} | "
                + (f"{r['peak_mem_mib']:.2f}" if r.get("peak_mem_mib") is not None else "n/a")
                + f" | {r['final_loss']:.4f} | {r['accuracy']:.3f} | ok |" if ok else
                f" | | | | | {r['status']} |")
@@ -302,14 +302,6 @@ def summary_markdown(records: Sequence[dict[str, Any]], machine: dict[str, Any] 
                   f"Python {machine.get('python')}, NumPy {machine.get('numpy')}, "
                   f"Numba {machine.get('numba')}."]
     return "\n".join(lines)
-
-
-def _fmt_time(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} us"
-    if seconds < 1:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
 
 
 # --------------------------------------------------------------------------

@@ -1,3 +1,6 @@
+import signal
+import time
+
 import numpy as np
 import pytest
 
@@ -40,3 +43,18 @@ def spiral():
     from fastspiral import make_spiral
 
     return make_spiral(100, 3, seed=0)
+
+
+def interrupt(proc, timeout=30):
+    """Send SIGINT (Ctrl-C) to a running subprocess; return the seconds until it exited.
+
+    The process is killed if it does not exit within ``timeout`` seconds.
+    """
+    assert proc.poll() is None, "the process ended before it could be interrupted"
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        proc.kill()
+    return time.perf_counter() - sent

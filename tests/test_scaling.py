@@ -2,7 +2,6 @@
 
 import csv
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import pytest
 import fastspiral as fs
 from fastspiral import scaling
 from fastspiral.cli import main
+
+from .conftest import interrupt
 
 SMALL = dict(n_per_class=[20, 60], hidden=[8], iters=5, repeats=2, progress=False)
 
@@ -129,13 +130,8 @@ def test_ctrl_c_keeps_finished_rows_and_resumes(tmp_path):
             time.sleep(0.05)
         else:
             pytest.fail("no row was written")
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        sent = time.perf_counter()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        elapsed = time.perf_counter() - sent
     finally:
-        proc.kill()
+        elapsed = interrupt(proc)
     assert proc.returncode == 130 and elapsed < 5, (proc.returncode, elapsed)
     assert "interrupted" in proc.stderr.read()
     finished = json.loads(results.read_text())["records"]
