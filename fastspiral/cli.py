@@ -92,12 +92,20 @@ def _train(args: argparse.Namespace) -> None:
             raise _CliError(f"fastspiral train: cannot read X and y from {args.data!r}: {exc}") from None
     else:
         X, y = make_spiral(args.n_per_class, args.n_classes, noise=args.noise, seed=args.data_seed)
-    common = dict(step_size=args.step_size, reg=args.reg, seed=args.seed,
-                  backend=args.backend, dtype=args.dtype, verbose=args.verbose)
+    common = dict(step_size=args.step_size, reg=args.reg, seed=args.seed, backend=args.backend,
+                  dtype=args.dtype, verbose=args.verbose, progress=args.progress)
     if args.iters is not None:
         common["iters"] = args.iters
+    if args.init is not None:
+        from .model import load
+
+        common["init"] = load(args.init)
+        if common["init"].kind != args.model:
+            raise _CliError(f"fastspiral train: --init {args.init!r} holds a {common['init'].kind} "
+                            f"model but --model is {args.model}")
     if args.model == "net":
-        model, seconds = _timed(train_net, X, y, hidden=args.hidden, **common)
+        hidden = args.hidden if args.init is None else None  # with --init, H comes from the model
+        model, seconds = _timed(train_net, X, y, hidden=hidden, **common)
     else:
         model, seconds = _timed(train_linear, X, y, **common)
     iters = model.loss_history.size
@@ -155,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one model on spiral data (or X, y from an .npz)")
     train.add_argument("--model", choices=["linear", "net"], default="net")
-    train.add_argument("--hidden", type=_positive_int, default=100)
+    train.add_argument("--hidden", type=_positive_int, default=100, help="hidden units (default: 100)")
     train.add_argument("--step-size", type=float, default=1.0)
     train.add_argument("--reg", type=float, default=1e-3)
     train.add_argument("--iters", type=_nonneg_int, default=None,
@@ -164,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backend", choices=sorted(BACKENDS), default="numba")
     train.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
     train.add_argument("--verbose", action="store_true", help="print the loss every 1000 (net) / 10 (linear) iterations")
+    train.add_argument("--progress", action="store_true", help="show a progress bar with the current loss")
+    train.add_argument("--init", default=None, help="continue training from a model saved with --save")
     train.add_argument("--n-per-class", type=_positive_int, default=100)
     train.add_argument("--n-classes", type=_positive_int, default=3)
     train.add_argument("--noise", type=float, default=0.2)

@@ -43,6 +43,19 @@ def test_train_saves_and_plots(tmp_path, capsys):
     assert png.read_bytes().startswith(PNG_MAGIC)
 
 
+def test_train_continues_from_a_saved_model(tmp_path, capsys):
+    first = tmp_path / "first.npz"
+    assert main(["train", "--iters", "100", "--hidden", "7", "--seed", "3", "--save", str(first)]) == 0
+    second = tmp_path / "second.npz"
+    assert main(["train", "--iters", "100", "--init", str(first), "--save", str(second)]) == 0
+    X, y = fs.make_spiral(100, 3, seed=0)  # the CLI's default data
+    straight = fs.train_net(X, y, hidden=7, seed=3, iters=200)
+    resumed = fs.load(second)
+    np.testing.assert_allclose(resumed.loss_history, straight.loss_history[100:], rtol=1e-12)
+    assert main(["train", "--model", "linear", "--init", str(first)]) == 2
+    assert "holds a net model but --model is linear" in capsys.readouterr().err
+
+
 def test_train_reads_npz_data(tmp_path, capsys):
     X, y = fs.make_spiral(20, 4, seed=0)
     np.savez(tmp_path / "d.npz", X=X, y=y)
