@@ -52,6 +52,7 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numba.cpython.unsafe.tuple import tuple_setitem
 
 # One place for the compilation options of every kernel.
 # fastmath: "contract" lets LLVM fuse multiply-adds into FMA and "reassoc" lets
@@ -85,7 +86,7 @@ H_BLOCK = 512
 # --------------------------------------------------------------------------
 
 
-def dims_token(n_features, n_classes):
+def dims_token(n_features, n_classes, dtype):
     """``(dtok, ktok)``: D and K encoded as tuples of those lengths, for the kernels.
 
     Numba types a tuple by its length, so ``len(dtok)`` is a compile-time
@@ -95,12 +96,14 @@ def dims_token(n_features, n_classes):
     LLVM vectorises the wrong (2- or 3-long) loops instead, and the fused
     kernels ran about 5x slower than with the token. Passing D and K via
     ``numba.literally`` gave the same code, but every call from Python went
-    through the dispatcher's slow path (about 25 ms per call). The cost of the
-    token: one compiled specialisation per (D, K, dtype). The two tuples are
-    passed separately because a nested tuple cannot cross into a ``prange``
-    body (Numba's parallel lowering rejects it).
+    through the dispatcher's slow path (about 25 ms per call). ``ktok`` holds
+    K zeros of ``dtype``: the forward pass starts its K score accumulators
+    from it. The cost of the token: one compiled specialisation per (D, K,
+    dtype). The two tuples are passed separately because a nested tuple
+    cannot cross into a ``prange`` body (Numba's parallel lowering rejects it).
     """
-    return ((0,) * n_features, (0,) * n_classes)
+    zero = np.dtype(dtype).type(0)
+    return (0,) * n_features, (zero,) * n_classes
 
 
 @kernel
@@ -123,30 +126,38 @@ def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     X (T, D), W1 (D, H), b1 (H,), W2T (K, H), b2 (K,); writes hidden (T, H)
     and scores (T, K). A NaN pre-activation stays NaN (NaN < 0 is false), as
     with ``np.maximum``. Hidden units are taken in blocks of H_BLOCK so that
-    the block's weights stay in L1 while every row of the tile uses them.
+    the block's weights stay in cache while every row of the tile uses them.
+
+    Each hidden unit is used for the K scores as soon as it is computed; the
+    K partial sums ride in a tuple (``ktok`` holds K zeros of the dtype), so
+    they live in registers and the loop vectorises as a K-way reduction.
+    Separate dot-product passes over the stored row, one per class, took
+    8.0 us instead of 5.5 us for 150 rows at H = 100 (float64), and the whole
+    iteration about 13% longer. ``tuple_setitem`` (Numba's own helper for
+    rebuilding a tuple with one item replaced) is what makes an indexable set
+    of K scalars possible.
     """
-    D, K = len(dtok), len(ktok)
+    D = len(dtok)
     T, H = hidden.shape
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
     for t in range(T):
-        for k in range(K):
+        for k in range(len(ktok)):
             scores[t, k] = b2[k]
     for h0 in range(0, H, H_BLOCK):
         lo, hi = _block(h0, H)
         for t in range(T):
-            row = hidden[t]
+            acc = ktok
             for h in range(lo, hi):
                 z = b1[h]
                 for d in range(D):
                     z += X[t, d] * W1[d, h]
                 if z < 0:
                     z = zero
-                row[h] = z
-            for k in range(K):
-                s = zero
-                for h in range(lo, hi):
-                    s += row[h] * W2T[k, h]
-                scores[t, k] += s
+                hidden[t, h] = z
+                for k in range(len(ktok)):
+                    acc = tuple_setitem(acc, k, acc[k] + z * W2T[k, h])
+            for k in range(len(ktok)):
+                scores[t, k] += acc[k]
 
 
 @kernel
@@ -436,7 +447,7 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
         np.empty((P, D, H), dtype), np.empty((P, H), dtype),
         np.empty((P, K, H), dtype), np.empty((P, K), dtype),
         np.empty(P, np.float64),
-        *dims_token(D, K),
+        *dims_token(D, K, dtype),
     )
 
 

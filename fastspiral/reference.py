@@ -20,9 +20,10 @@ import math
 import numpy as np
 
 
-def dims_token(n_features, n_classes):
+def dims_token(n_features, n_classes, dtype):
     """``(dtok, ktok)``, D and K as the kernels take them (NumPy needs no such hint)."""
-    return ((0,) * n_features, (0,) * n_classes)
+    zero = np.dtype(dtype).type(0)
+    return (0,) * n_features, (zero,) * n_classes
 
 
 def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
@@ -142,7 +143,7 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
         np.empty((1, D, H), dtype), np.empty((1, H), dtype),
         np.empty((1, K, H), dtype), np.empty((1, K), dtype),
         np.empty(1, np.float64),
-        *dims_token(D, K),
+        *dims_token(D, K, dtype),
     )
 
 

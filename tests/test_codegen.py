@@ -39,7 +39,7 @@ def test_hot_loops_use_packed_fma(name, dtype, suffix):
     T, H = 8, 1000
     rng = np.random.default_rng(0)
     a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
-    dtok, ktok = K.dims_token(2, 3)
+    dtok, ktok = K.dims_token(2, 3, dtype)
     if name == "net_forward":
         args = (a(T, 2), a(2, H), a(H), a(3, H), a(3), a(T, H), a(T, 3), dtok, ktok)
     else:

@@ -55,7 +55,7 @@ def _both(name, *args):
 def test_net_forward(shape, dtype):
     p = _problem(shape, dtype)
     T, D, H, K = shape
-    dims = _kernels.dims_token(D, K)
+    dims = _kernels.dims_token(D, K, dtype)
     (_, fast), (_, ref) = _both("net_forward", p["X"], p["W1"], p["b1"], p["W2T"], p["b2"],
                                 np.full((T, H), np.nan, dtype), np.full((T, K), np.nan, dtype), *dims)
     assert_close(fast[5], ref[5], dtype)
@@ -75,7 +75,7 @@ def test_relu_keeps_nan(mod):
     W1, b1 = np.ones((2, 3)), np.zeros(3)
     W2T, b2 = np.ones((2, 3)), np.zeros(2)
     hidden, scores = np.empty((2, 3)), np.empty((2, 2))
-    mod.net_forward(X, W1, b1, W2T, b2, hidden, scores, *mod.dims_token(2, 2))
+    mod.net_forward(X, W1, b1, W2T, b2, hidden, scores, *mod.dims_token(2, 2, np.float64))
     assert np.isnan(hidden[0]).all() and np.isnan(scores[0]).all()
     assert np.array_equal(hidden[1], [2.0, 2.0, 2.0])
 
@@ -127,7 +127,7 @@ def test_net_backward(shape, dtype):
     hidden = np.ascontiguousarray(np.maximum(rng.standard_normal((T, H)), 0), dtype=dtype)
     grads = [np.ascontiguousarray(rng.standard_normal(s), dtype=dtype) for s in ((D, H), (H,), (K, H), (K,))]
     (_, fast), (_, ref) = _both("net_backward", p["X"], hidden, ds, p["W2T"], *grads,
-                                *_kernels.dims_token(D, K))
+                                *_kernels.dims_token(D, K, dtype))
     for f, r in zip(fast[4:8], ref[4:8]):
         assert_close(f, r, dtype, factor=10)
     # The math, written out independently in float64: gradients are *added*.
