@@ -34,7 +34,8 @@ so each pass over H is one vectorised loop doing all of a row's work for
 that hidden unit, with the sums in registers. The earlier design, one
 vectorised pass over H per feature and per class (affine, ReLU, score dot
 products, outer-product updates, each reading and writing the row again),
-ran at 11-14 GFLOP/s per core; the fused passes run at 17-22.
+ran at 11-14 GFLOP/s per core in float64; the fused, blocked passes run at
+20-30 (see the benchmark table in the README).
 
 Threads
 -------
