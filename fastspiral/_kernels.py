@@ -67,7 +67,15 @@ FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 JIT_OPTIONS = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 
 kernel = njit(**JIT_OPTIONS)
-parallel_kernel = njit(parallel=True, **JIT_OPTIONS)
+# The parallel function is not cached on its own: it is compiled into its
+# caller (train_net_steps), whose cache entry then holds it. With its own
+# cache entry, a caller compiled in a process that had *loaded*
+# net_loss_grad from the cache was saved without the prange's outlined code,
+# and the next process to load that caller crashed with a segmentation fault
+# (tests/test_install.py::test_cached_training_loop_loads_in_a_later_process).
+# Calling net_loss_grad directly, as the kernel tests do, compiles it in that
+# process.
+parallel_kernel = njit(parallel=True, **dict(JIT_OPTIONS, cache=False))
 
 #: Scratch elements per (T, H) hidden tile: 16 Ki elements is 128 KiB in
 #: float64, so the tile the forward pass writes is still in L2 when the

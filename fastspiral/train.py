@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._threads import n_threads_for, parallel_section
+from ._threads import first_call, n_threads_for, parallel_section
 from ._validation import check_dtype, check_float, check_int, check_X, check_y
 from .backends import get_backend
 from .data import random_source
@@ -217,12 +217,13 @@ def train_net(
     W1, b1, b2 = p["W1"], p["b1"], p["b2"]
     W2T = np.ascontiguousarray(p["W2"].T)
     workspace = impl.net_workspace(N, D, H, K, dt, n_threads_for(N * H))
-    slots = len(workspace[-1])  # thread slots the backend really uses (1 for numpy)
+    slots = workspace[0].shape[0]  # the hidden tiles' thread-slot axis: 1 for numpy
     history = np.empty(iters, np.float64)
     step, lam = dt.type(step_size), dt.type(reg)
+    key = ("net", backend, dt.name, D, K)
 
     def steps(start: int, stop: int) -> int:
-        with parallel_section(slots):
+        with parallel_section(slots), first_call(key):
             return impl.train_net_steps(X, y, W1, b1, W2T, b2, step, lam, history, start, stop,
                                         *workspace)
 
@@ -271,8 +272,11 @@ def train_linear(
     history = np.empty(iters, np.float64)
     step, lam = dt.type(step_size), dt.type(reg)
 
+    key = ("linear", backend, dt.name, D, K)
+
     def steps(start: int, stop: int) -> int:
-        return impl.train_linear_steps(X, y, WT, b, step, lam, history, start, stop, *workspace)
+        with first_call(key):
+            return impl.train_linear_steps(X, y, WT, b, step, lam, history, start, stop, *workspace)
 
     _run(steps, iters, history, 10, verbose, progress, step_size, "train_linear")
     info = dict(model="linear", step_size=step_size, reg=reg, iters=iters,

@@ -46,3 +46,65 @@ def test_import_is_light():
             "print(*[m in sys.modules for m in ('sklearn', 'distributed', 'matplotlib', 'tqdm')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"] * 4
+
+
+CONCURRENT = """
+import sys
+import fastspiral as fs
+X, y = fs.make_spiral(200, 3, seed=0)
+order = ["float64", "float32"] if sys.argv[1] == "a" else ["float32", "float64"]
+for dtype in order:
+    net = fs.train_net(X, y, iters=20, seed=0, dtype=dtype)
+    lin = fs.train_linear(X, y, iters=20, seed=0, dtype=dtype)
+    print(dtype, repr(net.final_loss), repr(lin.final_loss))
+"""
+
+
+def test_processes_compiling_at_once_leave_a_loadable_cache(tmp_path):
+    """Several processes compiling into one empty cache, in different orders, then one loading.
+
+    Numba's cache can be corrupted by concurrent writers (a later load then
+    segfaults); fastspiral serialises first calls with a file lock.
+    """
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, order], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for order in "abab"]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    later = subprocess.run([sys.executable, "-c", CONCURRENT, "a"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert later.returncode == 0, later.stderr[-2000:]
+    assert sorted(later.stdout.splitlines()) == sorted(outs[0][0].splitlines())
+    assert list(tmp_path.joinpath("cache").rglob("*.nbc"))
+
+
+SETUP = """
+import numpy as np
+import fastspiral as fs
+from fastspiral import _kernels as K
+X, y = fs.make_spiral(100, 3, seed=0)
+rng = np.random.default_rng(0)
+W1, b1 = 0.01 * rng.standard_normal((2, 100)), np.zeros(100)
+W2T, b2 = 0.01 * rng.standard_normal((3, 100)), np.zeros(3)
+ws = K.net_workspace(300, 2, 100, 3, np.dtype(np.float64), 2)
+"""
+STEPS = {
+    "kernel": SETUP + "print(K.net_loss_grad(X, y, W1, b1, W2T, b2, 1e-3, 1 / 300, *ws))",
+    "train": "import fastspiral as fs; X, y = fs.make_spiral(seed=0); print(fs.train_net(X, y, iters=10).final_loss)",
+    "loop": SETUP + "h = np.empty(10); K.train_net_steps(X, y, W1, b1, W2T, b2, 1.0, 1e-3, h, 0, 10, *ws); print(h[-1])",
+}
+
+
+def test_cached_training_loop_loads_in_a_later_process(tmp_path):
+    """Call the parallel kernel directly, then train, then run the loop from a third process.
+
+    With the parallel kernel cached on its own, the loop's cache entry was
+    written without the prange's code and the third process segfaulted.
+    """
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    for name in ("kernel", "train", "loop", "loop"):
+        proc = subprocess.run([sys.executable, "-c", STEPS[name]], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (name, proc.returncode, proc.stderr[-2000:])
