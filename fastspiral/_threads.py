@@ -91,7 +91,6 @@ def parallel_section(n_threads: int) -> Iterator[None]:
         yield
 
 
-
 def _compile_lock_path() -> str:
     return os.path.join(tempfile.gettempdir(), "fastspiral-numba-compile.lock")
 

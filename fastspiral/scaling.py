@@ -109,6 +109,13 @@ def _worker_name() -> str:
     return "local"
 
 
+def _record(config: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
+    """A record for ``config``: every key of FIELDS (None where not measured), ``status``, ``fields``."""
+    record = {key: config.get(key) for key in FIELDS}
+    record.update(fields, status=status)
+    return record
+
+
 def run_config(config: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in this process and return its record.
 
@@ -124,8 +131,7 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
     from .data import make_spiral
     from .train import train_net
 
-    record = {key: config.get(key) for key in FIELDS}
-    record.update(host=socket.gethostname(), worker=_worker_name(), status="ok")
+    record = _record(config, "ok", host=socket.gethostname(), worker=_worker_name())
     try:
         limited = _limit_threads_to_worker()
         record["threads"] = limited or numba.get_num_threads()
@@ -183,10 +189,8 @@ def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
             if not proc.is_alive() and not receiver.poll(0):
                 break
         proc.join(5)
-        record = {key: config.get(key) for key in FIELDS}
-        record.update(host=socket.gethostname(), worker="local",
-                      status=f"failed: worker process exited with code {proc.exitcode}")
-        return record
+        return _record(config, f"failed: worker process exited with code {proc.exitcode}",
+                       host=socket.gethostname(), worker="local")
     finally:
         if proc.is_alive():
             proc.kill()
@@ -403,10 +407,9 @@ def sweep(
             continue
         need = estimate_memory(cfg["backend"], cfg["n_samples"], cfg["hidden"], cfg["dtype"])
         if need > MEMORY_HEADROOM * avail:
-            rec = {k: cfg.get(k) for k in FIELDS}
-            rec.update(host=socket.gethostname(), worker="not run", estimated_mem_mib=need / 2**20,
-                       status=f"skipped: needs about {need / 2**30:.1f} GiB, "
-                              f"{avail / 2**30:.1f} GiB available")
+            rec = _record(cfg, f"skipped: needs about {need / 2**30:.1f} GiB, "
+                               f"{avail / 2**30:.1f} GiB available",
+                          host=socket.gethostname(), worker="not run", estimated_mem_mib=need / 2**20)
             record_done(rec)
         else:
             cfg["estimated_mem_mib"] = need / 2**20
@@ -435,8 +438,7 @@ def sweep(
                     try:
                         rec = fut.result()
                     except Exception as exc:
-                        rec = {k: cfg.get(k) for k in FIELDS}
-                        rec.update(status=f"failed: {type(exc).__name__}: {exc}")
+                        rec = _record(cfg, f"failed: {type(exc).__name__}: {exc}")
                     rec["estimated_mem_mib"] = cfg["estimated_mem_mib"]
                     record_done(rec)
                     if bar is not None:
