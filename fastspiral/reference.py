@@ -23,7 +23,7 @@ import numpy as np
 def dims_token(n_features, n_classes, dtype):
     """``(dtok, ktok)``, D and K as the kernels take them (NumPy needs no such hint)."""
     zero = np.dtype(dtype).type(0)
-    return (0,) * n_features, (zero,) * n_classes
+    return (zero,) * n_features, (zero,) * n_classes
 
 
 def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):

@@ -34,16 +34,22 @@ def _asm(kernel, *args):
 
 
 @pytest.mark.parametrize("dtype,suffix", [(np.float64, "pd"), (np.float32, "ps")])
-@pytest.mark.parametrize("name", ["net_forward", "net_backward"])
+@pytest.mark.parametrize("name", ["_forward_four_rows", "_forward_one_row", "_backward_four_rows",
+                                  "_backward_one_row"])
 def test_hot_loops_use_packed_fma(name, dtype, suffix):
+    # Each loop over a block of hidden units is checked on its own: in
+    # net_forward/net_backward the vectorised one-row loop would hide a
+    # four-row loop that fell back to scalar code (as it did when the rows'
+    # inputs were read inside the loop).
     T, H = 8, 1000
     rng = np.random.default_rng(0)
     a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
     dtok, ktok = K.dims_token(2, 3, dtype)
-    if name == "net_forward":
-        args = (a(T, 2), a(2, H), a(H), a(3, H), a(3), a(T, H), a(T, 3), dtok, ktok)
+    block = (0, np.uint64(0), np.uint64(H), dtok, ktok)  # rows from 0, hidden units 0..H-1
+    if name.startswith("_forward"):
+        args = (a(T, 2), a(2, H), a(H), a(3, H), a(T, H), a(T, 3), *block)
     else:
-        args = (a(T, 2), a(T, H), a(T, 3), a(3, H), a(2, H), a(H), a(3, H), a(3), dtok, ktok)
+        args = (a(T, 2), a(T, H), a(T, 3), a(3, H), a(2, H), a(H), a(3, H), *block)
     asm = _asm(getattr(K, name), *args)
     packed = re.findall(rf"vfmadd\w*{suffix}\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 4, f"{name}: no 256/512-bit packed FMA in the generated code"

@@ -11,7 +11,7 @@ from fastspiral.backends import BACKENDS
 from .conftest import assert_close
 
 # (T rows, D features, H hidden, K classes): the case study's shape, and edges.
-SHAPES = [(300, 2, 100, 3), (1, 2, 100, 3), (7, 5, 1, 2), (13, 2, 10, 7), (33, 3, 17, 4), (64, 5, 33, 2)]
+SHAPES = [(300, 2, 100, 3), (1, 2, 100, 3), (6, 2, 1000, 3), (7, 5, 1, 2), (13, 2, 10, 7), (33, 3, 17, 4), (64, 5, 33, 2)]
 KERNELS = ["dims_token", "net_forward", "softmax_xent_grad", "net_backward", "linear_forward",
            "linear_backward", "sgd_update", "sum_squares", "net_loss_grad", "train_net_steps",
            "net_workspace", "linear_loss_grad", "train_linear_steps", "linear_workspace"]
