@@ -31,6 +31,7 @@ import numpy as np
 from ._measure import (N_CLASSES, N_FEATURES, format_seconds, machine_info, peak_memory_since,
                        reset_peak_memory, useful_flops)
 from ._validation import DTYPES, check_int
+from ._kernels import TILE_ELEMENTS
 from .backends import BACKENDS
 
 #: Columns of results.csv, in order; every record has these keys.
@@ -54,7 +55,7 @@ def estimate_memory(backend: str, n_samples: int, hidden: int, dtype: str) -> in
     if backend == "numpy":
         work = N * H * (2 * item + 1) + 4 * N * K * item
     else:
-        work = (os.cpu_count() or 1) * (2 * 16_384 + (D + K + 2) * H) * item
+        work = (os.cpu_count() or 1) * (2 * TILE_ELEMENTS + (D + K + 2) * H) * item
     predict = min(N, 4_000_000 // max(H, 1)) * H * 8 * 2  # blocked forward pass for the accuracy
     return data + work + predict + (D * H + H * K) * 8 * 4
 
