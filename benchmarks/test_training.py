@@ -7,7 +7,7 @@ Compile time is excluded by a warm-up round. Run with ``pytest --benchmark-only`
 import numba
 import pytest
 
-from fastspiral._threads import n_threads_for
+from fastspiral._threads import n_threads_for, net_work
 
 from .conftest import (IMPLEMENTATIONS, ROUNDS, SIZES, group_name, iterations_per_round, record,
                        registry_runner, reset_peak_memory, size_id)
@@ -20,7 +20,7 @@ def test_train_net(benchmark, size, impl):
     backend, dtype = impl
     benchmark.group = group_name(n_samples, hidden)
     iters = iterations_per_round(n_samples, hidden)
-    threads = n_threads_for(n_samples * hidden) if backend == "numba" else 1
+    threads = n_threads_for(net_work(n_samples, hidden)) if backend == "numba" else 1
     registry_runner(backend, dtype, 30, hidden, 1, threads)()  # compile first: not in the memory figure
     mark = reset_peak_memory()
     run = registry_runner(backend, dtype, n_samples, hidden, iters, threads)

@@ -41,12 +41,17 @@ from collections.abc import Hashable, Iterator
 
 import numba
 
-#: Below this many hidden activations per iteration (N * H) the net trains on
-#: one thread: waking the pool and joining it would cost more than it saves.
-#: Measured per iteration on the 2-core machine, float64, 1 vs 2 threads:
-#: N*H = 6,000: 8.4 vs 11.4 us; 15,000: 19-29 vs 20-41 us (slower on two);
-#: 30,000 (the case study): 38-40 vs 34-36 us; 60,000: 77-81 vs 61-65 us.
-PARALLEL_MIN_WORK = 25_000
+#: The work of a net iteration is counted as N * (H + ROW_COST): the per-row
+#: softmax (three ``exp`` calls) costs about as much as 30 hidden units.
+ROW_COST = 30
+#: Below this much work per iteration the net trains on one thread: waking
+#: the pool, joining it and moving the weights and gradients between the
+#: cores (about 4.6 us in all) would cost more than it saves. Measured per
+#: iteration on the 2-core machine, float64, 1 vs 2 threads (N x H: work):
+#: 60x100 (7,800): 6.7-7.2 vs 9.3-10.4 us; 100x100 (13,000): 10.6-11.8 vs
+#: 11.0-13.2; 300x30 (18,000): 18.9-20.1 vs 14.5-16.3; 300x20 (15,000):
+#: 19.0-21.7 vs 16.0-16.1; 300x100, the case study (39,000): 30-32 vs 22-23.
+PARALLEL_MIN_WORK = 13_000
 
 _THREAD_SAFE_LAYERS = ("omp", "tbb")
 _launch_lock = threading.Lock()
@@ -74,8 +79,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def net_work(n_samples: int, n_hidden: int) -> int:
+    """The work of one net iteration, in hidden activations: N * (H + ROW_COST)."""
+    return n_samples * (n_hidden + ROW_COST)
+
+
 def n_threads_for(work: int) -> int:
-    """Thread slots for a net iteration of ``work`` = N * H hidden activations."""
+    """Thread slots for a net iteration of ``work`` (see :func:`net_work`)."""
     if work < PARALLEL_MIN_WORK or _inherited_omp:
         return 1
     return numba.get_num_threads()

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._threads import first_call, n_threads_for, parallel_section
+from ._threads import first_call, n_threads_for, net_work, parallel_section
 from ._validation import check_dtype, check_float, check_int, check_X, check_y
 from .backends import get_backend
 from .data import random_source
@@ -216,7 +216,7 @@ def train_net(
     p = _init_params(source, {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}, dt, seed)
     W1, b1, b2 = p["W1"], p["b1"], p["b2"]
     W2T = np.ascontiguousarray(p["W2"].T)
-    workspace = impl.net_workspace(N, D, H, K, dt, n_threads_for(N * H))
+    workspace = impl.net_workspace(N, D, H, K, dt, n_threads_for(net_work(N, H)))
     slots = workspace[0].shape[0]  # the hidden tiles' thread-slot axis: 1 for numpy
     history = np.empty(iters, np.float64)
     step, lam = dt.type(step_size), dt.type(reg)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastspiral as fs
-from fastspiral._threads import PARALLEL_MIN_WORK
+from fastspiral._threads import PARALLEL_MIN_WORK, net_work
 
 from .conftest import assert_close
 
@@ -61,7 +61,7 @@ def test_linear_backends_agree(spiral, dtype):
 def test_results_do_not_depend_on_thread_count():
     """Per-thread gradient slots are summed in a fixed order: only reassociation differs."""
     X, y = fs.make_spiral(1000, 3, seed=2)  # N * H = 300k: above the parallel threshold
-    assert X.shape[0] * 100 >= PARALLEL_MIN_WORK
+    assert net_work(X.shape[0], 100) >= PARALLEL_MIN_WORK
     init = _fixed_init(2, 100, 3)
     before = numba.get_num_threads()
     try:
