@@ -5,6 +5,8 @@ Every implementation timed here comes from the backend registry
 the NumPy reference.
 """
 
+import time
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,18 @@ def registry_runner(backend, dtype, n_samples, hidden, iters, n_threads):
         assert bad < 0, "training diverged"
 
     return run
+
+
+def settle(seconds=0.3):
+    """Wait until other libraries' worker threads have gone idle, before timing.
+
+    OpenBLAS's threads keep spinning for about 0.1 s after each matrix
+    product; on the 2-core machine they took a core from the benchmark that
+    came next (numba float64 right after the previous group's NumPy row ran
+    at a third of its speed in some rounds: 8.8-24 ms per iteration at
+    N=30,000, H=1,000).
+    """
+    time.sleep(seconds)
 
 
 def record(benchmark, n_samples, hidden, iters, mark, **info):

@@ -12,7 +12,8 @@ float64 with the loss recorded every iteration, as fastspiral does:
 import numpy as np
 import pytest
 
-from .conftest import ROUNDS, SIZES, group_name, iterations_per_round, record, reset_peak_memory, size_id
+from .conftest import (ROUNDS, SIZES, group_name, iterations_per_round, record, reset_peak_memory, settle,
+                       size_id)
 
 STEP, REG = 1.0, 1e-3
 
@@ -101,6 +102,7 @@ def test_train_net_alternative(benchmark, size, library):
     make = _jax_runner if library == "jax" else _torch_runner
     mark = reset_peak_memory()
     run = make(n_samples, hidden, iters)
+    settle()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)  # warm-up: JIT compile
     record(benchmark, n_samples, hidden, iters, mark, backend=library, dtype="float64", threads=None)
 

@@ -10,7 +10,7 @@ import pytest
 from fastspiral._threads import n_threads_for, net_work
 
 from .conftest import (IMPLEMENTATIONS, ROUNDS, SIZES, group_name, iterations_per_round, record,
-                       registry_runner, reset_peak_memory, size_id)
+                       registry_runner, reset_peak_memory, settle, size_id)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: f"{i[0]}-{i[1]}")
@@ -24,6 +24,7 @@ def test_train_net(benchmark, size, impl):
     registry_runner(backend, dtype, 30, hidden, 1, threads)()  # compile first: not in the memory figure
     mark = reset_peak_memory()
     run = registry_runner(backend, dtype, n_samples, hidden, iters, threads)
+    settle()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     record(benchmark, n_samples, hidden, iters, mark, backend=backend, dtype=dtype,
            threads=threads if backend == "numba" else None)
@@ -40,5 +41,6 @@ def test_thread_scaling(benchmark, threads):
     registry_runner("numba", "float64", 30, hidden, 1, threads)()
     mark = reset_peak_memory()
     run = registry_runner("numba", "float64", n_samples, hidden, iters, threads)
+    settle()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     record(benchmark, n_samples, hidden, iters, mark, backend="numba", dtype="float64", threads=threads)
