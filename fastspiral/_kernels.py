@@ -34,8 +34,13 @@ so each pass over H is one vectorised loop doing all of a row's work for
 that hidden unit, with the sums in registers. The earlier design, one
 vectorised pass over H per feature and per class (affine, ReLU, score dot
 products, outer-product updates, each reading and writing the row again),
-ran at 11-14 GFLOP/s per core in float64; the fused, blocked passes run at
-20-30 (see the benchmark table in the README).
+ran at 11-14 GFLOP/s per core in float64; the fused, blocked passes, taking
+rows four at a time, run at 35-50 on one core (see the benchmark table in
+the README). That is close to the limit of the 256-bit FMAs LLVM emits here:
+16 FLOP per cycle per core, less the compares, selects and bias additions
+that are not counted as useful FLOPs. 512-bit code (forced with
+``NUMBA_CPU_FEATURES=...,-prefer-256-bit``) was no faster on the
+development machine, with one row or four at a time.
 
 Threads
 -------
@@ -95,8 +100,8 @@ TILE_ELEMENTS = 65_536
 #: W2T and of their gradients, (2D + 2K + 2) * H_BLOCK values (48 KiB in
 #: float64 for the spiral, 24 KiB in float32), stay in L1/L2 while every row
 #: of a tile uses them. At N=300k, H=1000 on the 2-core development machine,
-#: blocks of 128, 256, 512 and 1024 gave about 50, 55, 58 and 43 GFLOP/s in
-#: float64 (76-123 in float32, again best at 512).
+#: two threads, float64, blocks of 256, 512, 768 and 1024 gave about 70-75,
+#: 75-88, 81-83 and 74 GFLOP/s (float32: 117-122, 130-154, 145-149, 138-142).
 H_BLOCK = 512
 #: Unused bytes after each thread's slot in the per-thread buffers: two cache
 #: lines, as the CPU may also fetch a line's neighbour along with it.
