@@ -53,3 +53,15 @@ def test_hot_loops_use_packed_fma(name, dtype, suffix):
     asm = _asm(getattr(K, name), *args)
     packed = re.findall(rf"vfmadd\w*{suffix}\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 4, f"{name}: no 256/512-bit packed FMA in the generated code"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_exponentials_are_vectorised(dtype):
+    # The flat loop of exponentials (computed in float64 for both dtypes):
+    # the Taylor polynomial must run on packed registers, not one call or
+    # one scalar FMA chain per score.
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((64, 3)).astype(dtype)
+    asm = _asm(K.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores))
+    packed = re.findall(r"vfmadd\w*pd\s[^\n]*%[yz]mm", asm)
+    assert len(packed) >= 10, "softmax_xent_grad: the exponentials are not vectorised"

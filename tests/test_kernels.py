@@ -111,6 +111,19 @@ def test_softmax_is_stable_for_huge_scores(mod):
     assert loss == pytest.approx(0.5 * (row0 + 2e4), rel=1e-12)
 
 
+def test_exp_matches_numpy_to_one_ulp():
+    """The softmax's vectorisable exp, on [-708, 0] and at its edges."""
+    x = np.concatenate([-np.linspace(0, 708, 100_001), -np.random.default_rng(6).exponential(3, 10_000),
+                        [-0.0, -1e-300, -5e-324, -0.5 * np.log(2), -np.log(2), -707.99]])
+    got = np.array([_kernels._exp_nonpositive(v) for v in x[::50]])
+    want = np.exp(x[::50])
+    assert np.all(np.abs(got - want) <= np.spacing(want))
+    assert _kernels._exp_nonpositive(0.0) == 1.0
+    # Below -708 (subnormal results) it returns 0; -inf gives 0 and NaN stays NaN.
+    assert [_kernels._exp_nonpositive(v) for v in (-708.5, -745.2, -1e6, -np.inf)] == [0.0] * 4
+    assert np.isnan(_kernels._exp_nonpositive(np.nan))
+
+
 def test_softmax_loss_over_many_rows():
     """Thousands of rows: the kernel's running product of the rows' sums of
     exponentials is flushed into a logarithm many times along the way."""
