@@ -42,15 +42,18 @@ from collections.abc import Hashable, Iterator
 import numba
 
 #: The work of a net iteration is counted as N * (H + ROW_COST): the per-row
-#: softmax (three ``exp`` calls) costs about as much as 30 hidden units.
+#: costs (the softmax, the ends of the vectorised loops) weigh like about 30
+#: hidden units.
 ROW_COST = 30
 #: Below this much work per iteration the net trains on one thread: waking
 #: the pool, joining it and moving the weights and gradients between the
 #: cores (about 4.6 us in all) would cost more than it saves. Measured per
-#: iteration on the 2-core machine, float64, 1 vs 2 threads (N x H: work):
-#: 60x100 (7,800): 6.7-7.2 vs 9.3-10.4 us; 100x100 (13,000): 10.6-11.8 vs
-#: 11.0-13.2; 300x30 (18,000): 18.9-20.1 vs 14.5-16.3; 300x20 (15,000):
-#: 19.0-21.7 vs 16.0-16.1; 300x100, the case study (39,000): 30-32 vs 22-23.
+#: iteration on the 2-core machine, float64, 1 vs 2 threads (N x H: work),
+#: two runs each: 60x100 (7,800): 6.1-6.3 vs 8.8-9.4 us; 300x10 (12,000):
+#: 11.0-11.1 vs 10.4; 100x100 (13,000): 9.9-10.0 vs 10.7-11.1; 300x20
+#: (15,000): 16.7-16.8 vs 15.0-15.4; 150x100 (19,500): 14.0-14.1 vs
+#: 13.4-15.2; 1000x10 (40,000): 34.3-34.4 vs 25.2-26.1. Around the
+#: threshold the two are within a microsecond either way.
 PARALLEL_MIN_WORK = 13_000
 
 _THREAD_SAFE_LAYERS = ("omp", "tbb")
