@@ -96,7 +96,8 @@ parallel_kernel = njit(parallel=True, **dict(JIT_OPTIONS, cache=False))
 #: on the development machine) when the backward pass reads it, and each
 #: block of weights is read from L2 once per T rows. At N=300k, H=1000, two
 #: threads, float64: tiles of 16, 32, 64, 128 and 256 Ki elements gave about
-#: 76, 82, 85, 85 and 77 GFLOP/s.
+#: 76, 82, 85, 85 and 77 GFLOP/s. At H=100, tiles of 4-16 Ki elements made
+#: no measurable difference.
 TILE_ELEMENTS = 65_536
 #: Hidden units per block in the fused passes: the block's slices of W1, b1,
 #: W2T and of their gradients, (2D + 2K + 2) * H_BLOCK values (48 KiB in
@@ -467,7 +468,8 @@ def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok):
     (2) rows go four at a time, so each load and store of a gradient serves
     four rows. On one core of the development machine (float64): one row at
     a time ran at about 28 GFLOP/s, pairs of rows 28-40, four rows 44-55
-    (float32: 38-85, 56-83, 64-103).
+    (float32: 38-85, 56-83, 64-103); eight rows, 38-43 (too many values for
+    the registers).
     """
     T, H = hidden.shape
     for t in range(T):
