@@ -412,7 +412,10 @@ def _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, 
 
 @kernel
 def _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
-    """:func:`net_backward` for rows t..t+3, hidden units lo..hi-1: each gradient load and store serves four rows."""
+    """:func:`net_backward` for rows t..t+3, hidden units lo..hi-1.
+
+    Each load and store of a gradient serves four rows.
+    """
     zero = hidden.dtype.type(0)
     s0, s1 = _row(dscores, t, ktok), _row(dscores, t + 1, ktok)
     s2, s3 = _row(dscores, t + 2, ktok), _row(dscores, t + 3, ktok)

@@ -11,7 +11,8 @@ from fastspiral.backends import BACKENDS
 from .conftest import assert_close
 
 # (T rows, D features, H hidden, K classes): the case study's shape, and edges.
-SHAPES = [(300, 2, 100, 3), (1, 2, 100, 3), (6, 2, 1000, 3), (7, 5, 1, 2), (13, 2, 10, 7), (33, 3, 17, 4), (64, 5, 33, 2)]
+SHAPES = [(300, 2, 100, 3), (1, 2, 100, 3), (6, 2, 1000, 3), (7, 5, 1, 2), (13, 2, 10, 7), (33, 3, 17, 4),
+          (64, 5, 33, 2)]
 KERNELS = ["dims_token", "net_forward", "softmax_xent_grad", "net_backward", "linear_forward",
            "linear_backward", "sgd_update", "sum_squares", "net_loss_grad", "train_net_steps",
            "net_workspace", "linear_loss_grad", "train_linear_steps", "linear_workspace"]
@@ -113,10 +114,10 @@ def test_softmax_is_stable_for_huge_scores(mod):
 
 def test_exp_matches_numpy_to_one_ulp():
     """The softmax's vectorisable exp, on [-708, 0] and at its edges."""
-    x = np.concatenate([-np.linspace(0, 708, 100_001), -np.random.default_rng(6).exponential(3, 10_000),
+    x = np.concatenate([-np.linspace(0, 708, 2_001), -np.random.default_rng(6).exponential(3, 500),
                         [-0.0, -1e-300, -5e-324, -0.5 * np.log(2), -np.log(2), -707.99]])
-    got = np.array([_kernels._exp_nonpositive(v) for v in x[::50]])
-    want = np.exp(x[::50])
+    got = np.array([_kernels._exp_nonpositive(v) for v in x])
+    want = np.exp(x)
     assert np.all(np.abs(got - want) <= np.spacing(want))
     assert _kernels._exp_nonpositive(0.0) == 1.0
     # Below -708 (subnormal results) it returns 0; -inf gives 0 and NaN stays NaN.
