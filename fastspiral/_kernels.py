@@ -351,21 +351,21 @@ def softmax_xent_grad(scores, y, scale, dscores):
     0.3-0.4 us per 150 rows.
     """
     T, K = scores.shape
+    loss = 0.0
     for t in range(T):
         m = _row_max(scores, t)
         for k in range(K):
             dscores[t, k] = scores[t, k] - m
+        loss -= dscores[t, y[t]]
     flat = dscores.reshape(T * K)
     for i in range(T * K):
         flat[i] = _exp_nonpositive(np.float64(flat[i]))
-    loss = 0.0
     product = 1.0
     for t in range(T):
         total = dscores.dtype.type(0)
         for k in range(K):
             total += dscores[t, k]
         label = y[t]
-        loss -= scores[t, label] - _row_max(scores, t)
         product *= total
         if product > 1e200:
             loss += math.log(product)
@@ -576,6 +576,26 @@ def _net_rows(X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, dW1, db1, d
     return loss
 
 
+@kernel
+def _net_slot(p, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok):
+    """Thread slot p of :func:`net_loss_grad`: clears the slot's gradients, then runs its rows.
+
+    Slot p of P takes rows ``p*N//P`` to ``(p+1)*N//P``. Whole slots are
+    cleared, padding included, so the reduction can add whole slots. Returns
+    the rows' data loss.
+    """
+    P, N = dW1.shape[0], X.shape[0]
+    D, K, H = W1.shape[0], W2T.shape[0], b1.size
+    _fill_zero(dW1[p])
+    _fill_zero(db1[p])
+    _fill_zero(dW2T[p])
+    _fill_zero(db2[p])
+    r0 = p * N // P
+    r1 = (p + 1) * N // P
+    return _net_rows(X[r0:r1], y[r0:r1], W1, b1, W2T, b2, scale, hidden[p], scores[p], dscores[p],
+                     dW1[p][:D], db1[p][:H], dW2T[p][:K], db2[p][:K], dtok, ktok)
+
+
 @parallel_kernel
 def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
                   hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok):
@@ -589,28 +609,13 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
     scratch; ``dtok, ktok`` come from :func:`dims_token`; ``scale`` is 1/N.
     """
     P = dW1.shape[0]
-    N = X.shape[0]
-    D, K, H = W1.shape[0], W2T.shape[0], b1.size
     if P == 1:
-        _fill_zero(dW1)
-        _fill_zero(db1)
-        _fill_zero(dW2T)
-        _fill_zero(db2)
-        losses[0] = _net_rows(X, y, W1, b1, W2T, b2, scale, hidden[0], scores[0], dscores[0],
-                              dW1[0][:D], db1[0][:H], dW2T[0][:K], db2[0][:K], dtok, ktok)
+        losses[0] = _net_slot(0, X, y, W1, b1, W2T, b2, scale,
+                              hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok)
     else:
         for p in prange(P):
-            # Whole slots are cleared, padding included, so the reduction
-            # below can add whole slots.
-            _fill_zero(dW1[p])
-            _fill_zero(db1[p])
-            _fill_zero(dW2T[p])
-            _fill_zero(db2[p])
-            r0 = p * N // P
-            r1 = (p + 1) * N // P
-            losses[p] = _net_rows(X[r0:r1], y[r0:r1], W1, b1, W2T, b2, scale,
-                                  hidden[p], scores[p], dscores[p],
-                                  dW1[p][:D], db1[p][:H], dW2T[p][:K], db2[p][:K], dtok, ktok)
+            losses[p] = _net_slot(p, X, y, W1, b1, W2T, b2, scale,
+                                  hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok)
         # Reduction of the per-thread slots, serially and in a fixed order.
         for p in range(1, P):
             _add_into(dW1[0], dW1[p])
