@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fastspiral._measure import peak_memory_since, reset_peak_memory, useful_flops
+from fastspiral._memory import aligned_copy
 from fastspiral.backends import BACKENDS
 
 #: (N, H) of each benchmark group; N=300,000 is marked "large" (deselect with -m "not large").
@@ -58,7 +59,9 @@ def registry_runner(backend, dtype, n_samples, hidden, iters, n_threads):
     impl = BACKENDS[backend]
     dt = np.dtype(dtype)
     X, y, p = spiral_problem(n_samples, hidden, dt)
-    W2T = np.ascontiguousarray(p["W2"].T)
+    # Working copies on cache lines, as train_net makes them.
+    p = {k: aligned_copy(v) for k, v in p.items()}
+    W2T = aligned_copy(p["W2"].T)
     ws = impl.net_workspace(X.shape[0], 2, hidden, 3, dt, n_threads)
     history = np.empty(iters)
     step, reg = dt.type(1.0), dt.type(1e-3)

@@ -69,6 +69,8 @@ from numba import njit, prange, types
 from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import intrinsic
 
+from ._memory import aligned_empty, slot_length
+
 # One place for the compilation options of every kernel.
 # fastmath: "contract" lets LLVM fuse multiply-adds into FMA and "reassoc" lets
 # it vectorise the float reductions (dot products over H, softmax sums). The
@@ -663,26 +665,30 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
     rows four at a time); then ``dtok, ktok``.
     Size O(P * (T + D + K) * H), independent of N * H.
 
-    The score and gradient buffers get at least SLOT_PAD_BYTES of unused
-    padding at the end of each slot (extra rows, or extra elements for the
-    1-D biases), so that the threads never write to the same cache line:
+    Every buffer starts on a cache line and every slot fills whole cache
+    lines (:mod:`fastspiral._memory`), so each slot is aligned too. The score
+    and gradient buffers get at least SLOT_PAD_BYTES of unused padding at
+    the end of each slot (extra rows, or extra elements for the 1-D biases),
+    so that the threads never write to the same cache line:
     (P, T + r, K), (P, D + r, H), (P, H + e), (P, K + r, H), (P, K + e).
-    The kernels use the leading T, D, H, K of each slot.
+    The kernels use the leading T, D, H, K of each slot. The hidden tile's
+    slot is rounded up to whole lines only; its T' >= T rows are the tile
+    size (still a multiple of 4 where T is).
     """
     P = max(1, min(int(n_threads), n_samples))
     rows_per_slot = -(-n_samples // P)
     T = min(rows_per_slot, max(4, TILE_ELEMENTS // max(n_hidden, 1) // 4 * 4))
     H, D, K = n_hidden, n_features, n_classes
-    e = -(-SLOT_PAD_BYTES // np.dtype(dtype).itemsize)  # padding elements
+    size = np.dtype(dtype).itemsize
 
-    def rows(length):  # padding rows of ``length`` elements
-        return -(-e // length)
+    def slot(length, unit, pad=SLOT_PAD_BYTES):  # units per slot (unit: elements per unit)
+        return slot_length(length, unit * size, pad)
 
     return (
-        np.empty((P, T, H), dtype),
-        np.empty((P, T + rows(K), K), dtype), np.empty((P, T + rows(K), K), dtype),
-        np.empty((P, D + rows(H), H), dtype), np.empty((P, H + e), dtype),
-        np.empty((P, K + rows(H), H), dtype), np.empty((P, K + e), dtype),
+        aligned_empty((P, slot(T, H, 0), H), dtype),
+        aligned_empty((P, slot(T, K), K), dtype), aligned_empty((P, slot(T, K), K), dtype),
+        aligned_empty((P, slot(D, H), H), dtype), aligned_empty((P, slot(H, 1)), dtype),
+        aligned_empty((P, slot(K, H), H), dtype), aligned_empty((P, slot(K, 1)), dtype),
         np.empty(P, np.float64),
         *dims_token(D, K, dtype),
     )
@@ -738,6 +744,6 @@ def linear_workspace(n_samples, n_features, n_classes, dtype):
     """Scratch tiles and gradient buffers for :func:`train_linear_steps`."""
     T = min(n_samples, 1024)
     return (
-        np.empty((T, n_classes), dtype), np.empty((T, n_classes), dtype),
-        np.empty((n_classes, n_features), dtype), np.empty(n_classes, dtype),
+        aligned_empty((T, n_classes), dtype), aligned_empty((T, n_classes), dtype),
+        aligned_empty((n_classes, n_features), dtype), aligned_empty(n_classes, dtype),
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ._memory import aligned_copy
 from ._threads import first_call, n_threads_for, net_work, parallel_section
 from ._validation import check_dtype, check_float, check_int, check_X, check_y
 from .backends import get_backend
@@ -214,8 +215,9 @@ def train_net(
             raise ValueError(f"hidden={hidden} but init has {H} hidden units")
     K = _n_classes(y, source, "W2")
     p = _init_params(source, {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}, dt, seed)
-    W1, b1, b2 = p["W1"], p["b1"], p["b2"]
-    W2T = np.ascontiguousarray(p["W2"].T)
+    # The working copies start on a cache line (see fastspiral._memory).
+    W1, b1, b2 = aligned_copy(p["W1"]), aligned_copy(p["b1"]), aligned_copy(p["b2"])
+    W2T = aligned_copy(p["W2"].T)
     workspace = impl.net_workspace(N, D, H, K, dt, n_threads_for(net_work(N, H)))
     slots = workspace[0].shape[0]  # the hidden tiles' thread-slot axis: 1 for numpy
     history = np.empty(iters, np.float64)
@@ -230,7 +232,8 @@ def train_net(
     _run(steps, iters, history, 1000, verbose, progress, step_size, "train_net")
     info = dict(model="net", hidden=H, step_size=step_size, reg=reg, iters=iters,
                 seed=_seed_info(seed), backend=backend, dtype=dt.name)
-    params = {"W1": W1, "b1": b1, "W2": np.ascontiguousarray(W2T.T), "b2": b2}
+    # Plain arrays for the model (the working copies are views of padded buffers).
+    params = {"W1": W1.copy(), "b1": b1.copy(), "W2": np.ascontiguousarray(W2T.T), "b2": b2.copy()}
     return NetModel(params, history, info)
 
 
@@ -266,8 +269,7 @@ def train_linear(
     source = _init_source(init)
     K = _n_classes(y, source, "W")
     p = _init_params(source, {"W": (D, K), "b": (K,)}, dt, seed)
-    WT = np.ascontiguousarray(p["W"].T)
-    b = p["b"]
+    WT, b = aligned_copy(p["W"].T), aligned_copy(p["b"])
     workspace = impl.linear_workspace(N, D, K, dt)
     history = np.empty(iters, np.float64)
     step, lam = dt.type(step_size), dt.type(reg)
@@ -281,4 +283,4 @@ def train_linear(
     _run(steps, iters, history, 10, verbose, progress, step_size, "train_linear")
     info = dict(model="linear", step_size=step_size, reg=reg, iters=iters,
                 seed=_seed_info(seed), backend=backend, dtype=dt.name)
-    return LinearModel({"W": np.ascontiguousarray(WT.T), "b": b}, history, info)
+    return LinearModel({"W": np.ascontiguousarray(WT.T), "b": b.copy()}, history, info)
