@@ -325,14 +325,17 @@ def _exp_nonpositive(x):
 
 
 @kernel
-def softmax_xent_grad(scores, y, scale, dscores):
+def softmax_xent_grad(scores, y, scale, dscores, ktok):
     """Softmax cross-entropy and its gradient on the scores.
 
     Writes ``dscores = scale * (softmax(scores) - onehot(y))`` and returns
     ``scale * sum_t -log softmax(scores[t])[y[t]]`` as a float64.
 
     scores, dscores (T, K), C-contiguous; y (T,) int64; scale is 1/N for the
-    mean over the full batch. The row maximum is subtracted before
+    mean over the full batch; ``ktok`` holds K zeros (:func:`dims_token`), so
+    the loops over a row's K scores are unrolled: with K read from the
+    array's shape at run time, the softmax took 1.35 instead of 0.80 us per
+    150 rows at the case study's size (float64). The row maximum is subtracted before
     exponentiating, so large scores cannot overflow, and the log-probability
     is computed as ``log(sum exp(s - m)) - (s_y - m)`` rather than
     ``-log(p_y)``, which loses no precision when p_y is tiny. A NaN or inf
@@ -352,10 +355,10 @@ def softmax_xent_grad(scores, y, scale, dscores):
     leave the loss unchanged to about 1e-16 per row. That saved another
     0.3-0.4 us per 150 rows.
     """
-    T, K = scores.shape
+    T, K = scores.shape[0], len(ktok)
     loss = 0.0
     for t in range(T):
-        m = _row_max(scores, t)
+        m = _row_max(scores, t, ktok)
         for k in range(K):
             dscores[t, k] = scores[t, k] - m
         loss -= dscores[t, y[t]]
@@ -380,14 +383,14 @@ def softmax_xent_grad(scores, y, scale, dscores):
 
 
 @kernel
-def _row_max(A, t):
-    """The largest value of row t of A.
+def _row_max(A, t, ktok):
+    """The largest of the first ``len(ktok)`` values of row t of A.
 
     NaNs are skipped, so a row's NaN reaches the loss through ``s - m``.
     (Written as a select, ``m = v if v > m else m``, it was no faster.)
     """
     m = A[t, 0]
-    for k in range(1, A.shape[1]):
+    for k in range(1, len(ktok)):
         if A[t, k] > m:
             m = A[t, k]
     return m
@@ -573,7 +576,7 @@ def _net_rows(X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, dW1, db1, d
         sc = scores[:n]
         ds = dscores[:n]
         net_forward(Xt, W1, b1, W2T, b2, h, sc, dtok, ktok)
-        loss += softmax_xent_grad(sc, y[s:e], scale, ds)
+        loss += softmax_xent_grad(sc, y[s:e], scale, ds, ktok)
         net_backward(Xt, h, ds, W2T, dW1, db1, dW2T, db2, dtok, ktok)
     return loss
 
@@ -695,12 +698,12 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
 
 
 @kernel
-def linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db):
+def linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db, ktok):
     """Loss and full-batch gradient of the softmax linear classifier.
 
     Returns ``data_loss + 0.5 * reg * sum(WT**2)``; writes the data-loss
     gradient into dWT (K, D) and db (K,). scores/dscores (T, K) are scratch
-    tiles. With D and K this small the work is a few flops per row, so it runs
+    tiles; ``ktok`` holds K zeros (:func:`dims_token`). With D and K this small the work is a few flops per row, so it runs
     on one thread: a parallel region would cost more than it saves.
     """
     N = X.shape[0]
@@ -715,14 +718,14 @@ def linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db):
         sc = scores[:n]
         ds = dscores[:n]
         linear_forward(Xt, WT, b, sc)
-        loss += softmax_xent_grad(sc, y[s:e], scale, ds)
+        loss += softmax_xent_grad(sc, y[s:e], scale, ds, ktok)
         linear_backward(Xt, ds, dWT, db)
     return loss + 0.5 * reg * sum_squares(WT)
 
 
 @kernel
 def train_linear_steps(X, y, WT, b, step_size, reg, loss_history, start, stop,
-                       scores, dscores, dWT, db):
+                       scores, dscores, dWT, db, ktok):
     """Run iterations ``start..stop-1`` of the linear classifier, in place.
 
     Same contract as :func:`train_net_steps`; the workspace comes from
@@ -731,7 +734,7 @@ def train_linear_steps(X, y, WT, b, step_size, reg, loss_history, start, stop,
     scale = 1.0 / X.shape[0]
     zero = step_size - step_size
     for it in range(start, stop):
-        loss = linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db)
+        loss = linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db, ktok)
         loss_history[it] = loss
         if not math.isfinite(loss):
             return it
@@ -741,9 +744,10 @@ def train_linear_steps(X, y, WT, b, step_size, reg, loss_history, start, stop,
 
 
 def linear_workspace(n_samples, n_features, n_classes, dtype):
-    """Scratch tiles and gradient buffers for :func:`train_linear_steps`."""
+    """Scratch tiles, gradient buffers and ``ktok`` for :func:`train_linear_steps`."""
     T = min(n_samples, 1024)
     return (
         aligned_empty((T, n_classes), dtype), aligned_empty((T, n_classes), dtype),
         aligned_empty((n_classes, n_features), dtype), aligned_empty(n_classes, dtype),
+        dims_token(n_features, n_classes, dtype)[1],
     )

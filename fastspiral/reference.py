@@ -35,11 +35,12 @@ def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     scores += b2
 
 
-def softmax_xent_grad(scores, y, scale, dscores):
+def softmax_xent_grad(scores, y, scale, dscores, ktok):
     """Write ``dscores = scale * (softmax(scores) - onehot(y))``; return the scaled loss sum.
 
     Subtracting the row maximum keeps ``exp`` from overflowing; the loss of a
-    row is ``log(sum exp(s - m)) - (s_y - m)``.
+    row is ``log(sum exp(s - m)) - (s_y - m)``. ``ktok`` (K, for the
+    kernels) is not needed here.
     """
     rows = np.arange(scores.shape[0])
     m = scores.max(axis=1, keepdims=True)
@@ -103,7 +104,7 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
     for g in (dW1, db1, dW2T, db2):
         g[0] = 0
     net_forward(X, W1, b1, W2T, b2, h, sc, dtok, ktok)
-    losses[0] = softmax_xent_grad(sc, y, scale, ds)
+    losses[0] = softmax_xent_grad(sc, y, scale, ds, ktok)
     net_backward(X, h, ds, W2T, dW1[0], db1[0], dW2T[0], db2[0], dtok, ktok)
     return losses[0] + 0.5 * reg * (sum_squares(W1) + sum_squares(W2T))
 
@@ -147,23 +148,23 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
     )
 
 
-def linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db):
+def linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db, ktok):
     """Loss and full-batch gradient of the softmax linear classifier."""
     dWT[...] = 0
     db[...] = 0
     linear_forward(X, WT, b, scores)
-    loss = softmax_xent_grad(scores, y, scale, dscores)
+    loss = softmax_xent_grad(scores, y, scale, dscores, ktok)
     linear_backward(X, dscores, dWT, db)
     return loss + 0.5 * reg * sum_squares(WT)
 
 
 def train_linear_steps(X, y, WT, b, step_size, reg, loss_history, start, stop,
-                       scores, dscores, dWT, db):
+                       scores, dscores, dWT, db, ktok):
     """Iterations ``start..stop-1`` of the linear classifier; same contract as the net's."""
     scale = 1.0 / X.shape[0]
     for it in range(start, stop):
         with np.errstate(over="ignore", invalid="ignore"):
-            loss = linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db)
+            loss = linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db, ktok)
         loss_history[it] = loss
         if not math.isfinite(loss):
             return it
@@ -173,8 +174,9 @@ def train_linear_steps(X, y, WT, b, step_size, reg, loss_history, start, stop,
 
 
 def linear_workspace(n_samples, n_features, n_classes, dtype):
-    """Whole-batch (N, K) score arrays and the gradient buffers."""
+    """Whole-batch (N, K) score arrays, the gradient buffers and ``ktok``."""
     return (
         np.empty((n_samples, n_classes), dtype), np.empty((n_samples, n_classes), dtype),
         np.empty((n_classes, n_features), dtype), np.empty(n_classes, dtype),
+        dims_token(n_features, n_classes, dtype)[1],
     )

@@ -62,6 +62,7 @@ def test_softmax_exponentials_are_vectorised(dtype):
     # one scalar FMA chain per score.
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((64, 3)).astype(dtype)
-    asm = _asm(K.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores))
+    ktok = K.dims_token(1, 3, dtype)[1]
+    asm = _asm(K.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores), ktok)
     packed = re.findall(r"vfmadd\w*pd\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 10, "softmax_xent_grad: the exponentials are not vectorised"

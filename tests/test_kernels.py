@@ -87,7 +87,8 @@ def test_softmax_xent_grad(shape, dtype):
     T, _, _, K = shape
     scores = np.ascontiguousarray(np.random.default_rng(1).standard_normal((T, K)) * 3, dtype=dtype)
     scale = 1.0 / T
-    (loss_f, fast), (loss_r, ref) = _both("softmax_xent_grad", scores, p["y"], scale, np.empty((T, K), dtype))
+    ktok = _kernels.dims_token(1, K, dtype)[1]
+    (loss_f, fast), (loss_r, ref) = _both("softmax_xent_grad", scores, p["y"], scale, np.empty((T, K), dtype), ktok)
     assert_close(fast[3], ref[3], dtype)
     assert_close(loss_f, loss_r, dtype)
     # The math, written out independently in float64.
@@ -106,7 +107,7 @@ def test_softmax_is_stable_for_huge_scores(mod):
     scores = np.array([[1000.0, 1001.0, 999.0], [-1e4, 0.0, 1e4]])
     y = np.array([1, 0], dtype=np.int64)
     ds = np.empty_like(scores)
-    loss = mod.softmax_xent_grad(scores, y, 0.5, ds)
+    loss = mod.softmax_xent_grad(scores, y, 0.5, ds, mod.dims_token(1, 3, np.float64)[1])
     row0 = np.log(np.exp([-1.0, 0.0, -2.0]).sum())  # log-sum-exp after shifting by the max
     assert np.isfinite(loss) and np.isfinite(ds).all()
     assert loss == pytest.approx(0.5 * (row0 + 2e4), rel=1e-12)
@@ -132,7 +133,7 @@ def test_softmax_loss_over_many_rows():
     T, K = 5000, 10
     scores = rng.standard_normal((T, K)) * 0.1  # near-uniform rows: the sums multiply to ~1e5000
     y = rng.integers(0, K, T).astype(np.int64)
-    loss = _kernels.softmax_xent_grad(scores, y, 1.0 / T, np.empty_like(scores))
+    loss = _kernels.softmax_xent_grad(scores, y, 1.0 / T, np.empty_like(scores), (0.0,) * K)
     shifted = scores - scores.max(axis=1, keepdims=True)
     expected = np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(T), y])
     assert loss == pytest.approx(expected, rel=1e-13)
@@ -141,7 +142,7 @@ def test_softmax_loss_over_many_rows():
 @pytest.mark.parametrize("mod", [_kernels, reference], ids=["numba", "numpy"])
 def test_softmax_propagates_nan(mod):
     scores = np.array([[0.0, np.nan, 1.0]])
-    loss = mod.softmax_xent_grad(scores, np.array([0], dtype=np.int64), 1.0, np.empty_like(scores))
+    loss = mod.softmax_xent_grad(scores, np.array([0], dtype=np.int64), 1.0, np.empty_like(scores), (0.0,) * 3)
     assert np.isnan(loss)
 
 
