@@ -1,6 +1,7 @@
 """Each Numba kernel against its NumPy twin, and the gradients against finite differences."""
 
 import inspect
+import math
 
 import numpy as np
 import pytest
@@ -194,9 +195,10 @@ def test_sgd_update_and_sum_squares(shape, dtype):
 
 
 def _net_workspace(mod, p, n_threads):
+    """The workspace net_loss_grad takes: net_workspace's less the weight copies (its last item)."""
     T, D = p["X"].shape
     K, H = p["W2T"].shape
-    return mod.net_workspace(T, D, H, K, p["X"].dtype, n_threads)
+    return mod.net_workspace(T, D, H, K, p["X"].dtype, n_threads)[:-1]
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
@@ -296,3 +298,57 @@ def test_workspace_does_not_grow_with_n_times_h():
     total = sum(a.nbytes for a in ws if isinstance(a, np.ndarray))
     assert total < 8 * 1024**2, total
     assert total < n * h * 8 / 1000
+
+
+def _train_steps(mod, p, n_threads, chunks, step_size=1.0):
+    """train_net_steps over the given (start, stop) chunks; returns (history, weights, result)."""
+    T, D = p["X"].shape
+    K, H = p["W2T"].shape
+    ws = mod.net_workspace(T, D, H, K, p["X"].dtype, n_threads)
+    weights = [p[k].copy() for k in ("W1", "b1", "W2T", "b2")]
+    history = np.full(chunks[-1][1], np.nan)
+    dt = p["X"].dtype.type
+    for start, stop in chunks:
+        result = mod.train_net_steps(p["X"], p["y"], *weights, dt(step_size), dt(1e-3), history, start, stop, *ws)
+        if result >= 0:
+            break
+    return history, weights, result
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("chunks", [[(0, 1), (1, 2), (2, 7)], [(0, 3), (3, 7)]], ids=str)
+def test_train_net_steps_on_threads(chunks, n_threads, dtype):
+    """The threaded loop (per-thread weight copies, alternating gradient slots) against the
+    reference, and run in chunks against one call: each call starts from and leaves the
+    canonical weights, and how a run is split into calls changes no bit of the result."""
+    p = _problem((301, 2, 37, 3), dtype, seed=7)
+    p["W1"] *= 0.1
+    p["W2T"] *= 0.1
+    whole = _train_steps(_kernels, p, n_threads, [(0, 7)])
+    pieces = _train_steps(_kernels, p, n_threads, chunks)
+    ref = _train_steps(reference, p, 1, [(0, 7)])
+    assert whole[2] == pieces[2] == ref[2] == -1
+    np.testing.assert_array_equal(pieces[0], whole[0])
+    for a, b in zip(pieces[1], whole[1]):
+        np.testing.assert_array_equal(a, b)
+    assert_close(whole[0], ref[0], dtype, factor=10)
+    for f, r in zip(whole[1], ref[1]):
+        assert_close(f, r, dtype, scale=np.abs(r).max(), factor=100)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_train_net_steps_stops_at_the_first_non_finite_loss(n_threads):
+    """The weights are left as they were before the iteration whose loss is not finite."""
+    p = _problem((301, 2, 37, 3), np.dtype(np.float64), seed=8)
+    history, weights, bad = _train_steps(_kernels, p, n_threads, [(0, 50)], step_size=1e8)
+    assert 0 < bad < 50 and not np.isfinite(history[bad]) and np.isfinite(history[:bad]).all()
+    _, before, result = _train_steps(_kernels, p, n_threads, [(0, bad)], step_size=1e8)
+    assert result == -1
+    for w, b in zip(weights, before):
+        np.testing.assert_array_equal(w, b)
+
+
+def test_is_finite():
+    """The training loops' divergence check, immune to the kernels' fastmath flags."""
+    values = [0.0, -0.0, 1.0, -1e308, np.finfo(np.float64).max, 5e-324, np.inf, -np.inf, np.nan, -np.nan]
+    assert [_kernels._is_finite(v) for v in values] == [math.isfinite(v) for v in values]
