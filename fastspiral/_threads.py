@@ -42,19 +42,19 @@ from collections.abc import Hashable, Iterator
 import numba
 
 #: The work of a net iteration is counted as N * (H + ROW_COST): the per-row
-#: costs (the softmax, the ends of the vectorised loops) weigh like about 30
+#: costs (the softmax, the ends of the vectorised loops) weigh like about 60
 #: hidden units.
-ROW_COST = 30
+ROW_COST = 60
 #: Below this much work per iteration the net trains on one thread: waking
-#: the pool, joining it and moving the weights and gradients between the
-#: cores (about 4.6 us in all) would cost more than it saves. Measured per
-#: iteration on the 2-core machine, float64, 1 vs 2 threads (N x H: work),
-#: two runs each: 60x100 (7,800): 6.1-6.3 vs 8.8-9.4 us; 300x10 (12,000):
-#: 11.0-11.1 vs 10.4; 100x100 (13,000): 9.9-10.0 vs 10.7-11.1; 300x20
-#: (15,000): 16.7-16.8 vs 15.0-15.4; 150x100 (19,500): 14.0-14.1 vs
-#: 13.4-15.2; 1000x10 (40,000): 34.3-34.4 vs 25.2-26.1. Around the
-#: threshold the two are within a microsecond either way.
-PARALLEL_MIN_WORK = 13_000
+#: the pool, joining it and exchanging the gradients between the cores
+#: would cost more than the second core saves. Measured per iteration on the
+#: 2-core machine, float64, 1 vs 2 threads, median of 9 (N x H: work):
+#: 60x100 (9,600): 5.8-5.9 vs 6.7 us; 70x100 (11,200): 6.6 vs 7.3;
+#: 80x100 (12,800): 7.4 vs 7.4; 150x30 (13,500): 8.0 vs 6.9; 90x100
+#: (14,400): 8.3 vs 8.0; 300x5 (19,500): 7.1 vs 6.6; 200x20 (16,000):
+#: 10.5 vs 8.1. Counted as N * (H + 30), as before the threads kept their
+#: own copies of the weights, 150x30 fell on the wrong side.
+PARALLEL_MIN_WORK = 12_800
 
 _THREAD_SAFE_LAYERS = ("omp", "tbb")
 _launch_lock = threading.Lock()
