@@ -222,7 +222,7 @@ def train_net(
     slots = workspace[0].shape[0]  # the hidden tiles' thread-slot axis: 1 for numpy
     history = np.empty(iters, np.float64)
     step, lam = dt.type(step_size), dt.type(reg)
-    key = ("net", backend, dt.name, D, K)
+    key = ("net", backend, dt.name, D, K, slots > 1)  # one compiled loop for one thread, one for more
 
     def steps(start: int, stop: int) -> int:
         with parallel_section(slots), first_call(key):

@@ -100,8 +100,10 @@ STEPS = {
 def test_cached_training_loop_loads_in_a_later_process(tmp_path):
     """Call the parallel kernel directly, then train, then run the loop from a third process.
 
-    With the parallel kernel cached on its own, the loop's cache entry was
-    written without the prange's code and the third process segfaulted.
+    When a compiled loop called the cached parallel kernel, the loop's cache
+    entry was written without the prange's code and the third process
+    segfaulted. The parallel functions are now called from Python only, and
+    cached on their own.
     """
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     for name in ("kernel", "train", "loop", "loop"):
