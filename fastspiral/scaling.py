@@ -32,6 +32,7 @@ from ._measure import (N_CLASSES, N_FEATURES, format_seconds, machine_info, peak
                        reset_peak_memory, useful_flops)
 from ._validation import DTYPES, check_int
 from ._kernels import TILE_ELEMENTS
+from ._threads import n_threads_for, net_work
 from .backends import BACKENDS
 
 #: Columns of results.csv, in order; every record has these keys.
@@ -142,8 +143,14 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
                       dtype=config["dtype"])
         # Compile (or load from the cache) on a tiny problem of the same types, so
         # neither compilation nor heap blocks freed by a full-size warm-up hide
-        # the memory the timed runs allocate.
-        Xw, yw = make_spiral(2, N_CLASSES, seed=config["seed"])
+        # the memory the timed runs allocate. It must also train on as many
+        # threads as the timed runs: one thread and several run different
+        # compiled loops.
+        threads = n_threads_for(net_work(X.shape[0], config["hidden"]))
+        n_warm = 2
+        while n_warm < n_per_class and n_threads_for(net_work(N_CLASSES * n_warm, config["hidden"])) < threads:
+            n_warm *= 2
+        Xw, yw = make_spiral(min(n_warm, n_per_class), N_CLASSES, seed=config["seed"])
         train_net(Xw, yw, iters=1, **kwargs)
         mark = reset_peak_memory()
         times, net = [], None
