@@ -76,7 +76,7 @@ from numba import njit, prange, types
 from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import intrinsic
 
-from ._memory import aligned_empty, slot_length
+from ._memory import CACHE_LINE, aligned_empty, slot_length
 
 # One place for the compilation options of every kernel.
 # fastmath: "contract" lets LLVM fuse multiply-adds into FMA and "reassoc" lets
@@ -366,8 +366,8 @@ def softmax_xent_grad(scores, y, scale, dscores, ktok):
     mean over the full batch; ``ktok`` holds K zeros (:func:`dims_token`), so
     the loops over a row's K scores are unrolled: with K read from the
     array's shape at run time, the softmax took 1.35 instead of 0.80 us per
-    150 rows at the case study's size (float64). The row maximum is subtracted before
-    exponentiating, so large scores cannot overflow, and the log-probability
+    150 rows at the case study's size (float64). The row maximum is
+    subtracted before exponentiating, so large scores cannot overflow, and the log-probability
     is computed as ``log(sum exp(s - m)) - (s_y - m)`` rather than
     ``-log(p_y)``, which loses no precision when p_y is tiny. A NaN or inf
     score gives a NaN loss.
@@ -734,7 +734,7 @@ def _replica(replicas, p, D, H, K):
     Each of the four starts on a cache line within row p of ``replicas``
     (see :func:`net_workspace`).
     """
-    line = 64 // replicas.itemsize
+    line = CACHE_LINE // replicas.itemsize  # elements per cache line
     r = replicas[p]
     a = 0
     b = a + -(-D * H // line) * line
