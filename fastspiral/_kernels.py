@@ -697,8 +697,8 @@ def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, 
     :func:`_train_net_threads`. Only the one a problem needs is compiled.
     As one compiled function holding both, each specialisation took longer
     to compile on an empty cache: a fresh process training the case study
-    took 11.2-11.4 s instead of 9.8, and the test suite, which compiles
-    dozens of specialisations, 4 min 58 s instead of 4 min 4 s.
+    took 11.2-11.4 s instead of 9.8 (and the test suite, which compiles
+    dozens of specialisations, most of them on one thread, paid it for each).
     """
     loop = _train_net_threads if losses.size > 1 else _train_net_one_thread
     return loop(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
