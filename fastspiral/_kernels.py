@@ -605,6 +605,12 @@ def _add_into(dst, src):
 
 
 @kernel
+def _regularised(data_loss, reg, W1, W2T):
+    """The net's loss: ``data_loss + 0.5 * reg * (sum(W1**2) + sum(W2T**2))`` (no L2 on biases)."""
+    return data_loss + 0.5 * reg * (sum_squares(W1) + sum_squares(W2T))
+
+
+@kernel
 def _net_rows(X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok):
     """Forward and backward pass of all rows of X, tile by tile.
 
@@ -680,7 +686,7 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
     data_loss = 0.0
     for p in range(P):
         data_loss += losses[p]
-    return data_loss + 0.5 * reg * (sum_squares(W1) + sum_squares(W2T))
+    return _regularised(data_loss, reg, W1, W2T)
 
 
 def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
@@ -716,7 +722,7 @@ def _train_net_one_thread(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, s
     for it in range(start, stop):
         data_loss = _net_slot(0, 0, 1, X, y, W1, b1, W2T, b2, scale,
                               hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok)
-        loss = data_loss + 0.5 * reg * (sum_squares(W1) + sum_squares(W2T))
+        loss = _regularised(data_loss, reg, W1, W2T)
         loss_history[it] = loss
         if not _is_finite(loss):
             return it
@@ -728,19 +734,29 @@ def _train_net_one_thread(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, s
 
 
 @kernel
+def _replica_layout(D, H, K, itemsize):
+    """Offsets of b1, W2T and b2 in a row of weight copies (W1 is at 0), and the row's used length.
+
+    W1, b1, W2T, b2 follow one another, each from the start of a cache
+    line. The one description of the layout, read by :func:`_replica` and by
+    :func:`net_workspace` (which adds the slot padding).
+    """
+    line = CACHE_LINE // itemsize  # elements per cache line
+    b = -(-D * H // line) * line
+    c = b + -(-H // line) * line
+    d = c + -(-K * H // line) * line
+    return b, c, d, d + -(-K // line) * line
+
+
+@kernel
 def _replica(replicas, p, D, H, K):
     """Thread slot p's copy of the weights: views W1 (D, H), b1 (H,), W2T (K, H), b2 (K,).
 
-    Each of the four starts on a cache line within row p of ``replicas``
-    (see :func:`net_workspace`).
+    Laid out in row p of ``replicas`` as :func:`_replica_layout` says.
     """
-    line = CACHE_LINE // replicas.itemsize  # elements per cache line
+    b, c, d, _ = _replica_layout(D, H, K, replicas.itemsize)
     r = replicas[p]
-    a = 0
-    b = a + -(-D * H // line) * line
-    c = b + -(-H // line) * line
-    d = c + -(-K * H // line) * line
-    return r[a:a + D * H].reshape(D, H), r[b:b + H], r[c:c + K * H].reshape(K, H), r[d:d + K]
+    return r[:D * H].reshape(D, H), r[b:b + H], r[c:c + K * H].reshape(K, H), r[d:d + K]
 
 
 @kernel
@@ -825,7 +841,7 @@ def _train_net_threads(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, star
         data_loss = 0.0
         for p in range(P):
             data_loss += losses[p]
-        loss = data_loss + 0.5 * reg * (sum_squares(w1) + sum_squares(w2))
+        loss = _regularised(data_loss, reg, w1, w2)
         loss_history[it] = loss
         if not _is_finite(loss):
             # The weights as they were before this iteration: the copies'.
@@ -867,9 +883,7 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
     def slot(length, unit, pad=SLOT_PAD_BYTES):  # units per slot (unit: elements per unit)
         return slot_length(length, unit * size, pad)
 
-    # The weight copies: W1, b1, W2T, b2 one after the other, each from a
-    # cache line (the layout _replica reads), then the padding.
-    weights = sum(slot(n, 1, 0) for n in (D * H, H, K * H, K))
+    weights = _replica_layout(D, H, K, size)[3]  # one copy of the weights, then the padding
     return (
         aligned_empty((P, slot(T, H, 0), H), dtype),
         aligned_empty((P, slot(T, K), K), dtype), aligned_empty((P, slot(T, K), K), dtype),
