@@ -77,6 +77,7 @@ from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import intrinsic
 
 from ._memory import CACHE_LINE, aligned_empty, slot_length
+from ._sync import RESULT, barrier, join_team, new_team_state, reset_team
 
 # One place for the compilation options of every kernel.
 # fastmath: "contract" lets LLVM fuse multiply-adds into FMA and "reassoc" lets
@@ -666,17 +667,18 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
     slots are padded (see :func:`net_workspace`). The L2 gradient ``reg * W``
     is added by :func:`sgd_update`. hidden, scores, dscores and losses are
     scratch; ``dtok, ktok`` come from :func:`dims_token`; ``scale`` is 1/N.
-    The workspace is :func:`net_workspace`'s less its last item (the weight
-    replicas, which only :func:`train_net_steps` uses). P = ``losses.size``
-    threads use gradient slots 0 to P-1.
+    The workspace is :func:`net_workspace`'s less its last two items (the
+    weight copies and the team state, which only :func:`train_net_steps`
+    uses). P = ``losses.shape[1]`` threads use gradient slots 0 to P-1 and
+    row 0 of ``losses``.
     """
-    P = losses.size
+    P = losses.shape[1]
     # Even P == 1 goes through the prange: the training loops do not call
     # this function (see train_net_steps), and one copy of the fused passes
     # compiles in half the time of two.
     for p in prange(P):
-        losses[p] = _net_slot(p, p, P, X, y, W1, b1, W2T, b2, scale,
-                              hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok)
+        losses[0, p] = _net_slot(p, p, P, X, y, W1, b1, W2T, b2, scale,
+                                 hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok)
     # Reduction of the per-thread slots, serially and in a fixed order.
     for p in range(1, P):
         _add_into(dW1[0], dW1[p])
@@ -685,12 +687,12 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
         _add_into(db2[0], db2[p])
     data_loss = 0.0
     for p in range(P):
-        data_loss += losses[p]
+        data_loss += losses[0, p]
     return _regularised(data_loss, reg, W1, W2T)
 
 
 def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
-                    hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas):
+                    hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team):
     """Run gradient-descent iterations ``start..stop-1`` of the net, in place.
 
     ``loss_history[i]`` receives the loss at iteration i, evaluated before that
@@ -706,16 +708,16 @@ def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, 
     took 11.2-11.4 s instead of 9.8 (and the test suite, which compiles
     dozens of specialisations, most of them on one thread, paid it for each).
     """
-    loop = _train_net_threads if losses.size > 1 else _train_net_one_thread
+    loop = _train_net_threads if losses.shape[1] > 1 else _train_net_one_thread
     return loop(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
-                hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas)
+                hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team)
 
 
 @kernel
 def _train_net_one_thread(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
-                          hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas):
+                          hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team):
     """:func:`train_net_steps` on one thread slot: the loss and gradient of all rows, then
-    :func:`sgd_update`, each iteration (``replicas`` is not used)."""
+    :func:`sgd_update`, each iteration (``losses``, ``replicas`` and ``team`` are not used)."""
     scale = 1.0 / X.shape[0]
     zero = step_size - step_size
     D, K, H = W1.shape[0], W2T.shape[0], b1.size
@@ -791,75 +793,107 @@ def _apply_gradient(W1, b1, W2T, b2, dW1, db1, dW2T, db2, first, P, step_size, r
     _sgd_from_slots(b2, db2, first, P, step_size, zero)
 
 
-@parallel_kernel
-def _train_net_threads(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
-                       hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas):
-    """:func:`train_net_steps` on P = ``losses.size`` > 1 threads, one parallel region per iteration.
+@kernel
+def _train_net_member(rank, size, X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
+                      hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team):
+    """Member ``rank`` of a team of ``size`` threads in :func:`_train_net_threads`.
 
-    Each thread keeps its own copy of the weights (row p of ``replicas``).
-    In iteration i thread p first applies the gradient of iteration i-1,
-    summing every thread's slot of it in slot order, to its copy (so the
-    copies stay identical: the same arithmetic on the same numbers), then
-    computes its rows' gradient at those weights into its slot of iteration
-    i's half of the gradient buffers (slots 0..P-1 and P..2P-1 alternate, so
-    no thread overwrites a slot another may still be reading). The main
-    thread only adds up the loss; the canonical W1, b1, W2T, b2 are read at
-    the start and written at the end (or at a non-finite loss).
-
-    This replaced a serial reduction and update between the parallel regions
-    (:func:`net_loss_grad` then :func:`sgd_update`): there the gradients
-    crossed from the worker's core to the main thread, and the updated
-    weights back, one after the other, while the other core waited. Here each
-    thread reads the other's gradient slot once, both at the same time. At
-    the case study's size on two threads: 18.7 -> 17.2 us per iteration
-    (float64, median of 7).
+    In a team of P (= ``losses.shape[1]``), member p trains on block p of
+    the rows; a team of one (rank 0 alone, see :func:`fastspiral._sync.join_team`)
+    trains on all P blocks in turn, with the same arithmetic, so the result
+    is the same bit for bit. The member's weight copy is row ``rank`` of
+    ``replicas``. Gradients and losses of iteration i go to half i % 2 of
+    the slots: slots h*P..h*P+P-1 of the gradient buffers and row h of
+    ``losses``.
     """
-    P = losses.size
+    P = losses.shape[1]
     D, K, H = W1.shape[0], W2T.shape[0], b1.size
     scale = 1.0 / X.shape[0]
-    for p in range(P):
-        w1, c1, w2, c2 = _replica(replicas, p, D, H, K)
-        _copy_weights(w1, c1, w2, c2, W1, b1, W2T, b2)
-    pending = -1  # first slot of the last gradient computed, not yet applied
+    w1, c1, w2, c2 = _replica(replicas, rank, D, H, K)
+    _copy_weights(w1, c1, w2, c2, W1, b1, W2T, b2)
+    lo, hi = (rank, rank + 1) if size > 1 else (0, P)
+    pending = -1  # the half holding the last gradient computed, not yet applied
     # One pass more than there are iterations: the last only applies the
     # last gradient. Every update of the weights is thus made by the same
     # compiled code, whichever way a run is split into calls (applied
     # elsewhere, the last step could round differently where LLVM fused a
     # multiply-add differently, and the result would depend on the chunks).
     for it in range(start, stop + 1):
-        first = ((it - start) % 2) * P
-        for p in prange(P):
-            w1, c1, w2, c2 = _replica(replicas, p, D, H, K)
-            if pending >= 0:
-                _apply_gradient(w1, c1, w2, c2, dW1, db1, dW2T, db2, pending, P, step_size, reg)
-            if it < stop:
-                losses[p] = _net_slot(first + p, p, P, X, y, w1, c1, w2, c2, scale,
-                                      hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok)
-        w1, c1, w2, c2 = _replica(replicas, 0, D, H, K)
+        half = (it - start) % 2
+        if pending >= 0:
+            _apply_gradient(w1, c1, w2, c2, dW1, db1, dW2T, db2, pending * P, P, step_size, reg)
         if it == stop:
-            break
+            return
+        for p in range(lo, hi):
+            losses[half, p] = _net_slot(half * P + p, p, P, X, y, w1, c1, w2, c2, scale,
+                                        hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok)
+        if size > 1:
+            barrier(team, size, it - start + 1)
+        # Every member adds up the loss, in the same order, and so stops at
+        # the same iteration as the others without waiting for a verdict.
         data_loss = 0.0
         for p in range(P):
-            data_loss += losses[p]
+            data_loss += losses[half, p]
         loss = _regularised(data_loss, reg, w1, w2)
-        loss_history[it] = loss
+        if rank == 0:
+            loss_history[it] = loss
         if not _is_finite(loss):
-            # The weights as they were before this iteration: the copies'.
-            _copy_weights(W1, b1, W2T, b2, w1, c1, w2, c2)
-            return it
-        pending = first
+            if rank == 0:
+                team[RESULT] = it
+            return
+        pending = half
+
+
+@parallel_kernel
+def _train_net_threads(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
+                       hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team):
+    """:func:`train_net_steps` on P = ``losses.shape[1]`` > 1 threads, in one parallel region.
+
+    The P threads form a team (:func:`fastspiral._sync.join_team`) that
+    stays together for all the call's iterations. Each keeps its own copy of
+    the weights. In iteration i thread p first applies the gradient of
+    iteration i-1 to its copy, summing every thread's slot of it in slot
+    order (so the copies stay identical: the same arithmetic on the same
+    numbers), then computes its rows' gradient at those weights into its
+    slot, and waits at a barrier (:func:`fastspiral._sync.barrier`) until all
+    have. Iterations alternate between two halves of the gradient slots and
+    of ``losses``, so that no thread overwrites a slot another may still be
+    reading. The canonical W1, b1, W2T, b2 are read at the start and written
+    at the end (or at a non-finite loss) from thread 0's copy.
+
+    Designs this replaced, at the case study's size on two threads (float64,
+    per iteration, each measured against the one before in the same runs):
+    one parallel region per iteration with a serial reduction and update
+    between them, 18.7 us; one region per iteration with the copies and
+    updates as here, 17.2 us; one region per call, 15.2 us. Numba's
+    ``prange`` costs about 1.4 us per region to start and join, and its
+    threads then wake a little apart; the barrier's threads never sleep
+    while they wait for each other (unless they wait long, see
+    :mod:`fastspiral._sync`).
+    """
+    P = losses.shape[1]
+    D, K, H = W1.shape[0], W2T.shape[0], b1.size
+    reset_team(team)
+    for c in prange(P):
+        rank, size = join_team(team, P)
+        if rank >= 0:
+            _train_net_member(rank, size, X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
+                              hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team)
+    w1, c1, w2, c2 = _replica(replicas, 0, D, H, K)
     _copy_weights(W1, b1, W2T, b2, w1, c1, w2, c2)
-    return -1
+    return team[RESULT]
 
 
 def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
     """Scratch, gradient and weight buffers for :func:`train_net_steps`, allocated once per call.
 
     Returns ``(hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok,
-    ktok, replicas)``. Per thread slot p of P: a (T, H) hidden tile and
-    (T, K) score tiles (slot p), two sets of gradient buffers (slots p and
-    P + p, used in alternate iterations on more than one thread) and a copy
-    of the weights (row p of ``replicas``, see :func:`_replica`). T is chosen
+    ktok, replicas, team)``. Per thread slot p of P: a (T, H) hidden tile
+    and (T, K) score tiles (slot p), two sets of gradient buffers (slots p
+    and P + p) and of data losses (``losses[0, p]`` and ``losses[1, p]``),
+    used in alternate iterations on more than one thread, and a copy of the
+    weights (row p of ``replicas``, see :func:`_replica`). ``team`` is the
+    threads' shared state (:func:`fastspiral._sync.new_team_state`). T is chosen
     so a tile stays in cache and, where the tile is smaller than a slot's
     rows, is a multiple of 4 (the fused passes take rows four at a time).
     Size O(P * (T + D + K) * H), independent of N * H.
@@ -889,9 +923,10 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
         aligned_empty((P, slot(T, K), K), dtype), aligned_empty((P, slot(T, K), K), dtype),
         aligned_empty((2 * P, slot(D, H), H), dtype), aligned_empty((2 * P, slot(H, 1)), dtype),
         aligned_empty((2 * P, slot(K, H), H), dtype), aligned_empty((2 * P, slot(K, 1)), dtype),
-        np.empty(P, np.float64),
+        np.empty((2, P), np.float64),
         *dims_token(D, K, dtype),
         aligned_empty((P, slot(weights, 1)), dtype),
+        new_team_state(),
     )
 
 

@@ -110,7 +110,7 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
 
 
 def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
-                    hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas):
+                    hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team):
     """Iterations ``start..stop-1`` of the net; returns -1 or the first non-finite iteration.
 
     Overflow on the way to a non-finite loss is expected when a run diverges;
@@ -136,8 +136,8 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
     """Whole-batch work arrays: the (N, H) hidden layer, (N, K) scores, gradient buffers.
 
     ``n_threads`` is accepted for symmetry with the kernels and ignored, and
-    so is the last item, an empty stand-in for the kernels' per-thread
-    weight copies.
+    so are the last two items, empty stand-ins for the kernels' per-thread
+    weight copies and their threads' shared state.
     """
     N, D, H, K = n_samples, n_features, n_hidden, n_classes
     return (
@@ -147,7 +147,7 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
         np.empty((1, K, H), dtype), np.empty((1, K), dtype),
         np.empty(1, np.float64),
         *dims_token(D, K, dtype),
-        np.empty((1, 0), dtype),
+        np.empty((1, 0), dtype), np.empty(0, np.int64),
     )
 
 

@@ -91,7 +91,7 @@ W2T, b2 = 0.01 * rng.standard_normal((3, 100)), np.zeros(3)
 ws = K.net_workspace(300, 2, 100, 3, np.dtype(np.float64), 2)
 """
 STEPS = {
-    "kernel": SETUP + "print(K.net_loss_grad(X, y, W1, b1, W2T, b2, 1e-3, 1 / 300, *ws[:-1]))",
+    "kernel": SETUP + "print(K.net_loss_grad(X, y, W1, b1, W2T, b2, 1e-3, 1 / 300, *ws[:-2]))",
     "train": "import fastspiral as fs; X, y = fs.make_spiral(seed=0); print(fs.train_net(X, y, iters=10).final_loss)",
     "loop": SETUP + "h = np.empty(10); K.train_net_steps(X, y, W1, b1, W2T, b2, 1.0, 1e-3, h, 0, 10, *ws); print(h[-1])",
 }

@@ -3,6 +3,7 @@
 import inspect
 import math
 
+import numba
 import numpy as np
 import pytest
 
@@ -195,10 +196,10 @@ def test_sgd_update_and_sum_squares(shape, dtype):
 
 
 def _net_workspace(mod, p, n_threads):
-    """The workspace net_loss_grad takes: net_workspace's less the weight copies (its last item)."""
+    """The workspace net_loss_grad takes: net_workspace's less the weight copies and team state."""
     T, D = p["X"].shape
     K, H = p["W2T"].shape
-    return mod.net_workspace(T, D, H, K, p["X"].dtype, n_threads)[:-1]
+    return mod.net_workspace(T, D, H, K, p["X"].dtype, n_threads)[:-2]
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
@@ -346,6 +347,25 @@ def test_train_net_steps_stops_at_the_first_non_finite_loss(n_threads):
     assert result == -1
     for w, b in zip(weights, before):
         np.testing.assert_array_equal(w, b)
+
+
+def test_threaded_loop_gives_the_same_bits_when_one_thread_works_alone():
+    """On fewer threads than thread slots (here Numba's thread count set to 1), the prange's
+    bodies run one after another: the team cannot form, the first body trains on every slot's
+    rows itself (after waiting for the team for at most a few milliseconds), the others return,
+    and the result is bit for bit that of the team."""
+    p = _problem((301, 2, 37, 3), np.dtype(np.float64), seed=9)
+    team = _train_steps(_kernels, p, 2, [(0, 5), (5, 9)])
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        alone = _train_steps(_kernels, p, 2, [(0, 5), (5, 9)])
+    finally:
+        numba.set_num_threads(saved)
+    assert team[2] == alone[2] == -1
+    np.testing.assert_array_equal(alone[0], team[0])
+    for a, b in zip(alone[1], team[1]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_is_finite():
