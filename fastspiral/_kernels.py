@@ -53,10 +53,11 @@ through the order of the final additions.
 Training runs one of two compiled loops (:func:`train_net_steps`). On one
 thread slot, :func:`_train_net_one_thread` never enters a parallel region, so
 small problems pay no thread start-up cost. On more,
-:func:`_train_net_threads` goes further than ``net_loss_grad``: each thread
-keeps its own copy of the weights and applies the summed gradient to it at
-the start of the next iteration's parallel region, so nothing runs serially
-between the regions but the loss's sum.
+:func:`_train_net_threads` goes further than ``net_loss_grad``: its threads
+stay in one parallel region for all of a call's iterations, in step through
+a barrier of their own (:mod:`fastspiral._sync`), and each keeps its own copy
+of the weights and applies the summed gradient to it, so nothing runs
+serially between iterations.
 
 The slots of the gradient and score buffers are padded (see
 :func:`net_workspace`) so that no cache line holds parts of two slots. Without

@@ -45,16 +45,19 @@ import numba
 #: costs (the softmax, the ends of the vectorised loops) weigh like about 60
 #: hidden units.
 ROW_COST = 60
-#: Below this much work per iteration the net trains on one thread: waking
-#: the pool, joining it and exchanging the gradients between the cores
-#: would cost more than the second core saves. Measured per iteration on the
-#: 2-core machine, float64, 1 vs 2 threads, median of 9 (N x H: work):
-#: 60x100 (9,600): 5.8-5.9 vs 6.7 us; 70x100 (11,200): 6.6 vs 7.3;
-#: 80x100 (12,800): 7.4 vs 7.4; 150x30 (13,500): 8.0 vs 6.9; 90x100
-#: (14,400): 8.3 vs 8.0; 300x5 (19,500): 7.1 vs 6.6; 200x20 (16,000):
-#: 10.5 vs 8.1. Counted as N * (H + 30), as before the threads kept their
-#: own copies of the weights, 150x30 fell on the wrong side.
-PARALLEL_MIN_WORK = 12_800
+#: Below this much work per iteration the net trains on one thread: forming
+#: the team of threads once per call, their barrier and the exchange of the
+#: gradients between the cores at every iteration would cost more than the
+#: second core saves. Measured per iteration on the 2-core machine, float64,
+#: 1 vs 2 threads, median of 9 (N x H: work): 25x100 (4,000): 2.8 vs 3.4 us;
+#: 35x100 (5,600): 3.6 vs 3.8; 40x100 (6,400): 4.2-4.3 vs 4.2-4.3; 45x100
+#: (7,200): 4.5 vs 4.5; 50x100 (8,000): 5.0 vs 4.5; 80x100 (12,800): 7.5 vs
+#: 5.9; 100x1 (6,100): 2.4 vs 1.9; 50x30 (4,500): 3.1 vs 2.6. Small H
+#: would gain from a lower threshold (40x30, 60x10, 80x1 by 8-20%, a few
+#: tenths of a microsecond), the case study's H=100 not. With one parallel
+#: region per iteration (before :mod:`fastspiral._sync`), the threshold was
+#: twice as high (80x100).
+PARALLEL_MIN_WORK = 6_400
 
 _THREAD_SAFE_LAYERS = ("omp", "tbb")
 _launch_lock = threading.Lock()
