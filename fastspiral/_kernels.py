@@ -607,9 +607,15 @@ def _add_into(dst, src):
 
 
 @kernel
+def _penalty(reg, W1, W2T):
+    """The L2 part of the net's loss: ``0.5 * reg * (sum(W1**2) + sum(W2T**2))`` (no L2 on biases)."""
+    return 0.5 * reg * (sum_squares(W1) + sum_squares(W2T))
+
+
+@kernel
 def _regularised(data_loss, reg, W1, W2T):
-    """The net's loss: ``data_loss + 0.5 * reg * (sum(W1**2) + sum(W2T**2))`` (no L2 on biases)."""
-    return data_loss + 0.5 * reg * (sum_squares(W1) + sum_squares(W2T))
+    """The net's loss: ``data_loss`` plus :func:`_penalty`."""
+    return data_loss + _penalty(reg, W1, W2T)
 
 
 @kernel
@@ -670,10 +676,10 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
     scratch; ``dtok, ktok`` come from :func:`dims_token`; ``scale`` is 1/N.
     The workspace is :func:`net_workspace`'s less its last two items (the
     weight copies and the team state, which only :func:`train_net_steps`
-    uses). P = ``losses.shape[1]`` threads use gradient slots 0 to P-1 and
-    row 0 of ``losses``.
+    uses). P = ``hidden.shape[0]`` threads use gradient slots 0 to P-1 and
+    ``losses[0, :P]``.
     """
-    P = losses.shape[1]
+    P = hidden.shape[0]
     # Even P == 1 goes through the prange: the training loops do not call
     # this function (see train_net_steps), and one copy of the fused passes
     # compiles in half the time of two.
@@ -709,7 +715,7 @@ def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, 
     took 11.2-11.4 s instead of 9.8 (and the test suite, which compiles
     dozens of specialisations, most of them on one thread, paid it for each).
     """
-    loop = _train_net_threads if losses.shape[1] > 1 else _train_net_one_thread
+    loop = _train_net_threads if hidden.shape[0] > 1 else _train_net_one_thread
     return loop(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
                 hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team)
 
@@ -799,15 +805,16 @@ def _train_net_member(rank, size, X, y, W1, b1, W2T, b2, step_size, reg, loss_hi
                       hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team):
     """Member ``rank`` of a team of ``size`` threads in :func:`_train_net_threads`.
 
-    In a team of P (= ``losses.shape[1]``), member p trains on block p of
+    In a team of P (= ``hidden.shape[0]``), member p trains on block p of
     the rows; a team of one (rank 0 alone, see :func:`fastspiral._sync.join_team`)
     trains on all P blocks in turn, with the same arithmetic, so the result
     is the same bit for bit. The member's weight copy is row ``rank`` of
-    ``replicas``. Gradients and losses of iteration i go to half i % 2 of
-    the slots: slots h*P..h*P+P-1 of the gradient buffers and row h of
-    ``losses``.
+    ``replicas``. Gradients and losses of iteration i go to half h = i % 2
+    of the slots: slots h*P..h*P+P-1 of the gradient buffers, and
+    ``losses[h, :P]`` for the blocks' data losses and ``losses[h, P]`` for
+    the L2 penalty, which rank 0 computes.
     """
-    P = losses.shape[1]
+    P = hidden.shape[0]
     D, K, H = W1.shape[0], W2T.shape[0], b1.size
     scale = 1.0 / X.shape[0]
     w1, c1, w2, c2 = _replica(replicas, rank, D, H, K)
@@ -825,17 +832,20 @@ def _train_net_member(rank, size, X, y, W1, b1, W2T, b2, step_size, reg, loss_hi
             _apply_gradient(w1, c1, w2, c2, dW1, db1, dW2T, db2, pending * P, P, step_size, reg)
         if it == stop:
             return
+        if rank == 0:
+            losses[half, P] = _penalty(reg, w1, w2)
         for p in range(lo, hi):
             losses[half, p] = _net_slot(half * P + p, p, P, X, y, w1, c1, w2, c2, scale,
                                         hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok)
         if size > 1:
             barrier(team, size, it - start + 1)
-        # Every member adds up the loss, in the same order, and so stops at
-        # the same iteration as the others without waiting for a verdict.
+        # Every member adds up the same shared numbers in the same order, so
+        # all stop at the same iteration without waiting for a verdict (a
+        # member that went on alone would wait at the next barrier forever).
         data_loss = 0.0
         for p in range(P):
             data_loss += losses[half, p]
-        loss = _regularised(data_loss, reg, w1, w2)
+        loss = data_loss + losses[half, P]
         if rank == 0:
             loss_history[it] = loss
         if not _is_finite(loss):
@@ -848,7 +858,7 @@ def _train_net_member(rank, size, X, y, W1, b1, W2T, b2, step_size, reg, loss_hi
 @parallel_kernel
 def _train_net_threads(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
                        hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team):
-    """:func:`train_net_steps` on P = ``losses.shape[1]`` > 1 threads, in one parallel region.
+    """:func:`train_net_steps` on P = ``hidden.shape[0]`` > 1 threads, in one parallel region.
 
     The P threads form a team (:func:`fastspiral._sync.join_team`) that
     stays together for all the call's iterations. Each keeps its own copy of
@@ -872,7 +882,7 @@ def _train_net_threads(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, star
     while they wait for each other (unless they wait long, see
     :mod:`fastspiral._sync`).
     """
-    P = losses.shape[1]
+    P = hidden.shape[0]
     D, K, H = W1.shape[0], W2T.shape[0], b1.size
     reset_team(team)
     for c in prange(P):
@@ -891,9 +901,9 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
     Returns ``(hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok,
     ktok, replicas, team)``. Per thread slot p of P: a (T, H) hidden tile
     and (T, K) score tiles (slot p), two sets of gradient buffers (slots p
-    and P + p) and of data losses (``losses[0, p]`` and ``losses[1, p]``),
-    used in alternate iterations on more than one thread, and a copy of the
-    weights (row p of ``replicas``, see :func:`_replica`). ``team`` is the
+    and P + p) and of data losses (``losses[0, p]`` and ``losses[1, p]``;
+    ``losses[:, P]`` hold the L2 penalty), used in alternate iterations on
+    more than one thread, and a copy of the weights (row p of ``replicas``, see :func:`_replica`). ``team`` is the
     threads' shared state (:func:`fastspiral._sync.new_team_state`). T is chosen
     so a tile stays in cache and, where the tile is smaller than a slot's
     rows, is a multiple of 4 (the fused passes take rows four at a time).
@@ -924,7 +934,7 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
         aligned_empty((P, slot(T, K), K), dtype), aligned_empty((P, slot(T, K), K), dtype),
         aligned_empty((2 * P, slot(D, H), H), dtype), aligned_empty((2 * P, slot(H, 1)), dtype),
         aligned_empty((2 * P, slot(K, H), H), dtype), aligned_empty((2 * P, slot(K, 1)), dtype),
-        np.empty((2, P), np.float64),
+        np.empty((2, P + 1), np.float64),
         *dims_token(D, K, dtype),
         aligned_empty((P, slot(weights, 1)), dtype),
         new_team_state(),
