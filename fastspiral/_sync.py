@@ -127,15 +127,20 @@ def yield_cpu(typingctx):
 
 
 #: Polls with the spin hint before a waiting thread starts yielding its core:
-#: about 0.1-0.5 ms, far longer than the threads of a training loop wait
-#: for each other when each has a core of its own (a few microseconds).
+#: about 40 us on the development machine (a PAUSE takes about 9 ns there),
+#: far longer than the threads of a training loop wait for each other at the
+#: barrier when each has a core of its own (under 1 us at the case study's
+#: size).
 SPINS_BEFORE_YIELD = 4096
 
 
 #: Polls after which the first thread of a team stops waiting for the others
 #: to arrive and does all the work alone (see :func:`join_team`): the spins,
-#: then about 10 ms of yields on an idle machine. Sleeping pool threads wake
-#: in well under a millisecond.
+#: then yields, 9.7 ms in all on the development machine when the others
+#: cannot come. They normally arrive within microseconds; after the process
+#: had been idle for a second, waking the pool's other thread took 5-8 ms
+#: (with one parallel region per iteration too: it is the machine waking an
+#: idle core). If they are later than this, the call is merely slower.
 JOIN_POLLS = SPINS_BEFORE_YIELD + 60_000
 
 # The team's state: three int64 words, each on a cache line of its own, as
