@@ -103,6 +103,31 @@ def cpu_relax(typingctx):
     return types.none(), codegen
 
 
+@intrinsic
+def prefetch_for_write(typingctx, a, i):
+    """Asks the CPU to fetch the cache line holding ``a[i]``, ready to be written (a: 1-D C array).
+
+    LLVM's prefetch with the write hint: x86's PREFETCHW, which also takes
+    the line away from other cores' caches. A hint only: nothing changes if
+    the CPU ignores it.
+    """
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C") or not isinstance(i, types.Integer):
+        return None
+    sig = types.none(a, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # (address, write, temporal locality 3 = keep in all caches, data cache)
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # POSIX sched_yield, resolved from the C library the process has loaded.
 _HAS_SCHED_YIELD = os.name == "posix"
 

@@ -66,3 +66,12 @@ def test_softmax_exponentials_are_vectorised(dtype):
     asm = _asm(K.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores), ktok)
     packed = re.findall(r"vfmadd\w*pd\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 10, "softmax_xent_grad: the exponentials are not vectorised"
+
+
+@pytest.mark.skipif("3dnowprefetch" not in _cpu_flags(), reason="this CPU does not report PREFETCHW")
+def test_gradient_slots_are_claimed_with_prefetchw():
+    # A prefetch is only a hint, so no result shows whether it is there.
+    G = np.zeros((4, 3, 100))
+    asm = _asm(K._claim_slot, G, 1)
+    assert len(re.findall(r"prefetchw\s", asm)) >= 1
+    assert not G.any()
