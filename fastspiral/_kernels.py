@@ -896,7 +896,8 @@ def _train_net_threads(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, star
     per iteration, each measured against the one before in the same runs):
     one parallel region per iteration with a serial reduction and update
     between them, 18.7 us; one region per iteration with the copies and
-    updates as here, 17.2 us; one region per call, 15.2 us. Numba's
+    updates as here, 17.2 us; one region per call, 15.2 us (14.4-15.0 with
+    the prefetch in :func:`_train_net_member`). Numba's
     ``prange`` costs about 1.4 us per region to start and join, and its
     threads then wake a little apart; the barrier's threads never sleep
     while they wait for each other (unless they wait long, see
