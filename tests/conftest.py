@@ -1,4 +1,6 @@
+import contextlib
 import signal
+import subprocess
 import time
 
 import numpy as np
@@ -43,6 +45,22 @@ def spiral():
     from fastspiral import make_spiral
 
     return make_spiral(100, 3, seed=0)
+
+
+def start_interruptible(argv, **kwargs):
+    """``subprocess.Popen(argv, **kwargs)`` for a child that :func:`interrupt` will stop.
+
+    A process started in the background by a non-interactive shell ignores
+    SIGINT, its children inherit that, and Python then never turns SIGINT
+    into KeyboardInterrupt. A Python handler, unlike "ignore", is reset to
+    the default action in the child, so this process holds one while it
+    starts the child.
+    """
+    with contextlib.ExitStack() as stack:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            stack.callback(signal.signal, signal.SIGINT, signal.SIG_IGN)
+        return subprocess.Popen(argv, **kwargs)
 
 
 def interrupt(proc, timeout=30):

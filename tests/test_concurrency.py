@@ -14,7 +14,7 @@ import pytest
 import fastspiral as fs
 from fastspiral._threads import PARALLEL_MIN_WORK, net_work
 
-from .conftest import interrupt
+from .conftest import interrupt, start_interruptible
 
 # 1200 rows x 100 hidden units: above PARALLEL_MIN_WORK, so the parallel kernels run.
 BIG = dict(n_per_class=400, hidden=100)
@@ -86,8 +86,8 @@ SCRIPT_LONG = textwrap.dedent("""
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("model", ["net", "linear"])
 def test_ctrl_c_stops_a_long_training_within_a_second(backend, model):
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT_LONG.format(model=model, backend=backend)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_interruptible([sys.executable, "-c", SCRIPT_LONG.format(model=model, backend=backend)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "started"
         time.sleep(1.0)  # well into the long run

@@ -13,7 +13,7 @@ import fastspiral as fs
 from fastspiral import scaling
 from fastspiral.cli import main
 
-from .conftest import interrupt
+from .conftest import interrupt, start_interruptible
 
 SMALL = dict(n_per_class=[20, 60], hidden=[8], iters=5, repeats=2, progress=False)
 
@@ -120,7 +120,7 @@ def test_ctrl_c_keeps_finished_rows_and_resumes(tmp_path):
     argv = [sys.executable, "-m", "fastspiral", "scale", "--out", str(out), "--backends", "numpy",
             "--n-per-class", "10", "20", "20000", "25000", "--hidden", "100", "--iters", "20",
             "--repeats", "3", "--no-progress"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_interruptible(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = out / "results.json"
     try:
         deadline = time.time() + 120
