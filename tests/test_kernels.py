@@ -7,7 +7,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastspiral import _kernels, reference
+from fastspiral import _kernels, _sync, reference
 from fastspiral.backends import BACKENDS
 
 from .conftest import assert_close
@@ -301,11 +301,12 @@ def test_workspace_does_not_grow_with_n_times_h():
     assert total < n * h * 8 / 1000
 
 
-def _train_steps(mod, p, n_threads, chunks, step_size=1.0):
+def _train_steps(mod, p, n_threads, chunks, step_size=1.0, ws=None):
     """train_net_steps over the given (start, stop) chunks; returns (history, weights, result)."""
     T, D = p["X"].shape
     K, H = p["W2T"].shape
-    ws = mod.net_workspace(T, D, H, K, p["X"].dtype, n_threads)
+    if ws is None:
+        ws = mod.net_workspace(T, D, H, K, p["X"].dtype, n_threads)
     weights = [p[k].copy() for k in ("W1", "b1", "W2T", "b2")]
     history = np.full(chunks[-1][1], np.nan)
     dt = p["X"].dtype.type
@@ -356,12 +357,14 @@ def test_threaded_loop_gives_the_same_bits_when_one_thread_works_alone():
     and the result is bit for bit that of the team."""
     p = _problem((301, 2, 37, 3), np.dtype(np.float64), seed=9)
     team = _train_steps(_kernels, p, 2, [(0, 5), (5, 9)])
+    ws = _kernels.net_workspace(301, 2, 37, 3, np.dtype(np.float64), 2)
     saved = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        alone = _train_steps(_kernels, p, 2, [(0, 5), (5, 9)])
+        alone = _train_steps(_kernels, p, 2, [(0, 5), (5, 9)], ws=ws)
     finally:
         numba.set_num_threads(saved)
+    assert ws[-1][_sync.GATE] == -1  # the team was closed: one body trained alone
     assert team[2] == alone[2] == -1
     np.testing.assert_array_equal(alone[0], team[0])
     for a, b in zip(alone[1], team[1]):
