@@ -7,7 +7,8 @@ opens one per iteration pays that at every step. The threaded training loop
 per call and keeps its threads in step with a barrier of its own, built from
 the functions here: LLVM's atomic instructions on the elements of an int64
 array, a spin-wait hint, and a call that gives the core to another runnable
-thread.
+thread. A prefetch for writing lets a thread take cache lines back from the
+other cores' caches ahead of writing them.
 
 Ordering: :func:`atomic_add` and :func:`atomic_cas` are sequentially
 consistent and :func:`atomic_load` is an acquire, so whatever a thread wrote
