@@ -724,10 +724,9 @@ def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, 
 def _train_net_one_thread(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
                           hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team):
     """:func:`train_net_steps` on one thread slot: the loss and gradient of all rows, then
-    :func:`sgd_update`, each iteration (``losses``, ``replicas`` and ``team`` are not used)."""
+    the step from gradient slot 0, each iteration (``losses``, ``replicas`` and ``team`` are
+    not used)."""
     scale = 1.0 / X.shape[0]
-    zero = step_size - step_size
-    D, K, H = W1.shape[0], W2T.shape[0], b1.size
     for it in range(start, stop):
         data_loss = _net_slot(0, 0, 1, X, y, W1, b1, W2T, b2, scale,
                               hidden, scores, dscores, dW1, db1, dW2T, db2, dtok, ktok)
@@ -735,10 +734,7 @@ def _train_net_one_thread(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, s
         loss_history[it] = loss
         if not _is_finite(loss):
             return it
-        sgd_update(W1, dW1[0][:D], step_size, reg)
-        sgd_update(b1, db1[0][:H], step_size, zero)
-        sgd_update(W2T, dW2T[0][:K], step_size, reg)
-        sgd_update(b2, db2[0][:K], step_size, zero)
+        _apply_gradient(W1, b1, W2T, b2, dW1, db1, dW2T, db2, 0, 1, step_size, reg)
     return -1
 
 
@@ -769,6 +765,12 @@ def _replica(replicas, p, D, H, K):
 
 
 @kernel
+def _flat_slots(G):
+    """G (slots, ...) viewed as (slots, n): one flat row per slot."""
+    return G.reshape(G.shape[0], G.size // G.shape[0])
+
+
+@kernel
 def _sgd_from_slots(W, G, first, P, step_size, reg):
     """``W -= step_size * (g + reg * W)`` with g the sum of gradient slots ``first..first+P-1`` of G.
 
@@ -777,7 +779,7 @@ def _sgd_from_slots(W, G, first, P, step_size, reg):
     :func:`net_loss_grad`'s reduction; with two slots the loop vectorises.
     """
     w = W.reshape(W.size)
-    g = G.reshape(G.shape[0], G.size // G.shape[0])  # one flat row per slot
+    g = _flat_slots(G)
     if P == 2:
         g0, g1 = g[first], g[first + 1]
         for i in range(w.size):
@@ -803,7 +805,7 @@ def _apply_gradient(W1, b1, W2T, b2, dW1, db1, dW2T, db2, first, P, step_size, r
 @kernel
 def _claim_slot(G, slot):
     """Prefetches every cache line of slot ``slot`` of G for writing (see :func:`_train_net_member`)."""
-    g = G.reshape(G.shape[0], G.size // G.shape[0])[slot]  # the slot as one flat row
+    g = _flat_slots(G)[slot]
     for i in range(0, g.size, CACHE_LINE // g.itemsize):
         prefetch_for_write(g, i)
 
@@ -924,10 +926,11 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
     and (T, K) score tiles (slot p), two sets of gradient buffers (slots p
     and P + p) and of data losses (``losses[0, p]`` and ``losses[1, p]``;
     ``losses[:, P]`` hold the L2 penalty), used in alternate iterations on
-    more than one thread, and a copy of the weights (row p of ``replicas``, see :func:`_replica`). ``team`` is the
-    threads' shared state (:func:`fastspiral._sync.new_team_state`). T is chosen
-    so a tile stays in cache and, where the tile is smaller than a slot's
-    rows, is a multiple of 4 (the fused passes take rows four at a time).
+    more than one thread, and a copy of the weights (row p of ``replicas``,
+    see :func:`_replica`). ``team`` is the threads' shared state
+    (:func:`fastspiral._sync.new_team_state`). T is chosen so a tile stays in
+    cache and, where the tile is smaller than a slot's rows, is a multiple
+    of 4 (the fused passes take rows four at a time).
     Size O(P * (T + D + K) * H), independent of N * H.
 
     Every buffer starts on a cache line and every slot fills whole cache
