@@ -5,7 +5,7 @@ or store into an array it returns crosses a cache-line boundary once in every
 two or four accesses, depending on where the block happened to land, and
 such split accesses cost the kernels about twice as much as aligned ones.
 The trainers therefore keep the working weights, and :func:`net_workspace
-<fastspiral._kernels.net_workspace>` its buffers, at the start of a 64-byte
+<fastspiral._workspace.net_workspace>` its buffers, at the start of a 64-byte
 cache line. Measured on the 2-core development machine (float64, the same
 training, every buffer at offset 0 vs 16 bytes from a cache line, median of
 7): 19.99 vs 21.85 us per iteration at N=300, H=100 on two threads, 24.8 vs

@@ -41,24 +41,6 @@ from collections.abc import Hashable, Iterator
 
 import numba
 
-#: The work of a net iteration is counted as N * (H + ROW_COST): the per-row
-#: costs (the softmax, the ends of the vectorised loops) weigh like about 60
-#: hidden units.
-ROW_COST = 60
-#: Below this much work per iteration the net trains on one thread: forming
-#: the team of threads once per call, their barrier and the exchange of the
-#: gradients between the cores at every iteration would cost more than the
-#: second core saves. Measured per iteration on the 2-core machine, float64,
-#: 1 vs 2 threads, median of 9 (N x H: work): 25x100 (4,000): 2.8 vs 3.4 us;
-#: 35x100 (5,600): 3.6 vs 3.8; 40x100 (6,400): 4.2-4.3 vs 4.2-4.3; 45x100
-#: (7,200): 4.5 vs 4.5; 50x100 (8,000): 5.0 vs 4.5; 80x100 (12,800): 7.5 vs
-#: 5.9; 100x1 (6,100): 2.4 vs 1.9; 50x30 (4,500): 3.1 vs 2.6. Small H
-#: would gain from a lower threshold (40x30, 60x10, 80x1 by 8-20%, a few
-#: tenths of a microsecond), the case study's H=100 not. With one parallel
-#: region per iteration (before :mod:`fastspiral._sync`), the threshold was
-#: twice as high (80x100).
-PARALLEL_MIN_WORK = 6_400
-
 _THREAD_SAFE_LAYERS = ("omp", "tbb")
 _launch_lock = threading.Lock()
 _inherited_omp = False
@@ -85,26 +67,97 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def net_work(n_samples: int, n_hidden: int) -> int:
-    """The work of one net iteration, in hidden activations: N * (H + ROW_COST)."""
-    return n_samples * (n_hidden + ROW_COST)
+def threads_allowed() -> bool:
+    """Whether this process may enter Numba's threading layer (not in a child forked after OpenMP)."""
+    return not _inherited_omp
 
 
-def n_threads_for(work: int) -> int:
-    """Thread slots for a net iteration of ``work`` (see :func:`net_work`)."""
-    if work < PARALLEL_MIN_WORK or _inherited_omp:
-        return 1
-    return numba.get_num_threads()
+def usable_threads() -> int:
+    """Threads a training may use: Numba's count for this thread, at most the CPUs this process may run on.
+
+    More threads than CPUs (``NUMBA_NUM_THREADS=16`` on two cores, ``taskset
+    -c 0``) only makes the threads wait for each other at every iteration.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return max(1, min(numba.get_num_threads(), cpus))
+
+
+class ThreadChooser:
+    """Chooses, run by run, how many threads a training's compiled loop gets: ``most`` or 1.
+
+    The slots make results independent of the thread count, so the count can
+    change between runs. Both counts are timed; the faster is used and the
+    other re-timed with a short probe every ``REPROBE_SECONDS`` of training.
+    On a quiet machine ``most`` wins; beside busy programs, where a parallel
+    region waits for a descheduled thread at every iteration (3-12x slower on
+    two threads than one), one thread wins within milliseconds.
+    """
+
+    #: A probe of the other count lasts about this long at the better rate.
+    PROBE_SECONDS = 0.002
+    REPROBE_SECONDS = 0.5
+
+    def __init__(self, most: int):
+        self.most = max(1, most)
+        self._times: dict[int, list[float]] = {}  # threads -> seconds per iteration, last few runs
+        self._since_probe = 0.0
+        self._warm = False
+
+    def plan(self, n_iters: int) -> list[tuple[int, int]]:
+        """``[(threads, iterations), ...]`` for the next ``n_iters`` iterations."""
+        if self.most == 1 or not self._warm:  # the first run may compile: time nothing from it
+            return [(self.most, n_iters)]
+        counts = (self.most, 1)
+        unknown = [c for c in counts if c not in self._times]
+        if unknown:
+            return [(unknown[0], n_iters)]
+        best = min(counts, key=self.rate)
+        if self._since_probe < self.REPROBE_SECONDS or n_iters < 2:
+            return [(best, n_iters)]
+        other = counts[1] if best == counts[0] else counts[0]
+        probe = int(min(n_iters // 2, max(1, self.PROBE_SECONDS / self.rate(best))))
+        self._since_probe = 0.0
+        return [(other, probe), (best, n_iters - probe)]
+
+    def record(self, threads: int, n_iters: int, seconds: float) -> None:
+        """What a run of ``n_iters`` iterations on ``threads`` threads took."""
+        if not self._warm:
+            self._warm = True
+            return
+        if n_iters > 0:
+            times = self._times.setdefault(threads, [])
+            times.append(seconds / n_iters)
+            del times[:-3]
+        self._since_probe += seconds
+
+    def rate(self, threads: int) -> float:
+        """Seconds per iteration on ``threads`` threads: the median of the last three runs.
+
+        A busy machine makes single runs of either count look fast or slow by
+        chance; one lucky run of the threaded count must not win a whole chunk.
+        """
+        return sorted(self._times[threads])[len(self._times[threads]) // 2]
 
 
 @contextlib.contextmanager
 def parallel_section(n_threads: int) -> Iterator[None]:
-    """Hold the launch lock around parallel kernels unless the layer is thread-safe."""
-    if n_threads > 1 and threading_layer() not in _THREAD_SAFE_LAYERS:
-        with _launch_lock:
+    """Run parallel kernels on ``n_threads`` threads (this thread's Numba setting, restored after).
+
+    Holds the launch lock unless the layer is thread-safe.
+    """
+    saved = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    try:
+        if threading_layer() not in _THREAD_SAFE_LAYERS:
+            with _launch_lock:
+                yield
+        else:
             yield
-    else:
-        yield
+    finally:
+        numba.set_num_threads(saved)
 
 
 def _compile_lock_path() -> str:

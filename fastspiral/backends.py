@@ -1,26 +1,62 @@
-"""The registry of training backends.
+"""The registry of training backends, and the contract every backend keeps.
 
-Both modules implement the same functions with the same signatures (see
-:mod:`fastspiral._kernels`); the trainers, the tests and the benchmarks all
-look implementations up here, so every benchmarked implementation is also a
-tested one.
+A backend turns a :class:`~fastspiral._setup.Problem` into a *trainer*: an
+object holding that training's working parameters and buffers, with
+
+* ``run(start, stop, history) -> int``: iterations ``start..stop-1`` in place;
+  ``history[i]`` gets the loss at iteration i (before its update); returns -1,
+  or the first iteration whose loss is not finite (the parameters are then
+  those from before it);
+* ``params() -> dict``: copies of the current parameters, as plain arrays with
+  the model's names.
+
+The trainers (:mod:`fastspiral.train`), the tests and the benchmarks all look
+backends up here, so every benchmarked implementation is a tested one. Adding
+one (a GPU twin, JAX) means one module with ``prepare`` and ``workspace_bytes``
+and one entry below.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
-from . import _kernels, reference
+import numpy as np
 
-#: Backend name -> module of kernels with the common names.
-BACKENDS: dict[str, ModuleType] = {
-    "numba": _kernels,
-    "numpy": reference,
+from . import _numba_backend, reference
+from ._setup import Problem
+
+
+class Trainer(Protocol):
+    def run(self, start: int, stop: int, history: np.ndarray) -> int: ...
+
+    def params(self) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of training: what it is called and how it prepares a trainer."""
+
+    name: str
+    #: ``prepare(problem) -> Trainer`` for ``problem.model`` "net" or "linear".
+    prepare: Callable[[Problem], Trainer]
+    #: ``workspace_bytes(model, N, D, H, K, dtype) -> int``: bytes of work arrays a training allocates.
+    workspace_bytes: Callable[[str, int, int, int, int, np.dtype], int]
+    description: str = ""
+
+
+#: Backend name -> backend.
+BACKENDS: dict[str, Backend] = {
+    "numba": Backend("numba", _numba_backend.prepare, _numba_backend.workspace_bytes,
+                     "compiled, fused, multi-threaded Numba kernels"),
+    "numpy": Backend("numpy", reference.prepare, reference.workspace_bytes,
+                     "the vectorised NumPy reference"),
 }
 
 
-def get_backend(name: str) -> ModuleType:
-    """Return the kernel module for ``name``; ValueError naming the choices otherwise."""
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; ValueError naming the choices otherwise."""
     if not isinstance(name, str) or name not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {name!r}")
     return BACKENDS[name]

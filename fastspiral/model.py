@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from . import reference
 from ._validation import check_X, check_y
 
 #: Rows per block in prediction: keeps the (rows, H) hidden layer near 32 MiB.
-_PREDICT_ELEMENTS = 4_000_000
+PREDICT_ELEMENTS = 4_000_000
 
 
 class _Model:
@@ -53,10 +54,10 @@ class _Model:
 
     # -- prediction -------------------------------------------------------------
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        return reference.scores(self.params, X)
 
     def _block_rows(self) -> int:
-        return max(1, _PREDICT_ELEMENTS // max(self.n_classes, 1))
+        return max(1, PREDICT_ELEMENTS // max(self.n_classes, 1))
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Class scores (unnormalised log-probabilities), shape (n_samples, K)."""
@@ -66,11 +67,7 @@ class _Model:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (softmax of the scores), shape (n_samples, K); rows sum to 1."""
-        scores = self.decision_function(X)
-        scores -= scores.max(axis=1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=1, keepdims=True)
-        return scores
+        return reference.softmax(self.decision_function(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class of each row, as int64 labels."""
@@ -143,8 +140,6 @@ class LinearModel(_Model):
     def n_classes(self) -> int:
         return self.params["W"].shape[1]
 
-    def _scores(self, X: np.ndarray) -> np.ndarray:
-        return X @ self.params["W"] + self.params["b"]
 
 
 class NetModel(_Model):
@@ -186,14 +181,8 @@ class NetModel(_Model):
         return self.params["W2"].shape[1]
 
     def _block_rows(self) -> int:
-        return max(1, _PREDICT_ELEMENTS // max(self.n_hidden, self.n_classes))
+        return max(1, PREDICT_ELEMENTS // max(self.n_hidden, self.n_classes))
 
-    def _scores(self, X: np.ndarray) -> np.ndarray:
-        p = self.params
-        hidden = X @ p["W1"]
-        hidden += p["b1"]
-        np.maximum(hidden, 0, out=hidden)
-        return hidden @ p["W2"] + p["b2"]
 
 
 MODEL_TYPES: dict[str, type[_Model]] = {"linear": LinearModel, "net": NetModel}

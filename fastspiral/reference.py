@@ -1,16 +1,11 @@
-"""Pure-NumPy reference: the ``"numpy"`` backend.
+"""Pure-NumPy reference: the ``"numpy"`` backend, and the math the models predict with.
 
 The case study's vectorised NumPy, written carefully: whole-batch matrix
-products, a numerically stable softmax, work arrays allocated once per
-training call and reused with ``out=``. It is the baseline the benchmarks
+products, a numerically stable softmax, and the (N, H) hidden layer reused
+across iterations through ``out=``. It is the baseline the benchmarks
 compare against and the oracle the tests hold the Numba kernels to, so it
-favours being obviously right over being fast.
-
-Every function has the name and signature of its twin in
-:mod:`fastspiral._kernels` (second layer stored transposed as ``W2T`` (K, H),
-gradient buffers with a leading thread-slot axis of length 1), so a test can
-call both with the same arguments. Unlike the kernels, it keeps the (N, H)
-hidden layer and its gradient in memory.
+favours being obviously right over being fast. Parameters use the models'
+names and shapes: W1 (D, H), b1 (H,), W2 (H, K), b2 (K,) or W (D, K), b (K,).
 """
 
 from __future__ import annotations
@@ -19,167 +14,132 @@ import math
 
 import numpy as np
 
-
-def dims_token(n_features, n_classes, dtype):
-    """``(dtok, ktok)``, D and K as the kernels take them (NumPy needs no such hint)."""
-    zero = np.dtype(dtype).type(0)
-    return (zero,) * n_features, (zero,) * n_classes
+from ._setup import Problem
 
 
-def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
-    """``hidden = max(X @ W1 + b1, 0)``, ``scores = hidden @ W2T.T + b2``, written in place."""
-    np.matmul(X, W1, out=hidden)
-    hidden += b1
+def forward(params, X, hidden=None):
+    """The net's forward pass: ``hidden = max(X @ W1 + b1, 0)``, ``scores = hidden @ W2 + b2``.
+
+    Returns ``(hidden, scores)``; ``hidden`` may be given as an (N, H) output
+    buffer. A NaN pre-activation stays NaN, as with ``np.maximum``.
+    """
+    hidden = np.matmul(X, params["W1"], out=hidden)
+    hidden += params["b1"]
     np.maximum(hidden, 0, out=hidden)
-    np.matmul(hidden, W2T.T, out=scores)
-    scores += b2
+    return hidden, hidden @ params["W2"] + params["b2"]
 
 
-def softmax_xent_grad(scores, y, scale, dscores, ktok):
-    """Write ``dscores = scale * (softmax(scores) - onehot(y))``; return the scaled loss sum.
+def scores(params, X):
+    """Class scores of either model (net: W1, b1, W2, b2; linear: W, b)."""
+    if "W1" in params:
+        return forward(params, X)[1]
+    return X @ params["W"] + params["b"]
 
-    Subtracting the row maximum keeps ``exp`` from overflowing; the loss of a
-    row is ``log(sum exp(s - m)) - (s_y - m)``. ``ktok`` (K, for the
-    kernels) is not needed here.
+
+def softmax(scores):
+    """Row-wise softmax, shifted by each row's maximum so ``exp`` cannot overflow; a new array."""
+    p = scores - scores.max(axis=1, keepdims=True)
+    np.exp(p, out=p)
+    p /= p.sum(axis=1, keepdims=True)
+    return p
+
+
+def softmax_loss(scores, y):
+    """Mean softmax cross-entropy and its gradient: ``(loss, (softmax(scores) - onehot(y)) / N)``.
+
+    A row's loss is ``log(sum exp(s - m)) - (s_y - m)`` (m the row maximum),
+    exact even where p_y underflows; sums are taken in float64.
     """
-    rows = np.arange(scores.shape[0])
-    m = scores.max(axis=1, keepdims=True)
-    np.subtract(scores, m, out=dscores)
-    correct = dscores[rows, y].astype(np.float64)  # s_y - m
-    np.exp(dscores, out=dscores)
-    total = dscores.sum(axis=1, keepdims=True)
-    loss = np.sum(np.log(total[:, 0].astype(np.float64)) - correct)
-    dscores *= scale / total
-    dscores[rows, y] -= scale
-    return float(loss) * scale
+    n = scores.shape[0]
+    rows = np.arange(n)
+    d = scores - scores.max(axis=1, keepdims=True)
+    correct = d[rows, y].astype(np.float64)  # s_y - m
+    np.exp(d, out=d)
+    total = d.sum(axis=1, keepdims=True)
+    loss = float(np.sum(np.log(total[:, 0].astype(np.float64)) - correct)) / n
+    d *= (1.0 / n) / total
+    d[rows, y] -= 1.0 / n
+    return loss, d
 
 
-def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok):
-    """Add the batch's gradient to dW1, db1, dW2T, db2 (the case study's backward pass).
+def l2_penalty(params, reg):
+    """``0.5 * reg * sum(W**2)`` over the weight matrices (not the biases), in float64."""
+    return 0.5 * reg * sum(float(np.sum(np.square(w, dtype=np.float64)))
+                           for name, w in params.items() if name.startswith("W"))
 
-    ``dhidden = dscores @ W2T`` with ``dhidden[hidden <= 0] = 0``, then
-    ``dW1 += X.T @ dhidden``; ``dW2T += dscores.T @ hidden``; biases get the
-    column sums.
+
+def net_loss_grad(params, X, y, reg, hidden=None):
+    """Loss and gradient of the 2-layer net on the whole batch: ``(loss, grads)``.
+
+    The case study's backward pass: ``dW2 = hidden.T @ dscores``,
+    ``dhidden = dscores @ W2.T`` with ``dhidden[hidden <= 0] = 0``,
+    ``dW1 = X.T @ dhidden``, biases the column sums, plus ``reg * W`` on the
+    weights. ``hidden`` may be an (N, H) buffer to reuse.
     """
-    dW2T += dscores.T @ hidden
-    db2 += dscores.sum(axis=0)
-    dhidden = dscores @ W2T
+    hidden, s = forward(params, X, hidden)
+    loss, ds = softmax_loss(s, y)
+    dhidden = ds @ params["W2"].T
     dhidden[hidden <= 0] = 0
-    dW1 += X.T @ dhidden
-    db1 += dhidden.sum(axis=0)
+    grads = {"W1": X.T @ dhidden + reg * params["W1"], "b1": dhidden.sum(axis=0),
+             "W2": hidden.T @ ds + reg * params["W2"], "b2": ds.sum(axis=0)}
+    return loss + l2_penalty(params, reg), grads
 
 
-def linear_forward(X, WT, b, scores):
-    """``scores = X @ WT.T + b``, written in place."""
-    np.matmul(X, WT.T, out=scores)
-    scores += b
+def linear_loss_grad(params, X, y, reg):
+    """Loss and gradient of the softmax linear classifier: ``(loss, grads)``."""
+    loss, ds = softmax_loss(X @ params["W"] + params["b"], y)
+    grads = {"W": X.T @ ds + reg * params["W"], "b": ds.sum(axis=0)}
+    return loss + l2_penalty(params, reg), grads
 
 
-def linear_backward(X, dscores, dWT, db):
-    """Add ``dscores.T @ X`` to dWT and ``dscores.sum(0)`` to db."""
-    dWT += dscores.T @ X
-    db += dscores.sum(axis=0)
+def sgd_step(params, grads, step_size):
+    """``p -= step_size * grads[p]`` for every parameter, in place."""
+    for name, g in grads.items():
+        params[name] -= step_size * g
 
 
-def sgd_update(W, dW, step_size, reg):
-    """``W -= step_size * (dW + reg * W)``, in place; ``dW`` is not modified."""
-    W -= step_size * (dW + reg * W)
+class Trainer:
+    """A training on the NumPy reference: working copies of the parameters, the hidden buffer."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        self.current = {k: v.copy() for k, v in problem.params.items()}
+        dt = problem.dtype
+        self.step, self.reg = dt.type(problem.step_size), dt.type(problem.reg)
+        self.hidden = np.empty((problem.n_samples, problem.n_hidden), dt) if problem.model == "net" else None
+
+    def run(self, start: int, stop: int, history: np.ndarray) -> int:
+        """Iterations ``start..stop-1`` (see :mod:`fastspiral.backends`).
+
+        Overflow on the way to a non-finite loss is expected when a run
+        diverges and is reported by the return value, so NumPy's warnings
+        about it are silenced.
+        """
+        X, y = self.problem.X, self.problem.y
+        for it in range(start, stop):
+            with np.errstate(over="ignore", invalid="ignore"):
+                if self.hidden is not None:
+                    loss, grads = net_loss_grad(self.current, X, y, self.reg, self.hidden)
+                else:
+                    loss, grads = linear_loss_grad(self.current, X, y, self.reg)
+            history[it] = loss
+            if not math.isfinite(loss):
+                return it
+            sgd_step(self.current, grads, self.step)
+        return -1
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.current.items()}
 
 
-def sum_squares(W):
-    """``sum(W * W)`` as a float64."""
-    return float(np.sum(np.square(W, dtype=np.float64)))
+def prepare(problem: Problem) -> Trainer:
+    """A reference trainer for ``problem`` (see :mod:`fastspiral.backends`)."""
+    return Trainer(problem)
 
 
-def net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
-                  hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok):
-    """Loss and full-batch gradient of the 2-layer net; gradients land in slot 0.
-
-    The case study's forward and backward pass on the whole batch:
-    ``hidden = relu(X W1 + b1)``, ``scores = hidden W2 + b2``, then
-    ``dW2 = hidden.T dscores``, ``dhidden = dscores W2.T * (hidden > 0)``,
-    ``dW1 = X.T dhidden``.
-    """
-    h, sc, ds = hidden[0], scores[0], dscores[0]
-    for g in (dW1, db1, dW2T, db2):
-        g[0] = 0
-    net_forward(X, W1, b1, W2T, b2, h, sc, dtok, ktok)
-    losses[0] = softmax_xent_grad(sc, y, scale, ds, ktok)
-    net_backward(X, h, ds, W2T, dW1[0], db1[0], dW2T[0], db2[0], dtok, ktok)
-    return losses[0] + 0.5 * reg * (sum_squares(W1) + sum_squares(W2T))
-
-
-def train_net_steps(X, y, W1, b1, W2T, b2, step_size, reg, loss_history, start, stop,
-                    hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok, replicas, team):
-    """Iterations ``start..stop-1`` of the net; returns -1 or the first non-finite iteration.
-
-    Overflow on the way to a non-finite loss is expected when a run diverges;
-    it is reported by the return value (and the trainer's FloatingPointError),
-    so NumPy's warnings about it are silenced here.
-    """
-    scale = 1.0 / X.shape[0]
-    for it in range(start, stop):
-        with np.errstate(over="ignore", invalid="ignore"):
-            loss = net_loss_grad(X, y, W1, b1, W2T, b2, reg, scale,
-                                 hidden, scores, dscores, dW1, db1, dW2T, db2, losses, dtok, ktok)
-        loss_history[it] = loss
-        if not math.isfinite(loss):
-            return it
-        sgd_update(W1, dW1[0], step_size, reg)
-        sgd_update(b1, db1[0], step_size, 0.0)
-        sgd_update(W2T, dW2T[0], step_size, reg)
-        sgd_update(b2, db2[0], step_size, 0.0)
-    return -1
-
-
-def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_threads):
-    """Whole-batch work arrays: the (N, H) hidden layer, (N, K) scores, gradient buffers.
-
-    ``n_threads`` is accepted for symmetry with the kernels and ignored, and
-    so are the last two items, empty stand-ins for the kernels' per-thread
-    weight copies and their threads' shared state.
-    """
-    N, D, H, K = n_samples, n_features, n_hidden, n_classes
-    return (
-        np.empty((1, N, H), dtype),
-        np.empty((1, N, K), dtype), np.empty((1, N, K), dtype),
-        np.empty((1, D, H), dtype), np.empty((1, H), dtype),
-        np.empty((1, K, H), dtype), np.empty((1, K), dtype),
-        np.empty(1, np.float64),
-        *dims_token(D, K, dtype),
-        np.empty((1, 0), dtype), np.empty(0, np.int64),
-    )
-
-
-def linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db, ktok):
-    """Loss and full-batch gradient of the softmax linear classifier."""
-    dWT[...] = 0
-    db[...] = 0
-    linear_forward(X, WT, b, scores)
-    loss = softmax_xent_grad(scores, y, scale, dscores, ktok)
-    linear_backward(X, dscores, dWT, db)
-    return loss + 0.5 * reg * sum_squares(WT)
-
-
-def train_linear_steps(X, y, WT, b, step_size, reg, loss_history, start, stop,
-                       scores, dscores, dWT, db, ktok):
-    """Iterations ``start..stop-1`` of the linear classifier; same contract as the net's."""
-    scale = 1.0 / X.shape[0]
-    for it in range(start, stop):
-        with np.errstate(over="ignore", invalid="ignore"):
-            loss = linear_loss_grad(X, y, WT, b, reg, scale, scores, dscores, dWT, db, ktok)
-        loss_history[it] = loss
-        if not math.isfinite(loss):
-            return it
-        sgd_update(WT, dWT, step_size, reg)
-        sgd_update(b, db, step_size, 0.0)
-    return -1
-
-
-def linear_workspace(n_samples, n_features, n_classes, dtype):
-    """Whole-batch (N, K) score arrays, the gradient buffers and ``ktok``."""
-    return (
-        np.empty((n_samples, n_classes), dtype), np.empty((n_samples, n_classes), dtype),
-        np.empty((n_classes, n_features), dtype), np.empty(n_classes, dtype),
-        dims_token(n_features, n_classes, dtype)[1],
-    )
+def workspace_bytes(model: str, n_samples: int, n_features: int, n_hidden: int, n_classes: int,
+                    dtype) -> int:
+    """Bytes of the arrays one iteration holds: hidden, its gradient and mask, scores and their copies."""
+    item = np.dtype(dtype).itemsize
+    N, H, K = n_samples, n_hidden, n_classes
+    return N * H * (2 * item + 1) + 4 * N * K * item

@@ -31,9 +31,9 @@ import numpy as np
 from ._measure import (N_CLASSES, N_FEATURES, format_seconds, machine_info, peak_memory_since,
                        reset_peak_memory, useful_flops)
 from ._validation import DTYPES, check_int
-from ._kernels import TILE_ELEMENTS
-from ._threads import n_threads_for, net_work
+from ._workspace import n_slots
 from .backends import BACKENDS
+from .model import PREDICT_ELEMENTS
 
 #: Columns of results.csv, in order; every record has these keys.
 FIELDS = ("backend", "dtype", "n_samples", "hidden", "iters", "repeats", "seconds_per_iter",
@@ -45,19 +45,16 @@ MEMORY_HEADROOM = 0.8
 
 
 def estimate_memory(backend: str, n_samples: int, hidden: int, dtype: str) -> int:
-    """Bytes a training run needs beyond the interpreter: data, work arrays, temporaries.
+    """Bytes a training run needs beyond the interpreter: data, work arrays, prediction, parameters.
 
-    NumPy keeps the (N, H) hidden layer, its gradient and the ReLU mask;
-    the Numba kernels keep cache-sized tiles per thread, independent of N * H.
+    The work arrays are the backend's own figure (:mod:`fastspiral.backends`):
+    NumPy keeps the (N, H) hidden layer, the Numba kernels cache-sized tiles.
     """
     item = np.dtype(dtype).itemsize
     N, H, D, K = n_samples, hidden, N_FEATURES, N_CLASSES
     data = N * D * (8 + item) + N * 8 * 2            # X (float64 and converted), y, labels
-    if backend == "numpy":
-        work = N * H * (2 * item + 1) + 4 * N * K * item
-    else:
-        work = (os.cpu_count() or 1) * (2 * TILE_ELEMENTS + (D + K + 2) * H) * item
-    predict = min(N, 4_000_000 // max(H, 1)) * H * 8 * 2  # blocked forward pass for the accuracy
+    work = BACKENDS[backend].workspace_bytes("net", N, D, H, K, dtype)
+    predict = min(N, PREDICT_ELEMENTS // max(H, 1)) * H * 8 * 2  # blocked forward pass for the accuracy
     return data + work + predict + (D * H + H * K) * 8 * 4
 
 
@@ -143,12 +140,12 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
                       dtype=config["dtype"])
         # Compile (or load from the cache) on a tiny problem of the same types, so
         # neither compilation nor heap blocks freed by a full-size warm-up hide
-        # the memory the timed runs allocate. It must also train on as many
-        # threads as the timed runs: one thread and several run different
+        # the memory the timed runs allocate. It must have as many slots as the
+        # timed runs have more than one: one slot and several run different
         # compiled loops.
-        threads = n_threads_for(net_work(X.shape[0], config["hidden"]))
+        slots = min(n_slots(X.shape[0], config["hidden"]), 2)
         n_warm = 2
-        while n_warm < n_per_class and n_threads_for(net_work(N_CLASSES * n_warm, config["hidden"])) < threads:
+        while n_warm < n_per_class and n_slots(N_CLASSES * n_warm, config["hidden"]) < slots:
             n_warm *= 2
         Xw, yw = make_spiral(min(n_warm, n_per_class), N_CLASSES, seed=config["seed"])
         train_net(Xw, yw, iters=1, **kwargs)

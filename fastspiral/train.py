@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ._memory import aligned_copy
-from ._threads import first_call, n_threads_for, net_work, parallel_section
-from ._validation import check_dtype, check_float, check_int, check_X, check_y
+from ._setup import linear_problem, net_problem
+from ._validation import check_int
 from .backends import get_backend
-from .data import random_source
 from .model import LinearModel, NetModel
 
 #: The compiled loop runs in chunks of iterations that each take about this
@@ -21,79 +19,9 @@ from .model import LinearModel, NetModel
 CHUNK_SECONDS = 0.1
 
 
-def _init_source(init: Any) -> Mapping | None:
-    """The parameter dict behind ``init`` (a fitted model or a dict), or None."""
-    if init is None:
-        return None
-    source = init.params if hasattr(init, "params") else init
-    if not isinstance(source, Mapping):
-        raise TypeError(f"init must be a fitted model or a dict of arrays, got {type(init).__name__}")
-    return source
-
-
-def _init_dim(source: Mapping, key: str, axis: int) -> int:
-    """Length of axis ``axis`` of the 2-D array ``source[key]``."""
-    if key not in source or np.ndim(source[key]) != 2:
-        raise ValueError(f"init must hold a 2-D {key!r} array (got keys {list(source)})")
-    return int(np.shape(source[key])[axis])
-
-
-def _init_params(source: Mapping | None, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
-                 seed: Any) -> dict[str, np.ndarray]:
-    """Initial parameters as fresh C-contiguous arrays of ``dtype``.
-
-    Copies of ``source`` (shape-checked), or the case study's ``0.01 * randn``
-    weights and zero biases, drawn in float64 from
-    :func:`fastspiral.data.random_source` (seed), so a seed gives the same
-    start on every backend and in both precisions.
-    """
-    if source is None:
-        rng = random_source(seed)
-        params = {}
-        for name, shape in shapes.items():
-            if len(shape) == 2:  # weight matrix
-                params[name] = (0.01 * rng.standard_normal(shape)).astype(dtype)
-            else:
-                params[name] = np.zeros(shape, dtype)
-        return params
-    params = {}
-    for name, shape in shapes.items():
-        if name not in source:
-            raise ValueError(f"init is missing the array {name!r} (expected keys {list(shapes)})")
-        value = np.asarray(source[name])
-        if value.shape != shape:
-            raise ValueError(f"init[{name!r}] has shape {value.shape}, expected {shape}")
-        if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
-            raise ValueError(f"init[{name!r}] must hold finite numbers")
-        params[name] = np.array(value, dtype=dtype, order="C", copy=True)
-    return params
-
-
-def _n_classes(y: np.ndarray, source: Mapping | None, key: str) -> int:
-    """K from the labels, or from the init's ``key`` (D, K) matrix (labels must fit in it)."""
-    k_data = int(y.max()) + 1
-    if source is None:
-        return k_data
-    k_init = _init_dim(source, key, 1)
-    if k_data > k_init:
-        raise ValueError(f"y holds label {k_data - 1} but init has only {k_init} classes")
-    return k_init
-
-
-def _check_common(X, y, step_size, reg, iters, backend, dtype):
-    impl = get_backend(backend)
-    dt = check_dtype(dtype)
-    step_size = check_float(step_size, "step_size", positive=True)
-    reg = check_float(reg, "reg")
-    iters = check_int(iters, "iters", minimum=0)
-    X = check_X(X, dt)
-    y = check_y(y, X.shape[0])
-    return impl, dt, X, y, step_size, reg, iters
-
-
-def _run(steps: Callable[[int, int], int], iters: int, history: np.ndarray, every: int,
+def _run(steps: Callable[[int, int, np.ndarray], int], iters: int, history: np.ndarray, every: int,
          verbose: bool, progress: bool, step_size: float, what: str) -> None:
-    """Drive ``steps(start, stop)`` over ``range(iters)`` in chunks of about CHUNK_SECONDS.
+    """Drive ``steps(start, stop, history)`` over ``range(iters)`` in chunks of about CHUNK_SECONDS.
 
     Chunks start at one iteration and double while they finish quickly. The
     case study's ``iteration %d: loss %f`` lines are printed, and the progress
@@ -110,7 +38,7 @@ def _run(steps: Callable[[int, int], int], iters: int, history: np.ndarray, ever
         while start < iters:
             stop = min(iters, start + chunk)
             t0 = time.perf_counter()
-            bad = steps(start, stop)
+            bad = steps(start, stop, history)
             elapsed = time.perf_counter() - t0
             end = stop if bad < 0 else bad
             if verbose:
@@ -204,37 +132,16 @@ def train_net(
     FloatingPointError
         If the loss stops being finite (the step size is too large).
     """
-    impl, dt, X, y, step_size, reg, iters = _check_common(X, y, step_size, reg, iters, backend, dtype)
-    N, D = X.shape
-    source = _init_source(init)
-    if source is None:
-        H = 100 if hidden is None else check_int(hidden, "hidden", minimum=1)
-    else:
-        H = _init_dim(source, "W1", 1)
-        if hidden is not None and check_int(hidden, "hidden", minimum=1) != H:
-            raise ValueError(f"hidden={hidden} but init has {H} hidden units")
-    K = _n_classes(y, source, "W2")
-    p = _init_params(source, {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}, dt, seed)
-    # The working copies start on a cache line (see fastspiral._memory).
-    W1, b1, b2 = aligned_copy(p["W1"]), aligned_copy(p["b1"]), aligned_copy(p["b2"])
-    W2T = aligned_copy(p["W2"].T)
-    workspace = impl.net_workspace(N, D, H, K, dt, n_threads_for(net_work(N, H)))
-    slots = workspace[0].shape[0]  # the hidden tiles' thread-slot axis: 1 for numpy
+    impl = get_backend(backend)
+    iters = check_int(iters, "iters", minimum=0)
+    problem = net_problem(X, y, hidden=hidden, step_size=step_size, reg=reg, seed=seed, init=init,
+                          dtype=dtype)
+    trainer = impl.prepare(problem)
     history = np.empty(iters, np.float64)
-    step, lam = dt.type(step_size), dt.type(reg)
-    key = ("net", backend, dt.name, D, K, slots > 1)  # one compiled loop for one thread, one for more
-
-    def steps(start: int, stop: int) -> int:
-        with parallel_section(slots), first_call(key):
-            return impl.train_net_steps(X, y, W1, b1, W2T, b2, step, lam, history, start, stop,
-                                        *workspace)
-
-    _run(steps, iters, history, 1000, verbose, progress, step_size, "train_net")
-    info = dict(model="net", hidden=H, step_size=step_size, reg=reg, iters=iters,
-                seed=_seed_info(seed), backend=backend, dtype=dt.name)
-    # Plain arrays for the model (the working copies are views of padded buffers).
-    params = {"W1": W1.copy(), "b1": b1.copy(), "W2": np.ascontiguousarray(W2T.T), "b2": b2.copy()}
-    return NetModel(params, history, info)
+    _run(trainer.run, iters, history, 1000, verbose, progress, problem.step_size, "train_net")
+    info = dict(model="net", hidden=problem.n_hidden, step_size=problem.step_size, reg=problem.reg,
+                iters=iters, seed=_seed_info(seed), backend=backend, dtype=problem.dtype.name)
+    return NetModel(trainer.params(), history, info)
 
 
 def train_linear(
@@ -264,23 +171,12 @@ def train_linear(
     LinearModel
         With ``params`` (W, b) and ``loss_history``.
     """
-    impl, dt, X, y, step_size, reg, iters = _check_common(X, y, step_size, reg, iters, backend, dtype)
-    N, D = X.shape
-    source = _init_source(init)
-    K = _n_classes(y, source, "W")
-    p = _init_params(source, {"W": (D, K), "b": (K,)}, dt, seed)
-    WT, b = aligned_copy(p["W"].T), aligned_copy(p["b"])
-    workspace = impl.linear_workspace(N, D, K, dt)
+    impl = get_backend(backend)
+    iters = check_int(iters, "iters", minimum=0)
+    problem = linear_problem(X, y, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype)
+    trainer = impl.prepare(problem)
     history = np.empty(iters, np.float64)
-    step, lam = dt.type(step_size), dt.type(reg)
-
-    key = ("linear", backend, dt.name, D, K)
-
-    def steps(start: int, stop: int) -> int:
-        with first_call(key):
-            return impl.train_linear_steps(X, y, WT, b, step, lam, history, start, stop, *workspace)
-
-    _run(steps, iters, history, 10, verbose, progress, step_size, "train_linear")
-    info = dict(model="linear", step_size=step_size, reg=reg, iters=iters,
-                seed=_seed_info(seed), backend=backend, dtype=dt.name)
-    return LinearModel({"W": np.ascontiguousarray(WT.T), "b": b.copy()}, history, info)
+    _run(trainer.run, iters, history, 10, verbose, progress, problem.step_size, "train_linear")
+    info = dict(model="linear", step_size=problem.step_size, reg=problem.reg, iters=iters,
+                seed=_seed_info(seed), backend=backend, dtype=problem.dtype.name)
+    return LinearModel(trainer.params(), history, info)

@@ -1,0 +1,34 @@
+"""Compilation options shared by every Numba kernel of fastspiral.
+
+* ``fastmath``: "contract" lets LLVM fuse multiply-adds into FMAs and
+  "reassoc" lets it vectorise float reductions (dot products over H, softmax
+  sums); "nsz" and "arcp" are harmless here. "nnan"/"ninf" are left out on
+  purpose: with them LLVM may assume no NaN or inf exists and fold away the
+  non-finite losses the training loops must see to report divergence
+  (numbagg keeps NaN/inf semantics the same way).
+* ``error_model="numpy"``: a division by zero gives inf/NaN (then caught as a
+  non-finite loss) instead of a Python exception check in the hot loops.
+* ``cache=True``: later processes load the compiled code from disk instead of
+  compiling again (see :mod:`fastspiral._threads` for the lock that keeps
+  concurrent first calls from corrupting Numba's cache, numba issue #4807).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
+JIT_OPTIONS = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+
+#: Decorator of the serial kernels.
+kernel = njit(**JIT_OPTIONS)
+#: Decorator of the functions that open ``prange`` regions. They are called
+#: from Python only: a compiled caller of a cached parallel function was once
+#: cached without the prange's outlined code, and the next process loading
+#: it crashed (tests/test_install.py::test_cached_training_loop_loads_in_a_later_process).
+parallel_kernel = njit(parallel=True, **JIT_OPTIONS)
+#: For arithmetic whose rounding is part of its specification (the softmax's
+#: exp): "contract" only, so "reassoc" cannot merge the two steps of a
+#: Cody-Waite argument reduction (the error then grew with |x| to 200 ulp),
+#: and the function does not inherit the flags of the kernel that calls it first.
+exact_kernel = njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")

@@ -1,0 +1,184 @@
+"""The compiled training loops: the net's slots, their fixed-order sum, the update.
+
+One iteration: every slot of rows (:mod:`fastspiral._workspace`) runs the
+fused forward pass, the softmax gradient and the fused backward pass tile by
+tile into its own gradient buffers; the slots are summed in slot order; the
+weights take one gradient-descent step. With one slot the loop never enters
+a parallel region (:func:`train_net_serial`); with more, a ``prange`` over
+the workers runs the slots and the main thread sums and steps
+(:func:`train_net_parallel`), as in stumpy and pynndescent: per-thread
+buffers, then a serial reduction, no atomics.
+"""
+
+from __future__ import annotations
+
+from numba import prange
+
+from ._jit import kernel, parallel_kernel
+from ._layers import linear_backward, linear_forward, net_backward, net_forward
+from ._loss import l2_penalty, softmax_xent_grad, sum_squares
+from ._numerics import is_finite
+from ._update import fill_zero, sgd_update, sum_slots
+
+
+@kernel
+def _net_slot(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,
+              dW1, db1, dW2T, db2, dtok, ktok):
+    """Slot s of S: its rows' gradient into slot s of dW1..db2, its data loss returned.
+
+    hidden, scores, dscores, grow are the running worker's scratch. The whole
+    slot is cleared, padding included, so slots can be summed whole.
+    """
+    N, D = X.shape
+    K, H = W2T.shape
+    dW1, db1, dW2T, db2 = dW1[s], db1[s], dW2T[s], db2[s]
+    fill_zero(dW1)
+    fill_zero(db1)
+    fill_zero(dW2T)
+    fill_zero(db2)
+    T = hidden.shape[0]
+    r0, r1 = s * N // S, (s + 1) * N // S
+    loss = 0.0
+    for a in range(r0, r1, T):
+        e = min(a + T, r1)
+        n = e - a
+        Xt = X[a:e]
+        net_forward(Xt, W1, b1, W2T, b2, hidden[:n], scores[:n], dtok, ktok)
+        loss += softmax_xent_grad(scores[:n], y[a:e], scale, dscores[:n], ktok)
+        net_backward(Xt, hidden[:n], dscores[:n], W2T, dW1[:D], db1[:H], dW2T[:K], db2[:K], grow,
+                     dtok, ktok)
+    return loss
+
+
+@kernel
+def _slots_in_turn(X, y, W1, b1, W2T, b2, ws):
+    """Every slot in turn on this thread (worker 0's scratch); data losses into ``ws.losses``."""
+    S = ws.losses.size
+    scale = 1.0 / X.shape[0]
+    for s in range(S):
+        ws.losses[s] = _net_slot(s, S, X, y, W1, b1, W2T, b2, scale, ws.hidden[0], ws.scores[0],
+                                 ws.dscores[0], ws.grow[0], ws.dW1, ws.db1, ws.dW2T, ws.db2,
+                                 ws.dtok, ws.ktok)
+
+
+@kernel
+def _net_loss(reg, W1, W2T, ws):
+    """The iteration's loss: the slots' data losses, in slot order, plus the L2 term."""
+    data = 0.0
+    for s in range(ws.losses.size):
+        data += ws.losses[s]
+    return data + l2_penalty(reg, W1, W2T)
+
+
+@kernel
+def _net_step(W1, b1, W2T, b2, step_size, reg, ws):
+    """Sum the gradient slots into slot 0 (in slot order), then one step of every weight."""
+    D, K, H = W1.shape[0], W2T.shape[0], b1.size
+    zero = step_size - step_size  # no L2 on the biases, in the weights' dtype
+    sum_slots(ws.dW1)
+    sum_slots(ws.db1)
+    sum_slots(ws.dW2T)
+    sum_slots(ws.db2)
+    sgd_update(W1, ws.dW1[0][:D], step_size, reg)
+    sgd_update(b1, ws.db1[0][:H], step_size, zero)
+    sgd_update(W2T, ws.dW2T[0][:K], step_size, reg)
+    sgd_update(b2, ws.db2[0][:K], step_size, zero)
+
+
+@kernel
+def train_net_serial(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws):
+    """Iterations ``start..stop-1`` of the net on this thread, in place.
+
+    ``history[i]`` gets the loss at iteration i, before its update. Returns -1,
+    or the first iteration whose loss is not finite (the weights are then
+    as they were before it).
+    """
+    for it in range(start, stop):
+        _slots_in_turn(X, y, W1, b1, W2T, b2, ws)
+        loss = _net_loss(reg, W1, W2T, ws)
+        history[it] = loss
+        if not is_finite(loss):
+            return it
+        _net_step(W1, b1, W2T, b2, step_size, reg, ws)
+    return -1
+
+
+@parallel_kernel
+def train_net_parallel(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, n_workers, ws):
+    """:func:`train_net_serial` with the slots shared out among ``n_workers`` threads.
+
+    Worker p runs slots p, p + P, ... on its own scratch; which worker ran a
+    slot changes no bit of it, and the main thread sums the slots in order,
+    so the result does not depend on ``n_workers``.
+    """
+    # The buffers leave the named workspace before the prange: a named tuple
+    # holding tuples cannot cross into a prange body (Numba's gufunc wrapper
+    # rejects the tokens).
+    hidden, scores, dscores, grow = ws.hidden, ws.scores, ws.dscores, ws.grow
+    dW1, db1, dW2T, db2, losses, dtok, ktok = ws.dW1, ws.db1, ws.dW2T, ws.db2, ws.losses, ws.dtok, ws.ktok
+    S = losses.size
+    scale = 1.0 / X.shape[0]
+    for it in range(start, stop):
+        for p in prange(n_workers):
+            for s in range(p, S, n_workers):
+                losses[s] = _net_slot(s, S, X, y, W1, b1, W2T, b2, scale, hidden[p], scores[p], dscores[p],
+                                      grow[p], dW1, db1, dW2T, db2, dtok, ktok)
+        loss = _net_loss(reg, W1, W2T, ws)
+        history[it] = loss
+        if not is_finite(loss):
+            return it
+        _net_step(W1, b1, W2T, b2, step_size, reg, ws)
+    return -1
+
+
+@kernel
+def net_loss_grad(X, y, W1, b1, W2T, b2, reg, ws):
+    """Loss and full-batch gradient of the net at the current weights (no update).
+
+    Returns ``data_loss + 0.5 * reg * (sum(W1**2) + sum(W2T**2))`` and leaves
+    the data loss's gradient in slot 0: ``dW1[0, :D]``, ``db1[0, :H]``,
+    ``dW2T[0, :K]``, ``db2[0, :K]`` (the update adds the L2 gradient
+    ``reg * W``). The slot and sum code of the training loops, on one thread.
+    """
+    _slots_in_turn(X, y, W1, b1, W2T, b2, ws)
+    sum_slots(ws.dW1)
+    sum_slots(ws.db1)
+    sum_slots(ws.dW2T)
+    sum_slots(ws.db2)
+    return _net_loss(reg, W1, W2T, ws)
+
+
+@kernel
+def linear_loss_grad(X, y, WT, b, reg, ws):
+    """Loss and full-batch gradient of the softmax linear classifier, into ``ws.dWT``, ``ws.db``.
+
+    Returns ``data_loss + 0.5 * reg * sum(WT**2)``. A few FLOPs per row: one thread.
+    """
+    N = X.shape[0]
+    T = ws.scores.shape[0]
+    scale = 1.0 / N
+    fill_zero(ws.dWT)
+    fill_zero(ws.db)
+    loss = 0.0
+    for a in range(0, N, T):
+        e = min(a + T, N)
+        n = e - a
+        Xt = X[a:e]
+        linear_forward(Xt, WT, b, ws.scores[:n])
+        loss += softmax_xent_grad(ws.scores[:n], y[a:e], scale, ws.dscores[:n], ws.ktok)
+        linear_backward(Xt, ws.dscores[:n], ws.dWT, ws.db)
+    return loss + 0.5 * reg * sum_squares(WT)
+
+
+@kernel
+def train_linear_steps(X, y, WT, b, step_size, reg, history, start, stop, ws):
+    """Iterations ``start..stop-1`` of the linear classifier; same contract as :func:`train_net_serial`."""
+    zero = step_size - step_size
+    for it in range(start, stop):
+        loss = linear_loss_grad(X, y, WT, b, reg, ws)
+        history[it] = loss
+        if not is_finite(loss):
+            return it
+        sgd_update(WT, ws.dWT, step_size, reg)
+        sgd_update(b, ws.db, step_size, zero)
+    return -1

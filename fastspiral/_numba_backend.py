@@ -1,0 +1,94 @@
+"""The ``"numba"`` backend: trainers that run the compiled loops of :mod:`fastspiral._loops`."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import _loops
+from ._layers import is_general
+from ._memory import aligned_copy
+from ._setup import Problem
+from ._threads import ThreadChooser, first_call, parallel_section, threads_allowed, usable_threads
+from ._workspace import linear_workspace, n_slots, net_workspace
+from ._workspace import workspace_bytes as _net_bytes
+
+
+class NetTrainer:
+    """A net training: cache-line-aligned working weights (second layer as W2T (K, H)) and workspace.
+
+    With one slot the serial loop runs; with more the parallel loop, on as
+    many threads as :class:`~fastspiral._threads.ThreadChooser` picks for each
+    run (the result does not depend on it).
+    """
+
+    def __init__(self, problem: Problem):
+        p = problem
+        self.X, self.y = p.X, p.y
+        self.W1, self.b1, self.b2 = aligned_copy(p.params["W1"]), aligned_copy(p.params["b1"]), \
+            aligned_copy(p.params["b2"])
+        self.W2T = aligned_copy(p.params["W2"].T)
+        self.step, self.reg = p.dtype.type(p.step_size), p.dtype.type(p.reg)
+        N, D, H, K = p.n_samples, p.n_features, p.n_hidden, p.n_classes
+        parallel = n_slots(N, H) > 1 and threads_allowed()
+        most = usable_threads() if parallel else 1
+        self.ws = net_workspace(N, D, H, K, p.dtype, most)
+        self.parallel = parallel
+        self.chooser = ThreadChooser(self.ws.n_workers if parallel else 1)
+        shape = "any" if is_general((self.ws.dtok, self.ws.ktok)) else (D, K)
+        self._key = ("net", p.dtype.name, shape, parallel)
+
+    def run(self, start: int, stop: int, history: np.ndarray) -> int:
+        args = (self.X, self.y, self.W1, self.b1, self.W2T, self.b2, self.step, self.reg, history)
+        with first_call(self._key):
+            if not self.parallel:
+                return _loops.train_net_serial(*args, start, stop, self.ws)
+            it = start
+            for threads, n in self.chooser.plan(stop - start):
+                t0 = time.perf_counter()
+                with parallel_section(threads):
+                    bad = _loops.train_net_parallel(*args, it, it + n, threads, self.ws)
+                self.chooser.record(threads, n, time.perf_counter() - t0)
+                if bad >= 0:
+                    return bad
+                it += n
+            return -1
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {"W1": self.W1.copy(), "b1": self.b1.copy(), "W2": np.ascontiguousarray(self.W2T.T),
+                "b2": self.b2.copy()}
+
+
+class LinearTrainer:
+    """A linear training: working WT (K, D), b and the workspace; one thread."""
+
+    def __init__(self, problem: Problem):
+        p = problem
+        self.X, self.y = p.X, p.y
+        self.WT, self.b = aligned_copy(p.params["W"].T), aligned_copy(p.params["b"])
+        self.step, self.reg = p.dtype.type(p.step_size), p.dtype.type(p.reg)
+        self.ws = linear_workspace(p.n_samples, p.n_features, p.n_classes, p.dtype)
+        self._key = ("linear", p.dtype.name, len(self.ws.ktok) or "any")
+
+    def run(self, start: int, stop: int, history: np.ndarray) -> int:
+        with first_call(self._key):
+            return _loops.train_linear_steps(self.X, self.y, self.WT, self.b, self.step, self.reg,
+                                             history, start, stop, self.ws)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {"W": np.ascontiguousarray(self.WT.T), "b": self.b.copy()}
+
+
+def prepare(problem: Problem) -> NetTrainer | LinearTrainer:
+    """A trainer for ``problem`` (see :mod:`fastspiral.backends`)."""
+    return NetTrainer(problem) if problem.model == "net" else LinearTrainer(problem)
+
+
+def workspace_bytes(model: str, n_samples: int, n_features: int, n_hidden: int, n_classes: int,
+                    dtype) -> int:
+    """Bytes of the work arrays: cache-sized tiles and per-slot gradients, never N * H."""
+    if model == "linear":
+        return sum(a.nbytes for a in linear_workspace(n_samples, n_features, n_classes, dtype)
+                   if isinstance(a, np.ndarray))
+    return _net_bytes(n_samples, n_features, n_hidden, n_classes, dtype, usable_threads())

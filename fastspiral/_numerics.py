@@ -1,0 +1,88 @@
+"""Scalar numerics for the kernels: a finiteness test fastmath cannot fold, a vectorisable exp."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from ._jit import exact_kernel, kernel
+
+
+@intrinsic
+def _bits_to_float(typingctx, bits):
+    """The float64 whose 64 bits are the int64 ``bits`` (LLVM's bitcast)."""
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(bits), codegen
+
+
+@intrinsic
+def _float_to_bits(typingctx, x):
+    """The int64 with the 64 bits of the float64 ``x`` (LLVM's bitcast)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(x), codegen
+
+
+@kernel
+def is_finite(x):
+    """``math.isfinite(x)`` for a float64, from its exponent bits (all ones: inf or NaN).
+
+    Numba compiles ``math.isfinite(x)`` as "``x - x`` is not NaN", which the
+    kernels' fastmath flags let LLVM fold to True; a diverging run then went
+    on with NaN weights. Integer operations have no fastmath flags to fold.
+    Guarded by tests/test_kernels.py::test_is_finite.
+    """
+    return (_float_to_bits(x) >> 52) & 0x7FF != 0x7FF
+
+
+_LOG2E = 1.4426950408889634
+# ln 2 split in two: LN2_HI has trailing zero bits, so k * LN2_HI is exact
+# for the |k| <= 1100 used here (Cody and Waite's argument reduction).
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+
+
+@exact_kernel
+def exp_nonpositive(x):
+    """``exp(x)`` in float64 for ``x <= 0``, in arithmetic LLVM can vectorise.
+
+    ``np.exp`` is a C-library call LLVM cannot vectorise without Intel's SVML
+    (not a dependency). Method: ``x = k ln2 + r`` with ``|r| <= ln2 / 2``,
+    ``exp(r)`` by its Taylor series to degree 13, times ``2**k`` from its
+    bits. Within 1 ulp of NumPy's exp over [-708, 0]; 0 below -708 (where the
+    result would be subnormal) and for -inf; NaN stays NaN
+    (tests/test_kernels.py::test_exp_matches_numpy_to_one_ulp).
+    """
+    k = math.floor(x * _LOG2E + 0.5)
+    if not k > -1100.0:  # NaN, -inf, far below the range: keep the conversion below defined
+        k = 0.0
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    e = p * _bits_to_float((np.int64(k) + 1023) << 52)  # p * 2**k
+    return 0.0 if x < -708.0 else e
