@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fastspiral._measure import peak_memory_since, reset_peak_memory, useful_flops
-from fastspiral._memory import aligned_copy
+from fastspiral._setup import net_problem
 from fastspiral.backends import BACKENDS
 
 #: (N, H) of each benchmark group; N=300,000 is marked "large" (deselect with -m "not large").
@@ -39,35 +39,24 @@ def iterations_per_round(n_samples, hidden):
 
 
 def spiral_problem(n_samples, hidden, dtype, seed=0):
-    """Spiral data (3 classes, 2 features) and the case study's initial weights."""
+    """Spiral data (3 classes, 2 features) and the case study's initial weights, as train_net sets them up."""
     from fastspiral import make_spiral
 
     X, y = make_spiral(n_samples // 3, 3, seed=seed)
-    rng = np.random.default_rng(seed)
-    dt = np.dtype(dtype)
-    params = dict(W1=0.01 * rng.standard_normal((2, hidden)), b1=np.zeros(hidden),
-                  W2=0.01 * rng.standard_normal((hidden, 3)), b2=np.zeros(3))
-    return X.astype(dt), y, {k: v.astype(dt) for k, v in params.items()}
+    return net_problem(X, y, hidden=hidden, seed=seed, dtype=dtype)
 
 
-def registry_runner(backend, dtype, n_samples, hidden, iters, n_threads):
-    """A callable running ``iters`` iterations of the backend's compiled (or NumPy) loop.
+def registry_runner(backend, dtype, n_samples, hidden, iters):
+    """A callable running ``iters`` iterations of the backend's trainer, as ``train_net`` runs it.
 
-    Work arrays are allocated once here, as ``train_net`` does; the weights
+    The trainer (working weights, buffers) is prepared once here; the weights
     keep training from round to round.
     """
-    impl = BACKENDS[backend]
-    dt = np.dtype(dtype)
-    X, y, p = spiral_problem(n_samples, hidden, dt)
-    # Working copies on cache lines, as train_net makes them.
-    p = {k: aligned_copy(v) for k, v in p.items()}
-    W2T = aligned_copy(p["W2"].T)
-    ws = impl.net_workspace(X.shape[0], 2, hidden, 3, dt, n_threads)
+    trainer = BACKENDS[backend].prepare(spiral_problem(n_samples, hidden, dtype))
     history = np.empty(iters)
-    step, reg = dt.type(1.0), dt.type(1e-3)
 
     def run():
-        bad = impl.train_net_steps(X, y, p["W1"], p["b1"], W2T, p["b2"], step, reg, history, 0, iters, *ws)
+        bad = trainer.run(0, iters, history)
         assert bad < 0, "training diverged"
 
     return run

@@ -25,7 +25,8 @@ def _jax_runner(n_samples, hidden, iters):
 
     from .conftest import spiral_problem
 
-    X, y, p = spiral_problem(n_samples, hidden, "float64")
+    problem = spiral_problem(n_samples, hidden, "float64")
+    X, y, p = problem.X, problem.y, problem.params
     X, onehot = jnp.asarray(X), jax.nn.one_hot(jnp.asarray(y), 3, dtype=jnp.float64)
     n = X.shape[0]
 
@@ -63,7 +64,8 @@ def _torch_runner(n_samples, hidden, iters):
 
     from .conftest import spiral_problem
 
-    X, y, p = spiral_problem(n_samples, hidden, "float64")
+    problem = spiral_problem(n_samples, hidden, "float64")
+    X, y, p = problem.X, problem.y, problem.params
     X, y = torch.from_numpy(X), torch.from_numpy(y)
     W1, b1, W2, b2 = (torch.from_numpy(p[k].copy()) for k in ("W1", "b1", "W2", "b2"))
     rows = torch.arange(X.shape[0])
@@ -117,6 +119,7 @@ def test_alternative_trains_the_same_model(library):
     make = _jax_runner if library == "jax" else _torch_runner
     run = make(300, 100, 50)
     run()
-    X, y, p = spiral_problem(300, 100, "float64")
+    problem = spiral_problem(300, 100, "float64")
+    X, y, p = problem.X, problem.y, problem.params
     net = fs.train_net(X, y, init=p, iters=50, step_size=STEP, reg=REG)
     np.testing.assert_allclose(np.asarray(run.state["history"]), net.loss_history, rtol=1e-9)

@@ -7,7 +7,7 @@ Compile time is excluded by a warm-up round. Run with ``pytest --benchmark-only`
 import numba
 import pytest
 
-from fastspiral._threads import n_threads_for, net_work
+from fastspiral._threads import usable_threads
 
 from .conftest import (IMPLEMENTATIONS, ROUNDS, SIZES, group_name, iterations_per_round, record,
                        registry_runner, reset_peak_memory, settle, size_id)
@@ -20,14 +20,13 @@ def test_train_net(benchmark, size, impl):
     backend, dtype = impl
     benchmark.group = group_name(n_samples, hidden)
     iters = iterations_per_round(n_samples, hidden)
-    threads = n_threads_for(net_work(n_samples, hidden)) if backend == "numba" else 1
-    registry_runner(backend, dtype, 30, hidden, 1, threads)()  # compile first: not in the memory figure
+    registry_runner(backend, dtype, 3000, hidden, 2)()  # compile first: not in the memory figure
     mark = reset_peak_memory()
-    run = registry_runner(backend, dtype, n_samples, hidden, iters, threads)
+    run = registry_runner(backend, dtype, n_samples, hidden, iters)
     settle()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     record(benchmark, n_samples, hidden, iters, mark, backend=backend, dtype=dtype,
-           threads=threads if backend == "numba" else None)
+           threads=usable_threads() if backend == "numba" else None)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -38,9 +37,13 @@ def test_thread_scaling(benchmark, threads):
     n_samples, hidden = 30_000, 1000
     benchmark.group = "threads N=30,000 H=1,000"
     iters = iterations_per_round(n_samples, hidden)
-    registry_runner("numba", "float64", 30, hidden, 1, threads)()
-    mark = reset_peak_memory()
-    run = registry_runner("numba", "float64", n_samples, hidden, iters, threads)
-    settle()
-    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    numba.set_num_threads(threads)
+    try:
+        registry_runner("numba", "float64", 3000, hidden, 2)()
+        mark = reset_peak_memory()
+        run = registry_runner("numba", "float64", n_samples, hidden, iters)
+        settle()
+        benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     record(benchmark, n_samples, hidden, iters, mark, backend="numba", dtype="float64", threads=threads)

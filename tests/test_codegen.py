@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastspiral import _kernels as K
+from fastspiral import _jit, _layers, _loss
 
 
 def _cpu_flags():
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not {"avx2", "fma"} <= _cpu_flags(),
 
 def _asm(kernel, *args):
     # Cached functions cannot show their assembly: compile an uncached twin.
-    twin = njit(nogil=True, fastmath=K.FASTMATH, error_model="numpy")(kernel.py_func)
+    twin = njit(nogil=True, fastmath=_jit.FASTMATH, error_model="numpy")(kernel.py_func)
     twin(*args)
     return next(iter(twin.inspect_asm().values()))
 
@@ -44,13 +44,28 @@ def test_hot_loops_use_packed_fma(name, dtype, suffix):
     T, H = 8, 1000
     rng = np.random.default_rng(0)
     a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
-    dtok, ktok = K.dims_token(2, 3, dtype)
+    dtok, ktok = _layers.dims_token(2, 3, dtype)
     block = (0, np.uint64(0), np.uint64(H), dtok, ktok)  # rows from 0, hidden units 0..H-1
     if name.startswith("_forward"):
         args = (a(T, 2), a(2, H), a(H), a(3, H), a(T, H), a(T, 3), *block)
     else:
         args = (a(T, 2), a(T, H), a(T, 3), a(3, H), a(2, H), a(H), a(3, H), *block)
-    asm = _asm(getattr(K, name), *args)
+    asm = _asm(getattr(_layers, name), *args)
+    packed = re.findall(rf"vfmadd\w*{suffix}\s[^\n]*%[yz]mm", asm)
+    assert len(packed) >= 4, f"{name}: no 256/512-bit packed FMA in the generated code"
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float64, "pd"), (np.float32, "ps")])
+@pytest.mark.parametrize("name", ["_forward_general", "_backward_general"])
+def test_general_form_uses_packed_fma(name, dtype, suffix):
+    T, D, H, K = 8, 16, 1000, 10
+    rng = np.random.default_rng(0)
+    a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    if name == "_forward_general":
+        args = (a(T, D), a(D, H), a(H), a(K, H), a(K), a(T, H), a(T, K), (), ())
+    else:
+        args = (a(T, D), a(T, H), a(T, K), a(K, H), a(D, H), a(H), a(K, H), a(K), a(H), (), ())
+    asm = _asm(getattr(_layers, name), *args)
     packed = re.findall(rf"vfmadd\w*{suffix}\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 4, f"{name}: no 256/512-bit packed FMA in the generated code"
 
@@ -62,16 +77,7 @@ def test_softmax_exponentials_are_vectorised(dtype):
     # one scalar FMA chain per score.
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((64, 3)).astype(dtype)
-    ktok = K.dims_token(1, 3, dtype)[1]
-    asm = _asm(K.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores), ktok)
+    ktok = _layers.dims_token(1, 3, dtype)[1]
+    asm = _asm(_loss.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores), ktok)
     packed = re.findall(r"vfmadd\w*pd\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 10, "softmax_xent_grad: the exponentials are not vectorised"
-
-
-@pytest.mark.skipif("3dnowprefetch" not in _cpu_flags(), reason="this CPU does not report PREFETCHW")
-def test_gradient_slots_are_claimed_with_prefetchw():
-    # A prefetch is only a hint, so no result shows whether it is there.
-    G = np.zeros((4, 3, 100))
-    asm = _asm(K._claim_slot, G, 1)
-    assert len(re.findall(r"prefetchw\s", asm)) >= 1
-    assert not G.any()

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 import fastspiral as fs
-from fastspiral._threads import PARALLEL_MIN_WORK, net_work
+from fastspiral._workspace import n_slots
 
 from .conftest import interrupt, start_interruptible
 
-# 1200 rows x 100 hidden units: above PARALLEL_MIN_WORK, so the parallel kernels run.
+# 1200 rows x 100 hidden units: several slots, so the parallel loop runs.
 BIG = dict(n_per_class=400, hidden=100)
-assert net_work(3 * BIG["n_per_class"], BIG["hidden"]) >= PARALLEL_MIN_WORK
+assert n_slots(3 * BIG["n_per_class"], BIG["hidden"]) > 1
 
 
 def _train(seed, n_per_class=BIG["n_per_class"], hidden=BIG["hidden"], iters=200):

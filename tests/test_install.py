@@ -83,27 +83,28 @@ def test_processes_compiling_at_once_leave_a_loadable_cache(tmp_path):
 SETUP = """
 import numpy as np
 import fastspiral as fs
-from fastspiral import _kernels as K
-X, y = fs.make_spiral(100, 3, seed=0)
+from fastspiral import _loops
+from fastspiral._workspace import net_workspace
+X, y = fs.make_spiral(400, 3, seed=0)
 rng = np.random.default_rng(0)
 W1, b1 = 0.01 * rng.standard_normal((2, 100)), np.zeros(100)
 W2T, b2 = 0.01 * rng.standard_normal((3, 100)), np.zeros(3)
-ws = K.net_workspace(300, 2, 100, 3, np.dtype(np.float64), 2)
+ws = net_workspace(1200, 2, 100, 3, np.dtype(np.float64), 2)
 """
 STEPS = {
-    "kernel": SETUP + "print(K.net_loss_grad(X, y, W1, b1, W2T, b2, 1e-3, 1 / 300, *ws[:-2]))",
-    "train": "import fastspiral as fs; X, y = fs.make_spiral(seed=0); print(fs.train_net(X, y, iters=10).final_loss)",
-    "loop": SETUP + "h = np.empty(10); K.train_net_steps(X, y, W1, b1, W2T, b2, 1.0, 1e-3, h, 0, 10, *ws); print(h[-1])",
+    "kernel": SETUP + "print(_loops.net_loss_grad(X, y, W1, b1, W2T, b2, 1e-3, ws))",
+    "train": "import fastspiral as fs; X, y = fs.make_spiral(400, 3, seed=0); print(fs.train_net(X, y, iters=10).final_loss)",
+    "loop": SETUP + "h = np.empty(10); _loops.train_net_parallel(X, y, W1, b1, W2T, b2, 1.0, 1e-3, h, 0, 10, 2, ws); print(h[-1])",
 }
 
 
 def test_cached_training_loop_loads_in_a_later_process(tmp_path):
-    """Call the parallel kernel directly, then train, then run the loop from a third process.
+    """Call a kernel directly, then train, then run the parallel loop from a third process.
 
-    When a compiled loop called the cached parallel kernel, the loop's cache
+    When a compiled loop called a cached parallel kernel, the loop's cache
     entry was written without the prange's code and the third process
-    segfaulted. The parallel functions are now called from Python only, and
-    cached on their own.
+    segfaulted. The parallel loop is called from Python only, and cached on
+    its own.
     """
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     for name in ("kernel", "train", "loop", "loop"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastspiral as fs
-from fastspiral import _kernels
+from fastspiral._workspace import net_workspace
 from fastspiral._memory import CACHE_LINE, aligned_copy, aligned_empty, slot_length
 
 
@@ -43,18 +43,15 @@ def test_slot_length(unit_bytes, pad):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("hidden", [100, 7, 1000])
 def test_net_workspace_slots_start_on_cache_lines(hidden, dtype, n_threads):
-    ws = _kernels.net_workspace(301, 2, hidden, 3, np.dtype(dtype), n_threads)
-    buffers = ws[:7]  # hidden, scores, dscores, dW1, db1, dW2T, db2
-    assert all(a.dtype == dtype for a in buffers)
+    ws = net_workspace(3001, 2, hidden, 3, np.dtype(dtype), n_threads)
+    buffers = [ws.hidden, ws.scores, ws.dscores, ws.grow, ws.dW1, ws.db1, ws.dW2T, ws.db2]
+    assert ws.n_slots > 1 and ws.n_workers == min(n_threads, ws.n_slots)
     for a in buffers:
+        assert a.dtype == dtype
         assert a.ctypes.data % CACHE_LINE == 0
-        assert a.strides[0] % CACHE_LINE == 0  # the thread slots
-    replicas = ws[-2]  # the per-thread weight copies: each part of each row on a cache line
-    assert replicas.ctypes.data % CACHE_LINE == 0 and replicas.strides[0] % CACHE_LINE == 0
-    for part in _kernels._replica(replicas, replicas.shape[0] - 1, 2, hidden, 3):
-        assert part.ctypes.data % CACHE_LINE == 0
-    hidden_tile = buffers[0]
-    assert hidden_tile.shape[1] % 4 == 0 or hidden_tile.shape[1] >= -(-301 // hidden_tile.shape[0])
+        assert a.strides[0] % CACHE_LINE == 0  # the worker and gradient slots
+    hidden_tile = ws.hidden
+    assert hidden_tile.shape[1] % 4 == 0 or hidden_tile.shape[1] >= -(-3001 // ws.n_slots)
 
 
 def test_trained_parameters_are_plain_arrays():

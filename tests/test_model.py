@@ -29,7 +29,7 @@ def test_predict_matches_forward_pass(models):
 def test_predict_in_blocks_matches_one_block(models, monkeypatch):
     X, y, net, _ = models
     full = net.predict_proba(X)
-    monkeypatch.setattr("fastspiral.model._PREDICT_ELEMENTS", 7 * net.n_hidden)
+    monkeypatch.setattr("fastspiral.model.PREDICT_ELEMENTS", 7 * net.n_hidden)
     # BLAS may pick other kernels for 7-row blocks: equal up to rounding.
     np.testing.assert_allclose(net.predict_proba(X), full, rtol=1e-13)
 
