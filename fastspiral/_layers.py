@@ -26,7 +26,7 @@ import numpy as np
 from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import overload
 
-from ._jit import kernel
+from ._jit import inline_kernel, kernel
 
 #: Hidden units per block of the fused passes (docs/design.md, "H block").
 H_BLOCK = 512
@@ -56,7 +56,7 @@ def is_general(dims) -> bool:
     return len(dims[1]) == 0
 
 
-@kernel
+@inline_kernel
 def _block(h0, H):
     """Bounds of the block of hidden units from h0, as unsigned integers.
 
@@ -68,7 +68,7 @@ def _block(h0, H):
     return np.uint64(h0), np.uint64(min(h0 + H_BLOCK, H))
 
 
-@kernel
+@inline_kernel
 def _row(A, t, tok):
     """Row t of A as a tuple of ``len(tok)`` values, read once before a loop over H.
 
@@ -83,7 +83,7 @@ def _row(A, t, tok):
 
 # -- small D and K: constants, four rows at a time ------------------------------------
 
-@kernel
+@inline_kernel
 def _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
     zero = hidden.dtype.type(0)
     x = _row(X, t, dtok)
@@ -101,7 +101,7 @@ def _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
         scores[t, k] += acc[k]
 
 
-@kernel
+@inline_kernel
 def _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
     """Rows t..t+3: each weight load serves four rows; the K score sums ride in tuples (registers)."""
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
@@ -156,7 +156,7 @@ def _forward_small(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
             _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
 
 
-@kernel
+@inline_kernel
 def _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
     zero = hidden.dtype.type(0)
     x = _row(X, t, dtok)
@@ -174,7 +174,7 @@ def _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, 
             dW1[d, h] += x[d] * g
 
 
-@kernel
+@inline_kernel
 def _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
     """Rows t..t+3: each load and store of a gradient serves four rows."""
     zero = hidden.dtype.type(0)
@@ -221,100 +221,233 @@ def _backward_small(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, kt
 
 
 # -- any D and K: runtime loops around vectorised passes over H ---------------------
+# Rows and features (or classes) go four by four: sixteen FMAs per four weight
+# loads and four loads and stores of hidden or gradient rows.
+
+@inline_kernel
+def general_h_block(D):
+    """Hidden units per block in the general form: the block's W1 columns (D x block) stay in L2."""
+    return min(H_BLOCK, max(64, 131_072 // max(D, 1) // 64 * 64))
+
+
+@inline_kernel
+def _forward_four_rows_general(X, W1, b1, W2T, hidden, scores, t, lo, hi):
+    D, K = X.shape[1], W2T.shape[0]
+    D4 = D - D % 4
+    zero = hidden.dtype.type(0)
+    h0, h1, h2, h3 = hidden[t], hidden[t + 1], hidden[t + 2], hidden[t + 3]
+    for h in range(lo, hi):
+        c = b1[h]
+        h0[h] = c
+        h1[h] = c
+        h2[h] = c
+        h3[h] = c
+    for d in range(0, D4, 4):
+        x00, x01, x02, x03 = X[t, d], X[t, d + 1], X[t, d + 2], X[t, d + 3]
+        x10, x11, x12, x13 = X[t + 1, d], X[t + 1, d + 1], X[t + 1, d + 2], X[t + 1, d + 3]
+        x20, x21, x22, x23 = X[t + 2, d], X[t + 2, d + 1], X[t + 2, d + 2], X[t + 2, d + 3]
+        x30, x31, x32, x33 = X[t + 3, d], X[t + 3, d + 1], X[t + 3, d + 2], X[t + 3, d + 3]
+        w0, w1, w2, w3 = W1[d], W1[d + 1], W1[d + 2], W1[d + 3]
+        for h in range(lo, hi):
+            a, b, c, e = w0[h], w1[h], w2[h], w3[h]
+            h0[h] += (x00 * a + x01 * b) + (x02 * c + x03 * e)
+            h1[h] += (x10 * a + x11 * b) + (x12 * c + x13 * e)
+            h2[h] += (x20 * a + x21 * b) + (x22 * c + x23 * e)
+            h3[h] += (x30 * a + x31 * b) + (x32 * c + x33 * e)
+    for d in range(D4, D):
+        x0, x1, x2, x3 = X[t, d], X[t + 1, d], X[t + 2, d], X[t + 3, d]
+        w = W1[d]
+        for h in range(lo, hi):
+            h0[h] += x0 * w[h]
+            h1[h] += x1 * w[h]
+            h2[h] += x2 * w[h]
+            h3[h] += x3 * w[h]
+    for h in range(lo, hi):
+        if h0[h] < 0:
+            h0[h] = zero
+        if h1[h] < 0:
+            h1[h] = zero
+        if h2[h] < 0:
+            h2[h] = zero
+        if h3[h] < 0:
+            h3[h] = zero
+    for k in range(K):
+        w = W2T[k]
+        a0 = a1 = a2 = a3 = zero
+        for h in range(lo, hi):
+            a0 += h0[h] * w[h]
+            a1 += h1[h] * w[h]
+            a2 += h2[h] * w[h]
+            a3 += h3[h] * w[h]
+        scores[t, k] += a0
+        scores[t + 1, k] += a1
+        scores[t + 2, k] += a2
+        scores[t + 3, k] += a3
+
+
+@inline_kernel
+def _forward_one_row_general(X, W1, b1, W2T, hidden, scores, t, lo, hi):
+    D, K = X.shape[1], W2T.shape[0]
+    zero = hidden.dtype.type(0)
+    r = hidden[t]
+    for h in range(lo, hi):
+        r[h] = b1[h]
+    for d in range(D):
+        x, w = X[t, d], W1[d]
+        for h in range(lo, hi):
+            r[h] += x * w[h]
+    for h in range(lo, hi):
+        if r[h] < 0:
+            r[h] = zero
+    for k in range(K):
+        w = W2T[k]
+        acc = zero
+        for h in range(lo, hi):
+            acc += r[h] * w[h]
+        scores[t, k] += acc
+
 
 @kernel
 def _forward_general(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     T, H = hidden.shape
-    D, K = X.shape[1], W2T.shape[0]
-    D4 = D - D % 4
-    zero = hidden.dtype.type(0)
+    K = W2T.shape[0]
     for t in range(T):
         for k in range(K):
             scores[t, k] = b2[k]
-    for h0 in range(0, H, H_BLOCK):
-        lo, hi = _block(h0, H)
-        for t in range(T):
+    T4 = T - T % 4
+    hb = general_h_block(X.shape[1])
+    for h0 in range(0, H, hb):
+        lo, hi = np.uint64(h0), np.uint64(min(h0 + hb, H))
+        for t in range(0, T4, 4):
+            _forward_four_rows_general(X, W1, b1, W2T, hidden, scores, t, lo, hi)
+        for t in range(T4, T):
+            _forward_one_row_general(X, W1, b1, W2T, hidden, scores, t, lo, hi)
+
+
+@inline_kernel
+def _dhidden_rows(hidden, dscores, W2T, dW2T, db1, grow, t, n, lo, hi):
+    """Rows t..t+n-1 (n = 4 or 1): dW2T += their part, and dhidden written over their hidden values.
+
+    grow (4, H) holds the rows' ``dscores @ W2T`` while the classes go by.
+    """
+    K = W2T.shape[0]
+    zero = hidden.dtype.type(0)
+    if n == 4:
+        h0, h1, h2, h3 = hidden[t], hidden[t + 1], hidden[t + 2], hidden[t + 3]
+        g0, g1, g2, g3 = grow[0], grow[1], grow[2], grow[3]
+        for h in range(lo, hi):
+            g0[h] = zero
+            g1[h] = zero
+            g2[h] = zero
+            g3[h] = zero
+        for k in range(K):
+            s0, s1, s2, s3 = dscores[t, k], dscores[t + 1, k], dscores[t + 2, k], dscores[t + 3, k]
+            w, dw = W2T[k], dW2T[k]
             for h in range(lo, hi):
-                hidden[t, h] = b1[h]
-            # Four features per pass: four weight loads and one load and store
-            # of the hidden row per four FMAs (one feature per pass: 2 and 1).
-            for d in range(0, D4, 4):
-                x0, x1, x2, x3 = X[t, d], X[t, d + 1], X[t, d + 2], X[t, d + 3]
-                for h in range(lo, hi):
-                    hidden[t, h] += (x0 * W1[d, h] + x1 * W1[d + 1, h]) + (x2 * W1[d + 2, h] + x3 * W1[d + 3, h])
-            for d in range(D4, D):
-                x0 = X[t, d]
-                for h in range(lo, hi):
-                    hidden[t, h] += x0 * W1[d, h]
+                dw[h] += (s0 * h0[h] + s1 * h1[h]) + (s2 * h2[h] + s3 * h3[h])
+                g0[h] += s0 * w[h]
+                g1[h] += s1 * w[h]
+                g2[h] += s2 * w[h]
+                g3[h] += s3 * w[h]
+        for h in range(lo, hi):
+            v0 = g0[h] if h0[h] > 0 else zero
+            v1 = g1[h] if h1[h] > 0 else zero
+            v2 = g2[h] if h2[h] > 0 else zero
+            v3 = g3[h] if h3[h] > 0 else zero
+            h0[h], h1[h], h2[h], h3[h] = v0, v1, v2, v3
+            db1[h] += (v0 + v1) + (v2 + v3)
+    else:
+        r, g = hidden[t], grow[0]
+        for h in range(lo, hi):
+            g[h] = zero
+        for k in range(K):
+            s, w, dw = dscores[t, k], W2T[k], dW2T[k]
             for h in range(lo, hi):
-                if hidden[t, h] < 0:
-                    hidden[t, h] = zero
-            for k in range(K):
-                acc = zero
-                for h in range(lo, hi):
-                    acc += hidden[t, h] * W2T[k, h]
-                scores[t, k] += acc
+                dw[h] += s * r[h]
+                g[h] += s * w[h]
+        for h in range(lo, hi):
+            v = g[h] if r[h] > 0 else zero
+            r[h] = v
+            db1[h] += v
+
+
+@inline_kernel
+def _dW1_rows(X, dhidden, dW1, d, t, lo, hi):
+    """``dW1[d:d+4] += X[t:t+4, d:d+4].T @ dhidden[t:t+4]`` over hidden units lo..hi-1."""
+    x00, x01, x02, x03 = X[t, d], X[t, d + 1], X[t, d + 2], X[t, d + 3]
+    x10, x11, x12, x13 = X[t + 1, d], X[t + 1, d + 1], X[t + 1, d + 2], X[t + 1, d + 3]
+    x20, x21, x22, x23 = X[t + 2, d], X[t + 2, d + 1], X[t + 2, d + 2], X[t + 2, d + 3]
+    x30, x31, x32, x33 = X[t + 3, d], X[t + 3, d + 1], X[t + 3, d + 2], X[t + 3, d + 3]
+    g0, g1, g2, g3 = dhidden[t], dhidden[t + 1], dhidden[t + 2], dhidden[t + 3]
+    w0, w1, w2, w3 = dW1[d], dW1[d + 1], dW1[d + 2], dW1[d + 3]
+    for h in range(lo, hi):
+        a, b, c, e = g0[h], g1[h], g2[h], g3[h]
+        w0[h] += (x00 * a + x10 * b) + (x20 * c + x30 * e)
+        w1[h] += (x01 * a + x11 * b) + (x21 * c + x31 * e)
+        w2[h] += (x02 * a + x12 * b) + (x22 * c + x32 * e)
+        w3[h] += (x03 * a + x13 * b) + (x23 * c + x33 * e)
 
 
 @kernel
 def _backward_general(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
     T, H = hidden.shape
     D, K = X.shape[1], W2T.shape[0]
-    zero = hidden.dtype.type(0)
     for t in range(T):
         for k in range(K):
             db2[k] += dscores[t, k]
-    T4 = T - T % 4
-    for h0 in range(0, H, H_BLOCK):
-        lo, hi = _block(h0, H)
-        # Per row: dW2T, then dhidden (in grow), written over the row's hidden
-        # values, which nothing needs any more.
-        for t in range(T):
-            for h in range(lo, hi):
-                grow[h] = zero
-            for k in range(K):
-                s = dscores[t, k]
-                for h in range(lo, hi):
-                    dW2T[k, h] += s * hidden[t, h]
-                    grow[h] += s * W2T[k, h]
-            for h in range(lo, hi):
-                g = grow[h] if hidden[t, h] > 0 else zero
-                hidden[t, h] = g
-                db1[h] += g
-        # dW1 += X.T @ dhidden, four rows per pass over H.
-        for d in range(D):
+    T4, D4 = T - T % 4, D - D % 4
+    hb = general_h_block(D)
+    for h0 in range(0, H, hb):
+        lo, hi = np.uint64(h0), np.uint64(min(h0 + hb, H))
+        for t in range(0, T4, 4):
+            _dhidden_rows(hidden, dscores, W2T, dW2T, db1, grow, t, 4, lo, hi)
+        for t in range(T4, T):
+            _dhidden_rows(hidden, dscores, W2T, dW2T, db1, grow, t, 1, lo, hi)
+        # dW1 += X.T @ dhidden: four features by four rows, the features outside
+        # so that their four rows of dW1 stay in L1 while the tile's rows pass.
+        for d in range(0, D4, 4):
             for t in range(0, T4, 4):
-                x0, x1, x2, x3 = X[t, d], X[t + 1, d], X[t + 2, d], X[t + 3, d]
+                _dW1_rows(X, hidden, dW1, d, t, lo, hi)
+        for d in range(D):
+            if d < D4:
+                t_first = T4
+            else:
+                t_first = 0
+            w = dW1[d]
+            for t in range(t_first, T):
+                x, g = X[t, d], hidden[t]
                 for h in range(lo, hi):
-                    dW1[d, h] += (x0 * hidden[t, h] + x1 * hidden[t + 1, h]) + \
-                        (x2 * hidden[t + 2, h] + x3 * hidden[t + 3, h])
-            for t in range(T4, T):
-                x0 = X[t, d]
-                for h in range(lo, hi):
-                    dW1[d, h] += x0 * hidden[t, h]
+                    w[h] += x * g[h]
 
 
 # -- the two passes, their form chosen when Numba types the tokens -------------------
 
-def _pick(small, general):
-    """A stub whose Numba overload is ``small`` or ``general`` by the K token's length."""
-
-    def stub(*args):
-        raise NotImplementedError("compiled use only")
-
-    @overload(stub)
-    def _choose(*args):
-        impl = general if len(args[-1]) == 0 else small
-        return lambda *args: impl(*args)
-
-    return stub
+# Typing-time dispatch: Numba calls the overload with the argument *types* and
+# compiles only the form it returns, so a specialisation never compiles the
+# other form (an ``if len(ktok) == 0`` branch would type and lower both).
+def _forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+    raise NotImplementedError("compiled use only")
 
 
-_forward = _pick(_forward_small, _forward_general)
-_backward = _pick(_backward_small, _backward_general)
+def _backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+    raise NotImplementedError("compiled use only")
 
 
-@kernel
+@overload(_forward, inline="always")
+def _forward_form(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+    impl = _forward_general if len(ktok) == 0 else _forward_small
+    return lambda X, W1, b1, W2T, b2, hidden, scores, dtok, ktok: impl(X, W1, b1, W2T, b2, hidden, scores,
+                                                                       dtok, ktok)
+
+
+@overload(_backward, inline="always")
+def _backward_form(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+    impl = _backward_general if len(ktok) == 0 else _backward_small
+    return lambda X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok: impl(
+        X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
+
+
+@inline_kernel
 def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     """Fused forward pass of a tile: ``hidden = max(X @ W1 + b1, 0)``, ``scores = hidden @ W2T.T + b2``.
 
@@ -324,7 +457,7 @@ def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     _forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
 
 
-@kernel
+@inline_kernel
 def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
     """Fused backward pass of a tile; *adds* the tile's gradient to dW1, db1, dW2T, db2.
 
@@ -335,7 +468,7 @@ def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
         dW1  += X.T @ dhidden           db1 += dhidden.sum(0)
 
     ``hidden`` is scratch afterwards (the general form stores dhidden in it)
-    and ``grow`` (H,) is a scratch row.
+    and ``grow`` (4, H) holds scratch rows.
     """
     _backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
 

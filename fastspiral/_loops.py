@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from numba import prange
 
-from ._jit import kernel, parallel_kernel
+from ._jit import inline_kernel, kernel, parallel_kernel
 from ._layers import linear_backward, linear_forward, net_backward, net_forward
 from ._loss import l2_penalty, softmax_xent_grad, sum_squares
 from ._numerics import is_finite
@@ -61,7 +61,7 @@ def _slots_in_turn(X, y, W1, b1, W2T, b2, ws):
                                  ws.dtok, ws.ktok)
 
 
-@kernel
+@inline_kernel
 def _net_loss(reg, W1, W2T, ws):
     """The iteration's loss: the slots' data losses, in slot order, plus the L2 term."""
     data = 0.0
@@ -70,7 +70,7 @@ def _net_loss(reg, W1, W2T, ws):
     return data + l2_penalty(reg, W1, W2T)
 
 
-@kernel
+@inline_kernel
 def _net_step(W1, b1, W2T, b2, step_size, reg, ws):
     """Sum the gradient slots into slot 0 (in slot order), then one step of every weight."""
     D, K, H = W1.shape[0], W2T.shape[0], b1.size

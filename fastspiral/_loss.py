@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ._jit import kernel
+from ._jit import inline_kernel, kernel
 from ._numerics import exp_nonpositive
 
 
@@ -61,7 +61,7 @@ def softmax_xent_grad(scores, y, scale, dscores, ktok):
     return (loss + math.log(product)) * scale
 
 
-@kernel
+@inline_kernel
 def sum_squares(W):
     """``sum(W * W)`` accumulated in float64."""
     w = W.reshape(W.size)
@@ -71,7 +71,7 @@ def sum_squares(W):
     return acc
 
 
-@kernel
+@inline_kernel
 def l2_penalty(reg, W1, W2):
     """The net's L2 term, ``0.5 * reg * (sum(W1**2) + sum(W2**2))``; biases are not regularised."""
     return 0.5 * reg * (sum_squares(W1) + sum_squares(W2))

@@ -45,11 +45,11 @@ class NetTrainer:
             if not self.parallel:
                 return _loops.train_net_serial(*args, start, stop, self.ws)
             it = start
-            for threads, n in self.chooser.plan(stop - start):
+            for threads, n, timed in self.chooser.plan(stop - start):
                 t0 = time.perf_counter()
                 with parallel_section(threads):
                     bad = _loops.train_net_parallel(*args, it, it + n, threads, self.ws)
-                self.chooser.record(threads, n, time.perf_counter() - t0)
+                self.chooser.record(threads, n, time.perf_counter() - t0, timed)
                 if bad >= 0:
                     return bad
                 it += n

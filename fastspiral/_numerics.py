@@ -9,7 +9,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._jit import exact_kernel, kernel
+from ._jit import exact_kernel, inline_kernel, kernel
 
 
 @intrinsic
@@ -36,7 +36,7 @@ def _float_to_bits(typingctx, x):
     return types.int64(x), codegen
 
 
-@kernel
+@inline_kernel
 def is_finite(x):
     """``math.isfinite(x)`` for a float64, from its exponent bits (all ones: inf or NaN).
 

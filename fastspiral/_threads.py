@@ -88,12 +88,17 @@ def usable_threads() -> int:
 class ThreadChooser:
     """Chooses, run by run, how many threads a training's compiled loop gets: ``most`` or 1.
 
-    The slots make results independent of the thread count, so the count can
+    The slots make results independent of the thread count, so the count may
     change between runs. Both counts are timed; the faster is used and the
     other re-timed with a short probe every ``REPROBE_SECONDS`` of training.
     On a quiet machine ``most`` wins; beside busy programs, where a parallel
     region waits for a descheduled thread at every iteration (3-12x slower on
-    two threads than one), one thread wins within milliseconds.
+    two threads than on one), one thread wins within milliseconds.
+
+    A run on ``most`` threads after a pause or after runs on one thread starts
+    with one untimed iteration: waking an idle worker thread can take
+    milliseconds in a virtual machine, which would make the threads look slow
+    on a quiet machine.
     """
 
     #: A probe of the other count lasts about this long at the better rate.
@@ -104,42 +109,52 @@ class ThreadChooser:
         self.most = max(1, most)
         self._times: dict[int, list[float]] = {}  # threads -> seconds per iteration, last few runs
         self._since_probe = 0.0
-        self._warm = False
+        self._warm = False  # the first run may compile: time nothing from it
+        self._last = 0  # threads of the last run
 
-    def plan(self, n_iters: int) -> list[tuple[int, int]]:
-        """``[(threads, iterations), ...]`` for the next ``n_iters`` iterations."""
-        if self.most == 1 or not self._warm:  # the first run may compile: time nothing from it
-            return [(self.most, n_iters)]
-        counts = (self.most, 1)
-        unknown = [c for c in counts if c not in self._times]
-        if unknown:
-            return [(unknown[0], n_iters)]
-        best = min(counts, key=self.rate)
-        if self._since_probe < self.REPROBE_SECONDS or n_iters < 2:
-            return [(best, n_iters)]
-        other = counts[1] if best == counts[0] else counts[0]
-        probe = int(min(n_iters // 2, max(1, self.PROBE_SECONDS / self.rate(best))))
+    def plan(self, n_iters: int) -> list[tuple[int, int, bool]]:
+        """``[(threads, iterations, timed), ...]`` for the next ``n_iters`` iterations."""
+        if self.most == 1 or not self._warm or n_iters < 2:
+            return [(self.most if self.most == 1 or not self._warm else self._best(), n_iters, False)]
+        if self.most not in self._times:
+            return self._segment(self.most, n_iters)
+        if 1 in self._times and self._since_probe < self.REPROBE_SECONDS:
+            return self._segment(self._best(), n_iters)
+        best = self._best() if 1 in self._times else self.most
+        other = 1 if best == self.most else self.most
+        probe = int(min(n_iters // 2, max(2, self.PROBE_SECONDS / self.rate(best))))
         self._since_probe = 0.0
-        return [(other, probe), (best, n_iters - probe)]
+        return self._segment(other, probe) + self._segment(best, n_iters - probe, after=other)
 
-    def record(self, threads: int, n_iters: int, seconds: float) -> None:
+    def _segment(self, threads: int, n: int, after: int | None = None) -> list[tuple[int, int, bool]]:
+        last = self._last if after is None else after
+        if threads > 1 and last != threads and n > 1:
+            return [(threads, 1, False), (threads, n - 1, True)]
+        return [(threads, n, True)]
+
+    def _best(self) -> int:
+        if 1 not in self._times or self.most not in self._times:
+            return self.most
+        return 1 if self.rate(1) < self.rate(self.most) else self.most
+
+    def record(self, threads: int, n_iters: int, seconds: float, timed: bool = True) -> None:
         """What a run of ``n_iters`` iterations on ``threads`` threads took."""
-        if not self._warm:
-            self._warm = True
-            return
-        if n_iters > 0:
+        self._warm = True
+        self._last = threads
+        self._since_probe += seconds
+        if timed and n_iters > 0:
             times = self._times.setdefault(threads, [])
             times.append(seconds / n_iters)
             del times[:-3]
-        self._since_probe += seconds
 
     def rate(self, threads: int) -> float:
-        """Seconds per iteration on ``threads`` threads: the median of the last three runs.
+        """Seconds per iteration on ``threads`` threads: the median of the last three timed runs.
 
-        A busy machine makes single runs of either count look fast or slow by
+        On a busy machine single runs of either count look fast or slow by
         chance; one lucky run of the threaded count must not win a whole chunk.
         """
-        return sorted(self._times[threads])[len(self._times[threads]) // 2]
+        times = sorted(self._times[threads])
+        return times[len(times) // 2]
 
 
 @contextlib.contextmanager

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ._jit import kernel
+from ._jit import inline_kernel, kernel
 
 
-@kernel
+@inline_kernel
 def sgd_update(W, dW, step_size, reg):
     """``W -= step_size * (dW + reg * W)``, in place (``reg = 0`` for biases); dW is only read."""
     w = W.reshape(W.size)
@@ -14,14 +14,14 @@ def sgd_update(W, dW, step_size, reg):
         w[i] -= step_size * (g[i] + reg * w[i])
 
 
-@kernel
+@inline_kernel
 def fill_zero(a):
     v = a.reshape(a.size)
     for i in range(v.size):
         v[i] = 0
 
 
-@kernel
+@inline_kernel
 def sum_slots(G):
     """``G[0] += G[1] + ... + G[S-1]``, slot by slot in that order, over whole slots.
 

@@ -60,7 +60,7 @@ class NetWorkspace(NamedTuple):
     hidden: np.ndarray   # (P, T, H)
     scores: np.ndarray   # (P, T + pad, K)
     dscores: np.ndarray  # (P, T + pad, K)
-    grow: np.ndarray     # (P, H + pad)
+    grow: np.ndarray     # (P, 4, H + pad)
     dW1: np.ndarray      # (S, D + pad, H)
     db1: np.ndarray      # (S, H + pad)
     dW2T: np.ndarray     # (S, K + pad, H)
@@ -106,7 +106,7 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) 
     return NetWorkspace(
         aligned_empty((P, slot(T, H, 0), H), dtype),
         aligned_empty((P, slot(T, K), K), dtype), aligned_empty((P, slot(T, K), K), dtype),
-        aligned_empty((P, slot(H, 1)), dtype),
+        aligned_empty((P, 4, slot(H, 1)), dtype),
         aligned_empty((S, slot(D, H), H), dtype), aligned_empty((S, slot(H, 1)), dtype),
         aligned_empty((S, slot(K, H), H), dtype), aligned_empty((S, slot(K, 1)), dtype),
         np.zeros(S, np.float64),

@@ -157,7 +157,7 @@ def test_net_backward(shape, dtype):
     hidden = np.ascontiguousarray(np.maximum(rng.standard_normal((T, H)), 0), dtype=dtype)
     grads = [np.ascontiguousarray(rng.standard_normal(s), dtype=dtype) for s in ((D, H), (H,), (K, H), (K,))]
     fast = [g.copy() for g in grads]
-    _layers.net_backward(p["X"], hidden.copy(), ds, p["W2T"], *fast, np.empty(H, dtype),
+    _layers.net_backward(p["X"], hidden.copy(), ds, p["W2T"], *fast, np.empty((4, H), dtype),
                          *_layers.dims_token(D, K, dtype))
     # The math, written out independently in float64: gradients are *added*.
     X, h, g, W2T = (a.astype(np.float64) for a in (p["X"], hidden, ds, p["W2T"]))
