@@ -1,0 +1,100 @@
+"""The thread count of a training: capped by the CPUs, chosen run by run, never a hang."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import pytest
+
+from fastspiral._threads import ThreadChooser, usable_threads
+
+
+def _simulate(chooser, seconds_per_iter, chunks):
+    """Drive a chooser as a training does, with a cost per iteration for each thread count.
+
+    Returns the simulated seconds spent and the iterations run on each count.
+    """
+    spent, on = 0.0, {}
+    for n in chunks:
+        for threads, k, timed in chooser.plan(n):
+            assert k >= 1
+            t = seconds_per_iter[threads] * k
+            chooser.record(threads, k, t, timed)
+            spent += t
+            on[threads] = on.get(threads, 0) + k
+    return spent, on
+
+
+CHUNKS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] + [2048] * 20
+
+
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "busy"])
+def test_chooser_runs_nearly_all_iterations_on_the_faster_count(quiet):
+    # Quiet: two threads 1.6x faster. Busy (two CPU-bound programs beside it): ten times slower.
+    cost = {2: 20e-6, 1: 32e-6} if quiet else {2: 450e-6, 1: 48e-6}
+    spent, on = _simulate(ThreadChooser(2), cost, CHUNKS)
+    total = sum(CHUNKS)
+    best = min(cost.values()) * total
+    assert on[min(cost, key=cost.get)] > 0.97 * total
+    assert spent < 1.1 * best  # probes of the slower count cost less than 10%
+
+
+def test_chooser_follows_a_machine_that_becomes_busy():
+    chooser = ThreadChooser(2)
+    _simulate(chooser, {2: 20e-6, 1: 32e-6}, CHUNKS[:12])
+    assert chooser.plan(1000)[-1][0] == 2
+    _, on = _simulate(chooser, {2: 450e-6, 1: 48e-6}, [2048] * 40)
+    assert on[1] > 0.9 * 2048 * 40
+
+
+def test_chooser_with_one_thread_never_probes():
+    chooser = ThreadChooser(1)
+    assert _simulate(chooser, {1: 1e-5}, CHUNKS)[1] == {1: sum(CHUNKS)}
+
+
+def test_usable_threads_never_exceed_the_cpus():
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        cpus = os.cpu_count()
+    assert 1 <= usable_threads() <= min(cpus, numba.get_num_threads())
+
+
+PINNED = textwrap.dedent("""
+    import os, numba
+    from fastspiral._threads import usable_threads
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    print(numba.get_num_threads(), usable_threads())
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity (Linux)")
+def test_more_numba_threads_than_cpus_are_not_used():
+    """NUMBA_NUM_THREADS=8 on one allowed CPU (as under ``taskset -c 0``): one thread."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="8")
+    out = subprocess.run([sys.executable, "-c", PINNED], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["8", "1"]
+
+
+BUSY = textwrap.dedent("""
+    import fastspiral as fs
+    X, y = fs.make_spiral(1000, 3, seed=0)
+    net = fs.train_net(X, y, iters=2000, seed=0)
+    print(net.loss_history.size)
+""")
+
+
+def test_a_busy_neighbour_cannot_make_training_hang():
+    """One CPU-bound program per core beside a threaded training: it still finishes."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        out = subprocess.run([sys.executable, "-c", BUSY], capture_output=True, text=True, timeout=240)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2000"]
