@@ -46,13 +46,27 @@ def spiral_problem(n_samples, hidden, dtype, seed=0):
     return net_problem(X, y, hidden=hidden, seed=seed, dtype=dtype)
 
 
-def registry_runner(backend, dtype, n_samples, hidden, iters):
+def shape_problem(n_samples, n_features, hidden, n_classes, dtype, seed=0):
+    """Gaussian data of another shape (D features, K classes), as train_net sets it up."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    y = rng.integers(0, n_classes, n_samples)
+    return net_problem(X, y, hidden=hidden, seed=seed, dtype=dtype)
+
+
+def registry_runner(backend, dtype, n_samples, hidden, iters, pin_threads=None, problem=None):
     """A callable running ``iters`` iterations of the backend's trainer, as ``train_net`` runs it.
 
     The trainer (working weights, buffers) is prepared once here; the weights
-    keep training from round to round.
+    keep training from round to round. ``pin_threads`` makes a Numba trainer
+    use that many threads throughout instead of choosing run by run;
+    ``problem`` replaces the spiral of ``n_samples`` rows.
     """
-    trainer = BACKENDS[backend].prepare(spiral_problem(n_samples, hidden, dtype))
+    if problem is None:
+        problem = spiral_problem(n_samples, hidden, dtype)
+    trainer = BACKENDS[backend].prepare(problem)
+    if pin_threads is not None and getattr(trainer, "parallel", False):
+        trainer.chooser.plan = lambda n: [(pin_threads, n, False)]
     history = np.empty(iters)
 
     def run():
@@ -88,4 +102,4 @@ def record(benchmark, n_samples, hidden, iters, mark, **info):
 
 
 __all__ = ["IMPLEMENTATIONS", "ROUNDS", "SIZES", "group_name", "iterations_per_round", "record",
-           "registry_runner", "reset_peak_memory", "size_id", "spiral_problem"]
+           "registry_runner", "reset_peak_memory", "shape_problem", "size_id", "spiral_problem"]

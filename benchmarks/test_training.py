@@ -4,13 +4,20 @@ Compile time is excluded by a warm-up round. Run with ``pytest --benchmark-only`
 (``-m "not large"`` leaves out N=300,000).
 """
 
+import os
+import subprocess
+import sys
+import time
+
 import numba
 import pytest
 
 from fastspiral._threads import usable_threads
 
+from fastspiral._measure import useful_flops
+
 from .conftest import (IMPLEMENTATIONS, ROUNDS, SIZES, group_name, iterations_per_round, record,
-                       registry_runner, reset_peak_memory, settle, size_id)
+                       registry_runner, reset_peak_memory, settle, shape_problem, size_id)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: f"{i[0]}-{i[1]}")
@@ -47,3 +54,50 @@ def test_thread_scaling(benchmark, threads):
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     record(benchmark, n_samples, hidden, iters, mark, backend="numba", dtype="float64", threads=threads)
+
+
+@pytest.mark.parametrize("threads", ["one", "default"])
+@pytest.mark.parametrize("machine", ["quiet", "busy"])
+@pytest.mark.parametrize("size", [(300, 100), (3000, 100)], ids=size_id)
+def test_busy_machine(benchmark, size, machine, threads):
+    """train_net's loop on one thread and on the default count, alone or beside one CPU-bound
+    program per core (as a laptop with a busy browser, or two Dask tasks on one worker)."""
+    n_samples, hidden = size
+    benchmark.group = f"busy machine N={n_samples:,} H={hidden}"
+    iters = 2 * iterations_per_round(n_samples, hidden)
+    hogs = []
+    numba.set_num_threads(1 if threads == "one" else numba.config.NUMBA_NUM_THREADS)
+    try:
+        run = registry_runner("numba", "float64", n_samples, hidden, iters)
+        run()
+        if machine == "busy":
+            hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+            time.sleep(0.3)
+        benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=0, iterations=1)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    benchmark.extra_info.update(n_samples=n_samples, hidden=hidden, seconds_per_iter=benchmark.stats.stats.median / iters,
+                                machine=machine, threads=threads)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("n_classes", [3, 7, 10])
+@pytest.mark.parametrize("n_features", [4, 64, 784])
+def test_other_shapes(benchmark, n_features, n_classes, backend):
+    """N=2,000 rows of D features and K classes (H=100; 128 at D=784), numba against NumPy."""
+    n_samples, hidden = 2000, 128 if n_features == 784 else 100
+    benchmark.group = f"shape D={n_features} K={n_classes} N=2,000 H={hidden}"
+    flops = useful_flops(n_samples, hidden, n_features, n_classes)
+    iters = max(3, round(3e8 / flops))
+    problem = shape_problem(n_samples, n_features, hidden, n_classes, "float64")
+    run = registry_runner(backend, "float64", n_samples, hidden, iters, problem=problem)
+    run()  # compile or load, and warm up
+    settle()
+    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=0, iterations=1)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update(n_samples=n_samples, hidden=hidden, n_features=n_features, n_classes=n_classes,
+                                backend=backend, dtype="float64", seconds_per_iter=median / iters,
+                                gflops=flops * iters / median / 1e9)

@@ -85,6 +85,17 @@ def _net_step(W1, b1, W2T, b2, step_size, reg, ws):
     sgd_update(b2, ws.db2[0][:K], step_size, zero)
 
 
+@inline_kernel
+def _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
+    """Record iteration it's loss; if it is finite, take the step and return True."""
+    loss = _net_loss(reg, W1, W2T, ws)
+    history[it] = loss
+    if not is_finite(loss):
+        return False
+    _net_step(W1, b1, W2T, b2, step_size, reg, ws)
+    return True
+
+
 @kernel
 def train_net_serial(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws):
     """Iterations ``start..stop-1`` of the net on this thread, in place.
@@ -95,11 +106,8 @@ def train_net_serial(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop
     """
     for it in range(start, stop):
         _slots_in_turn(X, y, W1, b1, W2T, b2, ws)
-        loss = _net_loss(reg, W1, W2T, ws)
-        history[it] = loss
-        if not is_finite(loss):
+        if not _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
             return it
-        _net_step(W1, b1, W2T, b2, step_size, reg, ws)
     return -1
 
 
@@ -123,11 +131,8 @@ def train_net_parallel(X, y, W1, b1, W2T, b2, step_size, reg, history, start, st
             for s in range(p, S, n_workers):
                 losses[s] = _net_slot(s, S, X, y, W1, b1, W2T, b2, scale, hidden[p], scores[p], dscores[p],
                                       grow[p], dW1, db1, dW2T, db2, dtok, ktok)
-        loss = _net_loss(reg, W1, W2T, ws)
-        history[it] = loss
-        if not is_finite(loss):
+        if not _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
             return it
-        _net_step(W1, b1, W2T, b2, step_size, reg, ws)
     return -1
 
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from . import _loops
-from ._layers import is_general
+from ._tiles import is_general
 from ._memory import aligned_copy
 from ._setup import Problem
 from ._threads import ThreadChooser, first_call, parallel_section, threads_allowed, usable_threads

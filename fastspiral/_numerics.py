@@ -9,7 +9,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._jit import exact_kernel, inline_kernel, kernel
+from ._jit import exact_kernel, inline_kernel
 
 
 @intrinsic

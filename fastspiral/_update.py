@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._jit import inline_kernel, kernel
+from ._jit import inline_kernel
 
 
 @inline_kernel

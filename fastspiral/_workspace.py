@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._layers import dims_token
+from ._tiles import dims_token
 from ._memory import aligned_empty, slot_length
 
 #: The work of a net iteration is counted as N * (H + ROW_COST): the per-row

@@ -86,17 +86,17 @@ def save_figure(fig: Any, path: str | os.PathLike) -> str:
     return path
 
 
-def plot_scaling(records: Any, matmul_gflops: float | None = None):
+def plot_scaling(records: Any, speedups: dict, matmul_gflops: float | None = None):
     """Four panels from :func:`fastspiral.scaling.sweep` records.
 
-    Time per iteration against N (log-log), speed-up of numba over NumPy,
+    ``speedups`` maps (dtype, N, H) to NumPy's time over numba's
+    (:func:`fastspiral.scaling.speedups`). Time per iteration against N
+    (log-log), speed-up of numba over NumPy,
     GFLOP/s against N with the machine's matrix-product rate as a reference
     line, and peak memory against N. One line per (backend, dtype, H).
     Returns the matplotlib Figure.
     """
     from matplotlib.figure import Figure
-
-    from .scaling import speedups
 
     ok = [r for r in records if r.get("status") == "ok" and r.get("seconds_per_iter")]
     fig = Figure(figsize=(12, 9), dpi=100, layout="constrained")
@@ -115,7 +115,7 @@ def plot_scaling(records: Any, matmul_gflops: float | None = None):
             if pts:
                 ax.plot(*zip(*pts), **style)
     by_h: dict[tuple, list] = {}
-    for (dtype, n, h), s in speedups(records).items():
+    for (dtype, n, h), s in speedups.items():
         by_h.setdefault((dtype, h), []).append((n, s))
     for (dtype, h), pts in sorted(by_h.items()):
         ax_s.plot(*zip(*sorted(pts)), marker="o", label=f"{dtype}, H={h:,}")

@@ -461,7 +461,8 @@ def sweep(
     if out is not None:
         from .plot import plot_scaling, save_figure
 
-        save_figure(plot_scaling(records, machine.get("matmul_gflops")), os.path.join(out, "scaling.png"))
+        save_figure(plot_scaling(records, speedups(records), machine.get("matmul_gflops")),
+                    os.path.join(out, "scaling.png"))
     return records
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastspiral import _jit, _layers, _loss
+from fastspiral import _jit, _loss, _tiles, _tiles_general, _tiles_small
 
 
 def _cpu_flags():
@@ -44,13 +44,13 @@ def test_hot_loops_use_packed_fma(name, dtype, suffix):
     T, H = 8, 1000
     rng = np.random.default_rng(0)
     a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
-    dtok, ktok = _layers.dims_token(2, 3, dtype)
+    dtok, ktok = _tiles.dims_token(2, 3, dtype)
     block = (0, np.uint64(0), np.uint64(H), dtok, ktok)  # rows from 0, hidden units 0..H-1
     if name.startswith("_forward"):
         args = (a(T, 2), a(2, H), a(H), a(3, H), a(T, H), a(T, 3), *block)
     else:
         args = (a(T, 2), a(T, H), a(T, 3), a(3, H), a(2, H), a(H), a(3, H), *block)
-    asm = _asm(getattr(_layers, name), *args)
+    asm = _asm(getattr(_tiles_small, name), *args)
     packed = re.findall(rf"vfmadd\w*{suffix}\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 4, f"{name}: no 256/512-bit packed FMA in the generated code"
 
@@ -65,7 +65,7 @@ def test_general_form_uses_packed_fma(name, dtype, suffix):
         args = (a(T, D), a(D, H), a(H), a(K, H), a(K), a(T, H), a(T, K), (), ())
     else:
         args = (a(T, D), a(T, H), a(T, K), a(K, H), a(D, H), a(H), a(K, H), a(K), a(4, H), (), ())
-    asm = _asm(getattr(_layers, name), *args)
+    asm = _asm(getattr(_tiles_general, name), *args)
     packed = re.findall(rf"vfmadd\w*{suffix}\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 4, f"{name}: no 256/512-bit packed FMA in the generated code"
 
@@ -77,7 +77,7 @@ def test_softmax_exponentials_are_vectorised(dtype):
     # one scalar FMA chain per score.
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((64, 3)).astype(dtype)
-    ktok = _layers.dims_token(1, 3, dtype)[1]
+    ktok = _tiles.dims_token(1, 3, dtype)[1]
     asm = _asm(_loss.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores), ktok)
     packed = re.findall(r"vfmadd\w*pd\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 10, "softmax_xent_grad: the exponentials are not vectorised"

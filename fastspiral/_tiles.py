@@ -1,0 +1,65 @@
+"""What the tile kernels share: the blocking of the hidden units and the dims tokens.
+
+Every loop over the hidden units runs along a contiguous row (W1 (D, H),
+W2T (K, H)) in blocks of ``H_BLOCK`` units whose weights and gradients stay
+in L1/L2 while all rows of a tile pass (docs/design.md, "H block").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba.cpython.unsafe.tuple import tuple_setitem
+
+from ._jit import inline_kernel
+
+#: Hidden units per block of the fused passes (docs/design.md, "H block").
+H_BLOCK = 512
+#: Largest D and K compiled as constants. Above them the unrolled four-row
+#: loops keep more sums than there are vector registers (and K=1,000 took
+#: minutes to compile); the general form takes over.
+SMALL_D, SMALL_K = 8, 4
+
+
+def dims_token(n_features, n_classes, dtype):
+    """``(dtok, ktok)``: D and K as tuples of zeros of ``dtype``, or two empty tuples.
+
+    Numba types a tuple by its length, so ``len(dtok)`` is a constant inside a
+    kernel and the short loops over D and K unroll (with D and K as runtime
+    integers LLVM vectorised the 2- and 3-long loops instead, 5x slower;
+    ``numba.literally`` cost ~25 ms per call in the dispatcher). Empty tokens
+    select the general form, for D > SMALL_D or K > SMALL_K.
+    """
+    if n_features > SMALL_D or n_classes > SMALL_K:
+        return (), ()
+    zero = np.dtype(dtype).type(0)
+    return (zero,) * n_features, (zero,) * n_classes
+
+
+def is_general(dims) -> bool:
+    """Whether ``dims`` (from :func:`dims_token`) selects the general form."""
+    return len(dims[1]) == 0
+
+
+@inline_kernel
+def _block(h0, H):
+    """Bounds of the block of hidden units from h0, as unsigned integers.
+
+    Where LLVM cannot prove an index >= 0, Numba's wraparound of negative
+    indices blocks vectorisation (4x slower with signed bounds;
+    tests/test_codegen.py). Index only with them: Numba promotes uint64 mixed
+    with int64 to float64.
+    """
+    return np.uint64(h0), np.uint64(min(h0 + H_BLOCK, H))
+
+
+@inline_kernel
+def _row(A, t, tok):
+    """Row t of A as a tuple of ``len(tok)`` values, read once before a loop over H.
+
+    Read inside that loop they are loads LLVM cannot hoist past the gradient
+    stores, and the runtime alias checks made it give up vectorising.
+    """
+    r = tok
+    for j in range(len(tok)):
+        r = tuple_setitem(r, j, A[t, j])
+    return r
