@@ -103,3 +103,20 @@ def record(benchmark, n_samples, hidden, iters, mark, **info):
 
 __all__ = ["IMPLEMENTATIONS", "ROUNDS", "SIZES", "group_name", "iterations_per_round", "record",
            "registry_runner", "reset_peak_memory", "shape_problem", "size_id", "spiral_problem"]
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """The build the kernels ran as and the BLAS NumPy used, for the report's footnote."""
+    import llvmlite.binding as llvm
+    import numba
+
+    machine_info["numba_cpu"] = numba.config.CPU_NAME or llvm.get_host_cpu_name()
+    machine_info["numba_version"] = numba.__version__
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+                for i in threadpool_info() if i.get("user_api") == "blas"]
+        machine_info["blas"] = ", ".join(blas)
+    except ImportError:  # threadpoolctl comes with the test extra
+        pass

@@ -77,6 +77,7 @@ def markdown(doc: dict, command: str) -> str:
             f"{b['extra_info']['threads']} thread(s) {format_seconds(b['extra_info']['seconds_per_iter'])}"
             f" ({one / b['extra_info']['seconds_per_iter']:.2f}x)" for b in rows)]
         sections.append("\n".join(lines))
+    sections.extend(_shapes(doc) + _busy(doc) + _design(doc))
     startup = [b for b in doc["benchmarks"] if b.get("group") == "start-up"]
     if startup:
         sections.append("Start-up (fresh process: import, train 10 iterations): " + ", ".join(
@@ -94,12 +95,69 @@ def markdown(doc: dict, command: str) -> str:
     sections.append(
         f"Machine: {cpu.get('brand_raw', m.get('processor', '?'))}, {cpu.get('count', '?')} cores; "
         f"NumPy 2048x2048 float64 matmul in the same run: {rate_text}. "
+        f"Numba {m.get('numba_version', '?')} code for CPU {m.get('numba_cpu', '?')}; "
+        f"BLAS: {m.get('blas', '?')}. "
         f"Python {m.get('python_version', '?')}; {doc.get('datetime', '')[:10]}. "
         f"Medians of {_rounds(doc)} rounds. Peak MiB: rise of the process's peak resident memory "
         f"while the benchmark allocated and ran (for JAX it includes the JIT compilation). "
         f"Command: `{command}`."
     )
     return "\n\n".join(sections) + "\n"
+
+
+def _grouped(doc: dict, prefix: str) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for b in doc["benchmarks"]:
+        if (b.get("group") or "").startswith(prefix):
+            groups.setdefault(b["group"], []).append(b)
+    return groups
+
+
+def _shapes(doc: dict) -> list[str]:
+    """Other data shapes: numba against NumPy per (D, K)."""
+    rows = []
+    for group, benches in _grouped(doc, "shape ").items():
+        t = {b["extra_info"]["backend"]: b["extra_info"] for b in benches}
+        if {"numba", "numpy"} <= set(t):
+            n, k = t["numba"]["n_features"], t["numba"]["n_classes"]
+            rows.append((n, k, f"| {n} | {k} | {t['numba']['hidden']} | "
+                               f"{format_seconds(t['numba']['seconds_per_iter'])} | "
+                               f"{format_seconds(t['numpy']['seconds_per_iter'])} | "
+                               f"{t['numpy']['seconds_per_iter'] / t['numba']['seconds_per_iter']:.2f}x | "
+                               f"{t['numba']['gflops']:.1f} |"))
+    if not rows:
+        return []
+    head = ["Other shapes (N=2,000, float64):", "",
+            "| D | K | H | numba | NumPy | numba vs NumPy | numba GFLOP/s |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    return ["\n".join(head + [r for _, _, r in sorted(rows)])]
+
+
+def _busy(doc: dict) -> list[str]:
+    """Quiet and busy machine, one thread and the default count."""
+    lines = []
+    for group, benches in sorted(_grouped(doc, "busy machine").items()):
+        t = {(b["extra_info"]["machine"], b["extra_info"]["threads"]): b["extra_info"]["seconds_per_iter"]
+             for b in benches}
+        parts = []
+        for machine in ("quiet", "busy"):
+            one, default = t.get((machine, "one")), t.get((machine, "default"))
+            if one and default:
+                parts.append(f"{machine}: one thread {format_seconds(one)}, default {format_seconds(default)} "
+                             f"({default / one:.2f}x one thread)")
+        if parts:
+            lines.append(f"{group[0].upper()}{group[1:]}: " + "; ".join(parts))
+    return ["\n".join(lines)] if lines else []
+
+
+def _design(doc: dict) -> list[str]:
+    """The design constants' groups, one line each."""
+    lines = []
+    for group, benches in sorted(_grouped(doc, "design: ").items()):
+        key = "tile" if "tile" in group else "threads"
+        parts = [f"{b['extra_info'][key]}: {format_seconds(b['extra_info']['seconds_per_iter'])}"
+                 for b in sorted(benches, key=lambda b: b["extra_info"][key])]
+        lines.append(f"{group[len('design: '):]}: " + ", ".join(parts))
+    return ["Design constants (docs/design.md):\n" + "\n".join(f"- {line}" for line in lines)] if lines else []
 
 
 def _rounds(doc: dict) -> str:

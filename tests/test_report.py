@@ -37,3 +37,29 @@ def test_no_training_groups_is_an_error(tmp_path, capsys):
     path.write_text(json.dumps({"benchmarks": []}))
     assert report.main([str(path)]) == 1
     assert "no 'net N=.. H=..' benchmark groups" in capsys.readouterr().err
+
+
+def test_shapes_and_busy_sections(tmp_path, capsys):
+    def shape(backend, seconds):
+        b = _bench("shape D=64 K=10 N=2,000 H=100", backend, "float64", seconds, 20.0)
+        b["extra_info"].update(n_features=64, n_classes=10, hidden=100)
+        return b
+
+    def busy(machine, threads, seconds):
+        b = _bench("busy machine N=300 H=100", "numba", "float64", seconds, 1.0)
+        b["extra_info"].update(machine=machine, threads=threads)
+        return b
+
+    doc = {"benchmarks": [_bench("net N=300 H=100", "numba", "float64", 30e-6, 26.0),
+                          shape("numba", 1e-3), shape("numpy", 2.5e-3),
+                          busy("quiet", "one", 30e-6), busy("quiet", "default", 15e-6),
+                          busy("busy", "one", 60e-6), busy("busy", "default", 66e-6)],
+           "machine_info": {"numba_cpu": "haswell", "blas": "openblas 0.3 (Haswell)"}}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    assert report.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| 64 | 10 | 100 | 1.00 ms | 2.50 ms | 2.50x | 20.0 |" in out
+    assert "quiet: one thread 30.0 us, default 15.0 us (0.50x one thread)" in out
+    assert "busy: one thread 60.0 us, default 66.0 us (1.10x one thread)" in out
+    assert "code for CPU haswell" in out and "openblas 0.3 (Haswell)" in out
