@@ -66,7 +66,7 @@ def registry_runner(backend, dtype, n_samples, hidden, iters, pin_threads=None, 
         problem = spiral_problem(n_samples, hidden, dtype)
     trainer = BACKENDS[backend].prepare(problem)
     if pin_threads is not None and getattr(trainer, "parallel", False):
-        trainer.chooser.plan = lambda n: [(pin_threads, n, False)]
+        trainer.chooser.next = lambda n: (pin_threads, n, False)
     history = np.empty(iters)
 
     def run():

@@ -45,7 +45,8 @@ class NetTrainer:
             if not self.parallel:
                 return _loops.train_net_serial(*args, start, stop, self.ws)
             it = start
-            for threads, n, timed in self.chooser.plan(stop - start):
+            while it < stop:
+                threads, n, timed = self.chooser.next(stop - it)
                 t0 = time.perf_counter()
                 with parallel_section(threads):
                     bad = _loops.train_net_parallel(*args, it, it + n, threads, self.ws)

@@ -86,73 +86,85 @@ def usable_threads() -> int:
 
 
 class ThreadChooser:
-    """Chooses, run by run, how many threads a training's compiled loop gets: ``most`` or 1.
+    """Chooses, segment by segment, how many threads a training's compiled loop gets: ``most`` or 1.
 
     The slots make results independent of the thread count, so the count may
-    change between runs. Both counts are timed; the faster is used and the
-    other re-timed with a short probe every ``REPROBE_SECONDS`` of training.
-    On a quiet machine ``most`` wins; beside busy programs, where a parallel
-    region waits for a descheduled thread at every iteration (3-12x slower on
-    two threads than on one), one thread wins within milliseconds.
+    change between calls of the compiled loop. Both counts are timed; the
+    faster is used in segments of ~``SEGMENT_SECONDS``, each timed, and the
+    other is re-timed with a short probe every ``REPROBE_SECONDS`` of
+    training. On a quiet machine ``most`` wins; beside busy programs, where a
+    parallel region waits for a descheduled thread at every iteration (3-12x
+    slower on two threads than on one), one thread wins within milliseconds,
+    and a wrong choice costs one segment.
 
-    A run on ``most`` threads after a pause or after runs on one thread starts
-    with one untimed iteration: waking an idle worker thread can take
-    milliseconds in a virtual machine, which would make the threads look slow
-    on a quiet machine.
+    A segment on ``most`` threads after one on a single thread starts with one
+    untimed iteration: waking an idle worker thread can take milliseconds in a
+    virtual machine, which would make the threads look slow on a quiet machine.
     """
 
-    #: A probe of the other count lasts about this long at the better rate.
     PROBE_SECONDS = 0.002
+    SEGMENT_SECONDS = 0.01
     REPROBE_SECONDS = 0.5
+    #: Shorter timed segments are not trusted: the first iterations of a
+    #: training run on cold caches and, on two threads, measured up to 2x
+    #: their later time, enough to send a whole quiet run to one thread.
+    TRUSTED_SECONDS = 0.0005
+    #: The threads must beat one thread by this factor to be used: on a busy
+    #: machine their timings scatter, and a lucky probe must not win.
+    MARGIN = 0.9
 
     def __init__(self, most: int):
         self.most = max(1, most)
-        self._times: dict[int, list[float]] = {}  # threads -> seconds per iteration, last few runs
+        self._times: dict[int, list[float]] = {}  # threads -> seconds per iteration, last few segments
         self._since_probe = 0.0
-        self._warm = False  # the first run may compile: time nothing from it
-        self._last = 0  # threads of the last run
+        self._warm = False  # the first call may compile: time nothing from it
+        self._last = 0  # threads of the last segment
+        self._probe: int | None = None  # the count being probed
 
-    def plan(self, n_iters: int) -> list[tuple[int, int, bool]]:
-        """``[(threads, iterations, timed), ...]`` for the next ``n_iters`` iterations."""
-        if self.most == 1 or not self._warm or n_iters < 2:
-            return [(self.most if self.most == 1 or not self._warm else self._best(), n_iters, False)]
-        if self.most not in self._times:
-            return self._segment(self.most, n_iters)
-        if 1 in self._times and self._since_probe < self.REPROBE_SECONDS:
-            return self._segment(self._best(), n_iters)
-        best = self._best() if 1 in self._times else self.most
-        other = 1 if best == self.most else self.most
-        probe = int(min(n_iters // 2, max(2, self.PROBE_SECONDS / self.rate(best))))
-        self._since_probe = 0.0
-        return self._segment(other, probe) + self._segment(best, n_iters - probe, after=other)
-
-    def _segment(self, threads: int, n: int, after: int | None = None) -> list[tuple[int, int, bool]]:
-        last = self._last if after is None else after
-        if threads > 1 and last != threads and n > 1:
-            return [(threads, 1, False), (threads, n - 1, True)]
-        return [(threads, n, True)]
+    def next(self, n_left: int) -> tuple[int, int, bool]:
+        """``(threads, iterations, timed)`` for the next segment of the ``n_left`` iterations to run."""
+        if self.most == 1 or not self._warm:
+            return self.most, n_left, False
+        if self._probe is None:
+            if self.most not in self._times:
+                self._probe = self.most
+            elif 1 not in self._times or self._since_probe >= self.REPROBE_SECONDS:
+                self._probe = 1 if self._best() == self.most else self.most
+                self._since_probe = 0.0
+        threads = self._probe if self._probe is not None else self._best()
+        if threads > 1 and self._last != threads and n_left > 1:
+            return threads, 1, False  # wake the workers, untimed
+        known = [c for c in self._times if c != threads]
+        if self._probe is not None:
+            self._probe = None
+            seconds = self.PROBE_SECONDS
+        else:
+            seconds = self.SEGMENT_SECONDS
+        if threads in self._times:
+            n = seconds / self.rate(threads)
+        elif known:
+            n = seconds / self.rate(known[0])
+        else:
+            n = n_left
+        return threads, int(min(n_left, max(2, n))), True
 
     def _best(self) -> int:
         if 1 not in self._times or self.most not in self._times:
             return self.most
-        return 1 if self.rate(1) < self.rate(self.most) else self.most
+        return self.most if self.rate(self.most) < self.MARGIN * self.rate(1) else 1
 
     def record(self, threads: int, n_iters: int, seconds: float, timed: bool = True) -> None:
-        """What a run of ``n_iters`` iterations on ``threads`` threads took."""
+        """What a segment of ``n_iters`` iterations on ``threads`` threads took."""
         self._warm = True
         self._last = threads
         self._since_probe += seconds
-        if timed and n_iters > 0:
+        if timed and n_iters > 0 and seconds >= self.TRUSTED_SECONDS:
             times = self._times.setdefault(threads, [])
             times.append(seconds / n_iters)
             del times[:-3]
 
     def rate(self, threads: int) -> float:
-        """Seconds per iteration on ``threads`` threads: the median of the last three timed runs.
-
-        On a busy machine single runs of either count look fast or slow by
-        chance; one lucky run of the threaded count must not win a whole chunk.
-        """
+        """Seconds per iteration on ``threads`` threads: the median of the last three timed segments."""
         times = sorted(self._times[threads])
         return times[len(times) // 2]
 

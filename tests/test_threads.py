@@ -18,12 +18,14 @@ def _simulate(chooser, seconds_per_iter, chunks):
     """
     spent, on = 0.0, {}
     for n in chunks:
-        for threads, k, timed in chooser.plan(n):
-            assert k >= 1
+        while n:
+            threads, k, timed = chooser.next(n)
+            assert 1 <= k <= n
             t = seconds_per_iter[threads] * k
             chooser.record(threads, k, t, timed)
             spent += t
             on[threads] = on.get(threads, 0) + k
+            n -= k
     return spent, on
 
 
@@ -44,7 +46,7 @@ def test_chooser_runs_nearly_all_iterations_on_the_faster_count(quiet):
 def test_chooser_follows_a_machine_that_becomes_busy():
     chooser = ThreadChooser(2)
     _simulate(chooser, {2: 20e-6, 1: 32e-6}, CHUNKS[:12])
-    assert chooser.plan(1000)[-1][0] == 2
+    assert chooser.next(1000)[0] == 2
     _, on = _simulate(chooser, {2: 450e-6, 1: 48e-6}, [2048] * 40)
     assert on[1] > 0.9 * 2048 * 40
 
