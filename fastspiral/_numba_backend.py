@@ -15,6 +15,12 @@ from ._workspace import linear_workspace, n_slots, net_workspace
 from ._workspace import workspace_bytes as _net_bytes
 
 
+def _writeable(a: np.ndarray) -> np.ndarray:
+    """``a``, or a copy if it is read-only: Numba types read-only arrays apart, and a
+    read-only input (a memmap, a broadcast) would cost a compile of its own."""
+    return a if a.flags.writeable else a.copy()
+
+
 class NetTrainer:
     """A net training: cache-line-aligned working weights (second layer as W2T (K, H)) and workspace.
 
@@ -25,7 +31,7 @@ class NetTrainer:
 
     def __init__(self, problem: Problem):
         p = problem
-        self.X, self.y = p.X, p.y
+        self.X, self.y = _writeable(p.X), _writeable(p.y)
         self.W1, self.b1, self.b2 = aligned_copy(p.params["W1"]), aligned_copy(p.params["b1"]), \
             aligned_copy(p.params["b2"])
         self.W2T = aligned_copy(p.params["W2"].T)
@@ -66,7 +72,7 @@ class LinearTrainer:
 
     def __init__(self, problem: Problem):
         p = problem
-        self.X, self.y = p.X, p.y
+        self.X, self.y = _writeable(p.X), _writeable(p.y)
         self.WT, self.b = aligned_copy(p.params["W"].T), aligned_copy(p.params["b"])
         self.step, self.reg = p.dtype.type(p.step_size), p.dtype.type(p.reg)
         self.ws = linear_workspace(p.n_samples, p.n_features, p.n_classes, p.dtype)

@@ -14,6 +14,10 @@ from fastspiral.estimators import LinearClassifier, NetClassifier
 # Fewer iterations than the case study's 10,000 keep the ~50 checks quick;
 # the checks' accuracy bars (e.g. > 0.83 on blobs) are still met.
 # A fixed random_state makes them deterministic, so no check is skipped for it.
+# Marked slow: on an empty compile cache the checks' dozen data shapes each
+# compile kernels of their own (about two minutes); .ci/run runs them after
+# the README's test command.
+@pytest.mark.slow
 @parametrize_with_checks([NetClassifier(iters=300, hidden=20, random_state=0),
                           LinearClassifier(iters=100, random_state=0)])
 def test_sklearn_estimator_checks(estimator, check):
