@@ -26,8 +26,8 @@ from numba.extending import overload
 
 from ._jit import inline_kernel, kernel
 from ._tiles import SMALL_D, SMALL_K, dims_token, is_general  # noqa: F401  (re-exported)
-from ._tiles_general import _backward_general, _forward_general
-from ._tiles_small import _backward_small, _forward_small
+from ._tiles_general import backward_general, forward_general
+from ._tiles_small import backward_small, forward_small
 
 # -- the two passes, their form chosen when Numba types the tokens -------------------
 
@@ -44,14 +44,14 @@ def _backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
 
 @overload(_forward, inline="always")
 def _forward_form(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
-    impl = _forward_general if len(ktok) == 0 else _forward_small
+    impl = forward_general if len(ktok) == 0 else forward_small
     return lambda X, W1, b1, W2T, b2, hidden, scores, dtok, ktok: impl(X, W1, b1, W2T, b2, hidden, scores,
                                                                        dtok, ktok)
 
 
 @overload(_backward, inline="always")
 def _backward_form(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
-    impl = _backward_general if len(ktok) == 0 else _backward_small
+    impl = backward_general if len(ktok) == 0 else backward_small
     return lambda X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok: impl(
         X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
 

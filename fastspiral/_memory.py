@@ -1,15 +1,10 @@
 """Cache-line-aligned arrays for the buffers the Numba kernels stream through.
 
-NumPy's allocator only promises 16-byte alignment, so a 32-byte vector load
-or store into an array it returns crosses a cache-line boundary once in every
-two or four accesses, depending on where the block happened to land, and
-such split accesses cost the kernels about twice as much as aligned ones.
-The trainers therefore keep the working weights, and :func:`net_workspace
-<fastspiral._workspace.net_workspace>` its buffers, at the start of a 64-byte
-cache line. Measured on the 2-core development machine (float64, the same
-training, every buffer at offset 0 vs 16 bytes from a cache line, median of
-7): 19.99 vs 21.85 us per iteration at N=300, H=100 on two threads, 24.8 vs
-26.4 on one, and 8.11 vs 8.58 ms at N=30,000, H=1,000.
+NumPy's allocator only promises 16-byte alignment, so a 32- or 64-byte
+vector load or store into an array it returns can straddle two cache lines,
+and such split accesses cost the kernels 6-9% (docs/design.md). The trainers
+keep their working weights, and :func:`~fastspiral._workspace.net_workspace`
+its buffers, at the start of a 64-byte cache line.
 """
 
 from __future__ import annotations

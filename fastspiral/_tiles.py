@@ -41,7 +41,7 @@ def is_general(dims) -> bool:
 
 
 @inline_kernel
-def _block(h0, H):
+def h_block_bounds(h0, H):
     """Bounds of the block of hidden units from h0, as unsigned integers.
 
     Where LLVM cannot prove an index >= 0, Numba's wraparound of negative
@@ -53,7 +53,7 @@ def _block(h0, H):
 
 
 @inline_kernel
-def _row(A, t, tok):
+def row_values(A, t, tok):
     """Row t of A as a tuple of ``len(tok)`` values, read once before a loop over H.
 
     Read inside that loop they are loads LLVM cannot hoist past the gradient

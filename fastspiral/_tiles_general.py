@@ -116,7 +116,7 @@ def _forward_one_row_general(X, W1, b1, W2T, hidden, scores, t, lo, hi):
 
 
 @kernel
-def _forward_general(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+def forward_general(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     T, H = hidden.shape
     K = W2T.shape[0]
     for t in range(T):
@@ -187,7 +187,7 @@ def _dW1_rows(X, dhidden, dW1, d, t, lo, hi):
 
 
 @kernel
-def _backward_general(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+def backward_general(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
     T, H = hidden.shape
     D, K = X.shape[1], W2T.shape[0]
     for t in range(T):

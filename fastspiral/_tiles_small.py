@@ -11,12 +11,12 @@ from __future__ import annotations
 from numba.cpython.unsafe.tuple import tuple_setitem
 
 from ._jit import inline_kernel, kernel
-from ._tiles import H_BLOCK, _block, _row
+from ._tiles import H_BLOCK, h_block_bounds, row_values
 
 @inline_kernel
 def _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
     zero = hidden.dtype.type(0)
-    x = _row(X, t, dtok)
+    x = row_values(X, t, dtok)
     acc = ktok
     for h in range(lo, hi):
         z = b1[h]
@@ -35,8 +35,8 @@ def _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
 def _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
     """Rows t..t+3: each weight load serves four rows; the K score sums ride in tuples (registers)."""
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
-    x0, x1 = _row(X, t, dtok), _row(X, t + 1, dtok)
-    x2, x3 = _row(X, t + 2, dtok), _row(X, t + 3, dtok)
+    x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
+    x2, x3 = row_values(X, t + 2, dtok), row_values(X, t + 3, dtok)
     a0 = a1 = a2 = a3 = ktok
     for h in range(lo, hi):
         z0 = z1 = z2 = z3 = b1[h]
@@ -72,14 +72,14 @@ def _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
 
 
 @kernel
-def _forward_small(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+def forward_small(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     T, H = hidden.shape
     for t in range(T):
         for k in range(len(ktok)):
             scores[t, k] = b2[k]
     T4 = T - T % 4
     for h0 in range(0, H, H_BLOCK):
-        lo, hi = _block(h0, H)
+        lo, hi = h_block_bounds(h0, H)
         for t in range(0, T4, 4):
             _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
         for t in range(T4, T):
@@ -89,8 +89,8 @@ def _forward_small(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
 @inline_kernel
 def _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
     zero = hidden.dtype.type(0)
-    x = _row(X, t, dtok)
-    s = _row(dscores, t, ktok)
+    x = row_values(X, t, dtok)
+    s = row_values(dscores, t, ktok)
     for h in range(lo, hi):
         hv = hidden[t, h]
         g = zero
@@ -108,10 +108,10 @@ def _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, 
 def _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
     """Rows t..t+3: each load and store of a gradient serves four rows."""
     zero = hidden.dtype.type(0)
-    s0, s1 = _row(dscores, t, ktok), _row(dscores, t + 1, ktok)
-    s2, s3 = _row(dscores, t + 2, ktok), _row(dscores, t + 3, ktok)
-    x0, x1 = _row(X, t, dtok), _row(X, t + 1, dtok)
-    x2, x3 = _row(X, t + 2, dtok), _row(X, t + 3, dtok)
+    s0, s1 = row_values(dscores, t, ktok), row_values(dscores, t + 1, ktok)
+    s2, s3 = row_values(dscores, t + 2, ktok), row_values(dscores, t + 3, ktok)
+    x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
+    x2, x3 = row_values(X, t + 2, dtok), row_values(X, t + 3, dtok)
     for h in range(lo, hi):
         v0, v1, v2, v3 = hidden[t, h], hidden[t + 1, h], hidden[t + 2, h], hidden[t + 3, h]
         g0 = g1 = g2 = g3 = zero
@@ -136,14 +136,14 @@ def _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok
 
 
 @kernel
-def _backward_small(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+def backward_small(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
     T, H = hidden.shape
     for t in range(T):
         for k in range(len(ktok)):
             db2[k] += dscores[t, k]
     T4 = T - T % 4
     for h0 in range(0, H, H_BLOCK):
-        lo, hi = _block(h0, H)
+        lo, hi = h_block_bounds(h0, H)
         for t in range(0, T4, 4):
             _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
         for t in range(T4, T):

@@ -56,12 +56,12 @@ def test_hot_loops_use_packed_fma(name, dtype, suffix):
 
 
 @pytest.mark.parametrize("dtype,suffix", [(np.float64, "pd"), (np.float32, "ps")])
-@pytest.mark.parametrize("name", ["_forward_general", "_backward_general"])
+@pytest.mark.parametrize("name", ["forward_general", "backward_general"])
 def test_general_form_uses_packed_fma(name, dtype, suffix):
     T, D, H, K = 8, 16, 1000, 10
     rng = np.random.default_rng(0)
     a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
-    if name == "_forward_general":
+    if name == "forward_general":
         args = (a(T, D), a(D, H), a(H), a(K, H), a(K), a(T, H), a(T, K), (), ())
     else:
         args = (a(T, D), a(T, H), a(T, K), a(K, H), a(D, H), a(H), a(K, H), a(K), a(4, H), (), ())
