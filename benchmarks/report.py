@@ -1,6 +1,9 @@
 """Turn ``pytest --benchmark-only --benchmark-json FILE`` output into a Markdown table and a figure.
 
-    python benchmarks/report.py FILE [--figure docs/benchmarks.png] > docs/benchmarks.md
+    python benchmarks/report.py FILE [FILE ...] [--figure docs/benchmarks.png] > docs/benchmarks.md
+
+With several files (runs of the same suite), each benchmark is reported from
+the run with its median time, with the range over the runs beside it.
 
 For each "net N=.. H=.." group: time per iteration, speed-up over the NumPy
 backend in the same group, useful GFLOP/s (4NDH + 6NHK per iteration) and the
@@ -36,6 +39,35 @@ def load(path: str) -> dict:
         return json.load(fh)
 
 
+def merge(docs: list[dict]) -> dict:
+    """One document from several runs: each benchmark from the run with its median time per
+    iteration (or median time), with ``extra_info["range"]`` = (fastest, slowest) over the runs."""
+    if len(docs) == 1:
+        return docs[0]
+    by_name: dict[str, list[dict]] = {}
+    for doc in docs:
+        for bench in doc["benchmarks"]:
+            by_name.setdefault(bench["fullname"], []).append(bench)
+
+    def seconds(bench):
+        return bench["extra_info"].get("seconds_per_iter", bench["stats"]["median"])
+
+    merged = []
+    for runs in by_name.values():
+        runs = sorted(runs, key=seconds)
+        pick = dict(runs[(len(runs) - 1) // 2])
+        pick["extra_info"] = dict(pick["extra_info"], range=(seconds(runs[0]), seconds(runs[-1])), runs=len(runs))
+        merged.append(pick)
+    return dict(docs[0], benchmarks=merged)
+
+
+def _range(info: dict) -> str:
+    if "range" not in info:
+        return ""
+    low, high = info["range"]
+    return f" ({format_seconds(low)}-{format_seconds(high)})"
+
+
 def training_groups(doc: dict) -> dict[tuple[int, int], list[dict]]:
     groups: dict[tuple[int, int], list[dict]] = {}
     for bench in doc["benchmarks"]:
@@ -65,7 +97,7 @@ def markdown(doc: dict, command: str) -> str:
             t = info["seconds_per_iter"]
             speedup = f"{base / t:.1f}x" if base else "n/a"
             share = f"{100 * info['gflops'] / rate:.0f}%" if rate else "n/a"
-            out.append(f"| {n:,} | {h:,} | {_label(b)} | {format_seconds(t)} | {speedup} | "
+            out.append(f"| {n:,} | {h:,} | {_label(b)} | {format_seconds(t)}{_range(info)} | {speedup} | "
                        f"{info['gflops']:.1f} | {share} | {_mem(info)} |")
     sections = ["\n".join(out)]
 
@@ -98,7 +130,7 @@ def markdown(doc: dict, command: str) -> str:
         f"Numba {m.get('numba_version', '?')} code for CPU {m.get('numba_cpu', '?')}; "
         f"BLAS: {m.get('blas', '?')}. "
         f"Python {m.get('python_version', '?')}; {doc.get('datetime', '')[:10]}. "
-        f"Medians of {_rounds(doc)} rounds. Peak MiB: rise of the process's peak resident memory "
+        f"Medians of {_rounds(doc)} rounds{_runs(doc)}. Peak MiB: rise of the process's peak resident memory "
         f"while the benchmark allocated and ran (for JAX it includes the JIT compilation). "
         f"Command: `{command}`."
     )
@@ -160,6 +192,11 @@ def _design(doc: dict) -> list[str]:
     return ["Design constants (docs/design.md):\n" + "\n".join(f"- {line}" for line in lines)] if lines else []
 
 
+def _runs(doc: dict) -> str:
+    runs = {b["extra_info"].get("runs", 1) for b in doc["benchmarks"]}
+    return f"; the median of {max(runs)} runs of the suite, with their range in brackets" if max(runs) > 1 else ""
+
+
 def _rounds(doc: dict) -> str:
     counts = sorted({b["stats"]["rounds"] for b in doc["benchmarks"] if GROUP.fullmatch(b.get("group") or "")})
     return "/".join(map(str, counts)) or "?"
@@ -195,14 +232,14 @@ def figure(doc: dict, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", help="file written by pytest --benchmark-json")
+    parser.add_argument("json", nargs="+", help="file(s) written by pytest --benchmark-json (runs of one suite)")
     parser.add_argument("--figure", help="also write a PNG of GFLOP/s against N")
     parser.add_argument("--command", default="pytest --benchmark-only --benchmark-json FILE",
                         help="the command that produced the JSON, for the footnote")
     args = parser.parse_args(argv)
-    doc = load(args.json)
+    doc = merge([load(path) for path in args.json])
     if not training_groups(doc):
-        print(f"report: no 'net N=.. H=..' benchmark groups in {args.json}", file=sys.stderr)
+        print(f"report: no 'net N=.. H=..' benchmark groups in {', '.join(args.json)}", file=sys.stderr)
         return 1
     sys.stdout.write(markdown(doc, args.command))
     if args.figure:

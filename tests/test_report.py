@@ -6,7 +6,8 @@ from benchmarks import report
 
 
 def _bench(group, backend, dtype, seconds, gflops, name="b"):
-    return {"group": group, "name": name, "stats": {"median": seconds, "rounds": 5},
+    return {"group": group, "name": name, "fullname": f"{group}::{backend}-{dtype}-{name}",
+            "stats": {"median": seconds, "rounds": 5},
             "extra_info": {"backend": backend, "dtype": dtype, "seconds_per_iter": seconds,
                            "gflops": gflops, "peak_mem_mib": 1.5}}
 
@@ -63,3 +64,16 @@ def test_shapes_and_busy_sections(tmp_path, capsys):
     assert "quiet: one thread 30.0 us, default 15.0 us (0.50x one thread)" in out
     assert "busy: one thread 60.0 us, default 66.0 us (1.10x one thread)" in out
     assert "code for CPU haswell" in out and "openblas 0.3 (Haswell)" in out
+
+
+def test_several_runs_report_the_median_run_and_the_range(tmp_path, capsys):
+    paths = []
+    for i, t in enumerate([30e-6, 20e-6, 50e-6]):
+        doc = {"benchmarks": [_bench("net N=300 H=100", "numba", "float64", t, 1e-3 / t),
+                              _bench("net N=300 H=100", "numpy", "float64", 150e-6, 5.2)]}
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps(doc))
+    assert report.main([str(p) for p in paths]) == 0
+    out = capsys.readouterr().out
+    assert "| 300 | 100 | numba float64 | 30.0 us (20.0 us-50.0 us) | 5.0x |" in out
+    assert "the median of 3 runs" in out
