@@ -26,7 +26,7 @@ kernel = njit(**JIT_OPTIONS)
 #: inlined into their caller in Numba's own IR, so LLVM optimises them with
 #: the caller's loop and no call crosses a function boundary. Compiled
 #: apart, each call of a four-row helper cost ~100 cycles and the case study
-#: took 1.6-1.9x longer per iteration (docs/design.md, "inlined helpers").
+#: took 1.6-1.9x longer per iteration (docs/design.md, "Inlined helpers").
 inline_kernel = njit(inline="always", **JIT_OPTIONS)
 #: Decorator of the functions that open ``prange`` regions. They are called
 #: from Python only: a compiled caller of a cached parallel function was once

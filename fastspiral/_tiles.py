@@ -2,7 +2,7 @@
 
 Every loop over the hidden units runs along a contiguous row (W1 (D, H),
 W2T (K, H)) in blocks of ``H_BLOCK`` units whose weights and gradients stay
-in L1/L2 while all rows of a tile pass (docs/design.md, "H block").
+in L1/L2 while all rows of a tile pass (docs/design.md, "Constants").
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from numba.cpython.unsafe.tuple import tuple_setitem
 
 from ._jit import inline_kernel
 
-#: Hidden units per block of the fused passes (docs/design.md, "H block").
+#: Hidden units per block of the fused passes (docs/design.md, "Constants").
 H_BLOCK = 512
 #: Largest D and K compiled as constants. Above them the unrolled four-row
 #: loops keep more sums than there are vector registers (and K=1,000 took

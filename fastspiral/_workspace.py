@@ -18,9 +18,11 @@ from ._memory import aligned_empty, slot_length
 #: The work of a net iteration is counted as N * (H + ROW_COST): the per-row
 #: costs (softmax, the ends of the vectorised loops) weigh like ~60 hidden units.
 ROW_COST = 60
-#: Work per slot, at least: below 2 * SLOT_WORK a problem has one slot and
-#: trains on one thread, as a parallel region per iteration would cost more
-#: than the second core saves (docs/design.md, "thread threshold").
+#: Work per slot: below 2 * SLOT_WORK (N = 300 at H = 100) a problem has one
+#: slot and trains on one thread, with no parallel region. Pinned threads
+#: pay from less (N = 90 at H = 100), but a smaller value also multiplies the
+#: slots, and their sum, of every larger problem: measured in
+#: benchmarks/test_design.py (docs/design.md, "Constants").
 SLOT_WORK = 24_000
 #: Slots at most: more would let more cores help, at the cost of summing
 #: more gradient slots per iteration, serially.
