@@ -71,14 +71,20 @@ def _net_loss(reg, W1, W2T, ws):
 
 
 @inline_kernel
-def _net_step(W1, b1, W2T, b2, step_size, reg, ws):
-    """Sum the gradient slots into slot 0 (in slot order), then one step of every weight."""
-    D, K, H = W1.shape[0], W2T.shape[0], b1.size
-    zero = step_size - step_size  # no L2 on the biases, in the weights' dtype
+def _sum_gradients(ws):
+    """Every gradient's slots summed into its slot 0, in slot order."""
     sum_slots(ws.dW1)
     sum_slots(ws.db1)
     sum_slots(ws.dW2T)
     sum_slots(ws.db2)
+
+
+@inline_kernel
+def _net_step(W1, b1, W2T, b2, step_size, reg, ws):
+    """Sum the gradient slots into slot 0 (in slot order), then one step of every weight."""
+    D, K, H = W1.shape[0], W2T.shape[0], b1.size
+    zero = step_size - step_size  # no L2 on the biases, in the weights' dtype
+    _sum_gradients(ws)
     sgd_update(W1, ws.dW1[0][:D], step_size, reg)
     sgd_update(b1, ws.db1[0][:H], step_size, zero)
     sgd_update(W2T, ws.dW2T[0][:K], step_size, reg)
@@ -146,10 +152,7 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, ws):
     ``reg * W``). The slot and sum code of the training loops, on one thread.
     """
     _slots_in_turn(X, y, W1, b1, W2T, b2, ws)
-    sum_slots(ws.dW1)
-    sum_slots(ws.db1)
-    sum_slots(ws.dW2T)
-    sum_slots(ws.db2)
+    _sum_gradients(ws)
     return _net_loss(reg, W1, W2T, ws)
 
 

@@ -11,8 +11,7 @@ from ._tiles import is_general
 from ._memory import aligned_copy
 from ._setup import Problem
 from ._threads import ThreadChooser, first_call, parallel_section, threads_allowed, usable_threads
-from ._workspace import linear_workspace, n_slots, net_workspace
-from ._workspace import workspace_bytes as _net_bytes
+from ._workspace import buffer_bytes, linear_workspace, n_slots, net_workspace
 
 
 def _writeable(a: np.ndarray) -> np.ndarray:
@@ -41,7 +40,7 @@ class NetTrainer:
         most = usable_threads() if parallel else 1
         self.ws = net_workspace(N, D, H, K, p.dtype, most)
         self.parallel = parallel
-        self.chooser = ThreadChooser(self.ws.n_workers if parallel else 1)
+        self.chooser = ThreadChooser(self.ws.n_workers)  # one worker unless parallel
         shape = "any" if is_general((self.ws.dtok, self.ws.ktok)) else (D, K)
         self._key = ("net", p.dtype.name, shape, parallel)
 
@@ -96,6 +95,5 @@ def workspace_bytes(model: str, n_samples: int, n_features: int, n_hidden: int, 
                     dtype) -> int:
     """Bytes of the work arrays: cache-sized tiles and per-slot gradients, never N * H."""
     if model == "linear":
-        return sum(a.nbytes for a in linear_workspace(n_samples, n_features, n_classes, dtype)
-                   if isinstance(a, np.ndarray))
-    return _net_bytes(n_samples, n_features, n_hidden, n_classes, dtype, usable_threads())
+        return buffer_bytes(linear_workspace(n_samples, n_features, n_classes, dtype))
+    return buffer_bytes(net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, usable_threads()))

@@ -91,7 +91,7 @@ class LinearWorkspace(NamedTuple):
 
 
 def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) -> NetWorkspace:
-    """The buffers for :func:`fastspiral._loops.train_net_steps`, for up to ``n_workers`` threads.
+    """The buffers for the net's compiled loops (:mod:`fastspiral._loops`), for up to ``n_workers`` threads.
 
     Size O((P * T + S * (D + K)) * H), independent of N * H. Every buffer and
     slot starts on a cache line (:mod:`fastspiral._memory`).
@@ -126,7 +126,6 @@ def linear_workspace(n_samples, n_features, n_classes, dtype) -> LinearWorkspace
     )
 
 
-def workspace_bytes(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) -> int:
-    """Bytes of :func:`net_workspace`'s buffers (allocated, never touched: no memory is used)."""
-    ws = net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_workers)
+def buffer_bytes(ws: NetWorkspace | LinearWorkspace) -> int:
+    """Bytes of a workspace's buffers (allocated by ``aligned_empty``, never touched: no memory is used)."""
     return sum(a.nbytes for a in ws if isinstance(a, np.ndarray))
