@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_dtype, check_float, check_int, check_X, check_y
+from ._validation import check_dtype, check_fits, check_float, check_int, check_X, check_y
 from .data import random_source
 
 #: The parameter names and shapes of each model, from (D, H, K).
@@ -119,8 +119,8 @@ def _n_classes(y: np.ndarray, source: Mapping | None, key: str) -> int:
 
 def _common(X, y, step_size, reg, dtype):
     dt = check_dtype(dtype)
-    step_size = check_float(step_size, "step_size", positive=True)
-    reg = check_float(reg, "reg")
+    step_size = check_fits(check_float(step_size, "step_size", positive=True), "step_size", dt)
+    reg = check_fits(check_float(reg, "reg"), "reg", dt)
     X = check_X(X, dt)
     y = check_y(y, X.shape[0])
     return dt, X, y, step_size, reg

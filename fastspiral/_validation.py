@@ -41,6 +41,22 @@ def check_float(value: Any, name: str, *, positive: bool = False) -> float:
     return value
 
 
+def check_fits(value: float, name: str, dtype: np.dtype) -> float:
+    """Return ``value`` if the training dtype holds it: finite, and not rounded to 0 unless it is 0.
+
+    A step size of 1e200 is inf in float32 and 1e-50 is 0; either would train
+    something other than what was asked, so both are refused here.
+    """
+    cast = dtype.type(value) if abs(value) <= float(np.finfo(dtype).max) else dtype.type(np.inf)
+    if not np.isfinite(cast):
+        raise ValueError(f"{name}={value:g} does not fit in {dtype.name} "
+                         f"(largest {np.finfo(dtype).max:.3g}); use a smaller {name} or float64")
+    if value != 0 and cast == 0:
+        raise ValueError(f"{name}={value:g} rounds to 0 in {dtype.name} "
+                         f"(smallest {np.finfo(dtype).smallest_subnormal:.3g}); use float64")
+    return value
+
+
 def check_dtype(dtype: Any) -> np.dtype:
     """Map "float64"/"float32" (or the equivalent NumPy dtype) to a NumPy dtype."""
     try:

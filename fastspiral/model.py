@@ -3,18 +3,55 @@
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
 import zipfile
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from . import reference
-from ._validation import check_X, check_y
+from ._files import replace_file
+from ._validation import DTYPES, check_X, check_y
+
+FORMAT, VERSION = "fastspiral-model", 1
+#: Largest header member load reads: the JSON of the kind and the training info.
+MAX_HEADER_BYTES = 1 << 20
+#: Largest ratio of a member's size to its compressed size (save stores, 1:1).
+MAX_EXPANSION = 100
 
 #: Rows per block in prediction: keeps the (rows, H) hidden layer near 32 MiB.
 PREDICT_ELEMENTS = 4_000_000
+
+
+def _param(value: Any, name: str) -> np.ndarray:
+    """A C-contiguous copy of one parameter, which must hold finite float32 or float64 values."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"params[{name!r}] could not be converted to an array: {exc}") from None
+    if arr.dtype.name not in DTYPES:
+        raise TypeError(f"params[{name!r}] must be float32 or float64, got dtype {arr.dtype}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"params[{name!r}] contains NaN or infinite values")
+    return np.array(arr, order="C", copy=True)
+
+
+def _loss_history(value: Any) -> np.ndarray:
+    """The loss history as a 1-D float64 copy of finite real numbers (a trainer never records others)."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"loss_history could not be converted to an array: {exc}") from None
+    if arr.size and not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"loss_history must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"loss_history must be 1-D, got shape {arr.shape}")
+    arr = np.array(arr, dtype=np.float64, copy=True)
+    if not np.isfinite(arr).all():
+        raise ValueError("loss_history contains NaN or infinite values")
+    return arr
 
 
 class _Model:
@@ -23,15 +60,27 @@ class _Model:
     kind: str = ""
     param_names: tuple[str, ...] = ()
 
-    def __init__(self, params: dict[str, np.ndarray], loss_history: np.ndarray,
-                 info: dict[str, Any] | None = None):
+    def __init__(self, params: Mapping[str, Any], loss_history: Any = (),
+                 info: Mapping[str, Any] | None = None):
+        # The trainers' checks, applied to parameters from anywhere (a user, a
+        # file): integer weights would make prediction cast X to integers
+        # (tests/test_model.py::test_models_refuse_what_trainers_never_return).
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
         missing = [name for name in self.param_names if name not in params]
-        if missing:
-            raise ValueError(f"params is missing {missing} for a {self.kind} model")
-        self.params = {name: np.asarray(params[name]) for name in self.param_names}
-        self.loss_history = np.asarray(loss_history, dtype=np.float64)
-        self.info = dict(info or {})
+        extra = [name for name in params if name not in self.param_names]
+        if missing or extra:
+            raise ValueError(f"a {self.kind} model has params {list(self.param_names)}; "
+                             f"missing {missing}, unexpected {extra}")
+        self.params = {name: _param(params[name], name) for name in self.param_names}
+        dtypes = sorted({v.dtype.name for v in self.params.values()})
+        if len(dtypes) > 1:
+            raise TypeError(f"params must share one dtype, got {dtypes}")
         self._check_shapes()
+        self.loss_history = _loss_history(loss_history)
+        if info is not None and not isinstance(info, Mapping):
+            raise TypeError(f"info must be a dict, got {type(info).__name__}")
+        self.info = dict(info or {})
 
     # -- shapes -----------------------------------------------------------------
     def _check_shapes(self) -> None:
@@ -89,22 +138,16 @@ class _Model:
         """Write the model to ``path`` as an .npz archive (exactly that path, no suffix added).
 
         The file is written to a temporary name and moved into place, so an
-        interrupted save never leaves a truncated file behind.
+        interrupted save never leaves a truncated file behind. As with
+        ``np.savez``, a symlink is written through to its target; anything
+        at ``path`` other than a regular file (a folder, a device) is refused
+        with ValueError, a missing or unwritable folder with OSError.
         """
-        path = os.fspath(path)
-        header = {"format": "fastspiral-model", "version": 1, "kind": self.kind, "info": self.info}
+        header = {"format": FORMAT, "version": VERSION, "kind": self.kind, "info": self.info}
         arrays = {f"param_{name}": value for name, value in self.params.items()}
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fastspiral-", suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, header=np.array(json.dumps(header)),
-                         loss_history=self.loss_history, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        replace_file(path, lambda fh: np.savez(fh, header=np.array(json.dumps(header)),
+                                               loss_history=self.loss_history, **arrays),
+                     "model file")
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
@@ -188,23 +231,75 @@ class NetModel(_Model):
 MODEL_TYPES: dict[str, type[_Model]] = {"linear": LinearModel, "net": NetModel}
 
 
+def _check_archive(zf: zipfile.ZipFile) -> None:
+    """Refuse an archive whose members are not what :meth:`_Model.save` writes, before reading any.
+
+    Each member must be an .npy array whose declared shape and dtype account
+    for its bytes exactly, and no member may be compressed far below its size:
+    otherwise a small file could make ``np.load`` allocate gigabytes
+    (tests/test_model.py::test_load_refuses_damaged_and_hostile_files).
+    """
+    names = {"header.npy", "loss_history.npy"} | {f"param_{n}.npy" for c in MODEL_TYPES.values()
+                                                  for n in c.param_names}
+    seen = [member.filename for member in zf.infolist()]
+    if len(set(seen)) != len(seen):
+        raise ValueError("a member appears more than once")
+    for member in zf.infolist():
+        if member.filename not in names:
+            raise ValueError(f"unexpected member {member.filename!r}")
+        if member.filename == "header.npy" and member.file_size > MAX_HEADER_BYTES:
+            raise ValueError(f"the header is {member.file_size:,} bytes (at most {MAX_HEADER_BYTES:,})")
+        if member.file_size > MAX_EXPANSION * member.compress_size + 2**20:
+            raise ValueError(f"{member.filename} expands from {member.compress_size:,} to "
+                             f"{member.file_size:,} bytes")
+        with zf.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"{member.filename} has .npy format version {version}")
+            declared = math.prod(shape) * dtype.itemsize
+            if declared != member.file_size - fh.tell():
+                raise ValueError(f"{member.filename} declares {declared:,} bytes of data but holds "
+                                 f"{member.file_size - fh.tell():,}")
+
+
+def _read_header(archive) -> dict[str, Any]:
+    raw = archive["header"]
+    if raw.dtype.kind != "U" or raw.ndim != 0:
+        raise ValueError("the header is not a JSON string")
+    header = json.loads(str(raw[()]))
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError("not a fastspiral model archive")
+    if header.get("version") != VERSION:
+        raise ValueError(f"model format version {header.get('version')!r}; this fastspiral reads {VERSION}")
+    if header.get("kind") not in MODEL_TYPES:
+        raise ValueError(f"unknown model kind {header.get('kind')!r}")
+    return header
+
+
 def load(path: str | os.PathLike) -> LinearModel | NetModel:
     """Read a model written by ``model.save(path)``; the arrays come back bit for bit.
 
-    Raises OSError if the file cannot be opened and ValueError if it is not
-    a fastspiral model or is damaged; both messages name the path.
+    The archive is checked before its arrays are read (members, sizes,
+    header) and the model as a constructor checks it (float32/float64,
+    agreeing shapes, finite values). Raises OSError if the file cannot be
+    opened and ValueError if it is not a fastspiral model or is damaged;
+    both messages name the path. Never unpickles anything.
     """
     path = os.fspath(path)
     try:
+        with zipfile.ZipFile(path) as zf:
+            _check_archive(zf)
         with np.load(path, allow_pickle=False) as archive:
-            header = json.loads(str(archive["header"][()]))
-            if header.get("format") != "fastspiral-model":
-                raise ValueError("not a fastspiral model archive")
+            header = _read_header(archive)
             cls = MODEL_TYPES[header["kind"]]
             params = {name: archive[f"param_{name}"] for name in cls.param_names}
             return cls(params, archive["loss_history"], header.get("info"))
     except OSError as exc:
         raise OSError(f"could not read model file {path!r}: {exc}") from exc
-    except (ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
-            json.JSONDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, EOFError, RecursionError, zipfile.BadZipFile,
+            zipfile.LargeZipFile, NotImplementedError) as exc:
         raise ValueError(f"{path!r} is not a readable fastspiral model: {exc}") from exc

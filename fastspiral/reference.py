@@ -125,7 +125,8 @@ class Trainer:
             history[it] = loss
             if not math.isfinite(loss):
                 return it
-            sgd_step(self.current, grads, self.step)
+            with np.errstate(over="ignore", invalid="ignore"):
+                sgd_step(self.current, grads, self.step)
         return -1
 
     def params(self) -> dict[str, np.ndarray]:

@@ -7,12 +7,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ._files import replace_text
 from ._measure import format_seconds
 
 #: Columns of results.csv, in order; every record has these keys.
@@ -28,19 +28,6 @@ def record_key(record: dict[str, Any]) -> tuple:
     """What identifies a configuration: backend, dtype, N, H, iterations and repeats."""
     return (record["backend"], record["dtype"], int(record["n_samples"]), int(record["hidden"]),
             int(record["iters"]), int(record["repeats"]))
-
-
-def atomic_write(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_results(out: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -59,12 +46,12 @@ def load_results(out: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def save_results(out: str, machine: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
     """Write DIR/results.json and DIR/results.csv, each replaced atomically."""
     doc = {"format": "fastspiral-scaling", "version": 1, "machine": machine, "records": list(records)}
-    atomic_write(os.path.join(out, "results.json"), json.dumps(doc, indent=1) + "\n")
+    replace_text(os.path.join(out, "results.json"), json.dumps(doc, indent=1) + "\n", "results file")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(records)
-    atomic_write(os.path.join(out, "results.csv"), buf.getvalue())
+    replace_text(os.path.join(out, "results.csv"), buf.getvalue(), "results file")
 
 
 # --------------------------------------------------------------------------

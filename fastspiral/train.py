@@ -19,8 +19,43 @@ from .model import LinearModel, NetModel
 CHUNK_SECONDS = 0.1
 
 
+def _advice(step_size: float, reg: float) -> str:
+    """Which argument most likely made gradient descent diverge.
+
+    Each step scales the weights by ``1 - step_size * reg`` before the data's
+    gradient is added, so past ``step_size * reg = 2`` the weights grow
+    whatever the data say. Then the one further above its default (1 and
+    1e-3) is named; otherwise step_size.
+    """
+    if step_size * reg > 2 and reg / 1e-3 > step_size:
+        return (f"gradient descent diverged: step_size * reg = {step_size * reg:g} > 2 makes the "
+                f"weight decay grow the weights; try a smaller reg (got {reg:g})")
+    return f"gradient descent diverged, try a smaller step_size (got {step_size:g})"
+
+
+def _finished(cls: type[NetModel] | type[LinearModel], params: dict[str, np.ndarray],
+              history: np.ndarray, info: dict[str, Any], X: np.ndarray, what: str) -> NetModel | LinearModel:
+    """The fitted model, or FloatingPointError unless its parameters and their scores on X are finite.
+
+    The loss is checked before each update, so the last update is checked
+    here: it can leave non-finite weights, or finite ones so large that the
+    scores overflow (step_size=1e300 gives weights near 1e297 and NaN
+    probabilities) (tests/test_validation.py::test_divergence_in_the_last_update_is_refused).
+    """
+    advice = _advice(info["step_size"], info["reg"])
+    for name, value in params.items():
+        if not np.isfinite(value).all():
+            raise FloatingPointError(f"{what}: {name} became non-finite in the last update; {advice}")
+    model = cls(params, history, info)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(model.decision_function(X)).all()
+    if not finite:
+        raise FloatingPointError(f"{what}: the trained parameters give non-finite scores on X; {advice}")
+    return model
+
+
 def _run(steps: Callable[[int, int, np.ndarray], int], iters: int, history: np.ndarray, every: int,
-         verbose: bool, progress: bool, step_size: float, what: str) -> None:
+         verbose: bool, progress: bool, step_size: float, reg: float, what: str) -> None:
     """Drive ``steps(start, stop, history)`` over ``range(iters)`` in chunks of about CHUNK_SECONDS.
 
     Chunks start at one iteration and double while they finish quickly. The
@@ -49,10 +84,8 @@ def _run(steps: Callable[[int, int, np.ndarray], int], iters: int, history: np.n
                 bar.update(end - start)
                 bar.set_postfix(loss=f"{history[end - 1]:.6f}" if end > start else None, refresh=False)
             if bad >= 0:
-                raise FloatingPointError(
-                    f"{what}: the loss became {history[bad]} at iteration {bad}; gradient descent "
-                    f"diverged, try a smaller step_size (got {step_size:g})"
-                )
+                raise FloatingPointError(f"{what}: the loss became {history[bad]} at iteration "
+                                         f"{bad}; {_advice(step_size, reg)}")
             start = stop
             if elapsed < CHUNK_SECONDS / 2:
                 chunk *= 2
@@ -134,7 +167,9 @@ def train_net(
     ValueError, TypeError
         For bad input, before any training.
     FloatingPointError
-        If the loss stops being finite (the step size is too large).
+        If the loss, the trained parameters or their scores on X stop being
+        finite (the step size, or step_size * reg, is too large); no model is
+        returned then.
     """
     impl = get_backend(backend)
     iters = check_int(iters, "iters", minimum=0)
@@ -142,10 +177,11 @@ def train_net(
                           dtype=dtype)
     trainer = impl.prepare(problem)
     history = np.empty(iters, np.float64)
-    _run(trainer.run, iters, history, 1000, verbose, progress, problem.step_size, "train_net")
+    _run(trainer.run, iters, history, 1000, verbose, progress, problem.step_size, problem.reg,
+         "train_net")
     info = dict(model="net", hidden=problem.n_hidden, step_size=problem.step_size, reg=problem.reg,
                 iters=iters, seed=_seed_info(seed), backend=backend, dtype=problem.dtype.name)
-    return NetModel(trainer.params(), history, info)
+    return _finished(NetModel, trainer.params(), history, info, problem.X, "train_net")
 
 
 def train_linear(
@@ -180,7 +216,8 @@ def train_linear(
     problem = linear_problem(X, y, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype)
     trainer = impl.prepare(problem)
     history = np.empty(iters, np.float64)
-    _run(trainer.run, iters, history, 10, verbose, progress, problem.step_size, "train_linear")
+    _run(trainer.run, iters, history, 10, verbose, progress, problem.step_size, problem.reg,
+         "train_linear")
     info = dict(model="linear", step_size=problem.step_size, reg=problem.reg, iters=iters,
                 seed=_seed_info(seed), backend=backend, dtype=problem.dtype.name)
-    return LinearModel(trainer.params(), history, info)
+    return _finished(LinearModel, trainer.params(), history, info, problem.X, "train_linear")

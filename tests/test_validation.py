@@ -165,3 +165,36 @@ def test_make_spiral_shapes_and_seed():
     B, _ = fs.make_spiral(seed=3)
     C, _ = fs.make_spiral(seed=4)
     assert np.array_equal(A, B) and not np.array_equal(A, C)
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("kwargs,msg", [
+    ({"dtype": "float32", "step_size": 1e200}, "step_size=1e[+]200 does not fit in float32"),
+    ({"dtype": "float32", "reg": 1e39}, "reg=1e[+]39 does not fit in float32"),
+    ({"dtype": "float32", "step_size": 1e-50}, "step_size=1e-50 rounds to 0 in float32"),
+    ({"dtype": "float32", "reg": 1e-60}, "reg=1e-60 rounds to 0 in float32"),
+    ({"dtype": "float64", "step_size": 1e-330}, "step_size must be > 0"),  # 0.0 as a Python float
+])
+def test_hyperparameters_that_do_not_fit_the_dtype(trainer, data, kwargs, msg):
+    X, y = data
+    with pytest.raises(ValueError, match=msg):
+        trainer(X, y, iters=1, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("trainer,kwargs,names", [
+    # finite weights near 1e297 whose scores overflow: the case the loss checks never see
+    (fs.train_net, {"step_size": 1e300}, "step_size"),
+    (fs.train_net, {"step_size": 3e38, "dtype": "float32"}, "step_size"),
+    (fs.train_linear, {"step_size": 1e308, "x_scale": 1e3}, "step_size"),  # W overflows to inf
+    # step_size * reg > 2: the weight decay itself grows the weights
+    (fs.train_net, {"step_size": 1.0, "reg": 1e300}, "reg"),
+    (fs.train_linear, {"step_size": 1e3, "reg": 1e308}, "reg"),
+])
+@pytest.mark.parametrize("iters", [1, 2])
+def test_divergence_in_the_last_update_is_refused(data, backend, trainer, kwargs, names, iters):
+    X, y = data
+    kwargs = dict(kwargs)
+    X = X * kwargs.pop("x_scale", 1.0)
+    with pytest.raises(FloatingPointError, match=f"try a smaller {names}"):
+        trainer(X, y, iters=iters, backend=backend, **kwargs)

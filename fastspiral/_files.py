@@ -1,0 +1,73 @@
+"""Replacing a file atomically, as ``open(path, "w")`` users expect: saved models and results files.
+
+A temporary file beside the target is written, flushed to disk and renamed
+over it, so an interrupted save never leaves a truncated file. Unlike a bare
+``mkstemp`` + ``os.replace`` it
+
+* writes through a symlink to its target (``open`` and ``np.savez`` do;
+  renaming over the link would replace the link with a file),
+* refuses to replace anything but a regular file (a device such as
+  ``/dev/full``, a FIFO, a folder), and
+* gives a new file the mode ``open`` would (0666 less the umask; mkstemp's
+  0600 hid results from the rest of a group), and an existing file its own.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from collections.abc import Callable
+from typing import IO
+
+
+def check_writable_path(path: str | os.PathLike, what: str) -> str:
+    """The real path ``path`` would be written to, or OSError/ValueError now, before any work.
+
+    The folder must exist and be writable, and what stands at the path (if
+    anything) must be a regular file.
+    """
+    path = os.fspath(path)
+    target = os.path.realpath(path)  # through symlinks, as open() goes
+    folder = os.path.dirname(target)
+    if os.path.lexists(target):
+        if not stat.S_ISREG(os.stat(target).st_mode):
+            raise ValueError(f"{what} {path!r} exists and is not a regular file; refusing to replace it")
+    if not os.path.isdir(folder):
+        raise OSError(f"cannot write {what} {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OSError(f"cannot write {what} {path!r}: the folder {folder!r} is not writable")
+    return target
+
+
+def replace_file(path: str | os.PathLike, write: Callable[[IO[bytes]], None], what: str = "file") -> None:
+    """Call ``write(fh)`` on a binary temporary file, then move it to ``path`` atomically."""
+    path = os.fspath(path)
+    target = check_writable_path(path, what)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {what} {path!r}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def replace_text(path: str | os.PathLike, text: str, what: str = "file") -> None:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    replace_file(path, lambda fh: fh.write(text.encode("utf-8")), what)
