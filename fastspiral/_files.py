@@ -30,9 +30,8 @@ def check_writable_path(path: str | os.PathLike, what: str) -> str:
     path = os.fspath(path)
     target = os.path.realpath(path)  # through symlinks, as open() goes
     folder = os.path.dirname(target)
-    if os.path.lexists(target):
-        if not stat.S_ISREG(os.stat(target).st_mode):
-            raise ValueError(f"{what} {path!r} exists and is not a regular file; refusing to replace it")
+    if os.path.lexists(target) and not stat.S_ISREG(os.stat(target).st_mode):
+        raise ValueError(f"{what} {path!r} exists and is not a regular file; refusing to replace it")
     if not os.path.isdir(folder):
         raise OSError(f"cannot write {what} {path!r}: the folder {folder!r} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):

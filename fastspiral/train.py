@@ -33,7 +33,7 @@ def _advice(step_size: float, reg: float) -> str:
     return f"gradient descent diverged, try a smaller step_size (got {step_size:g})"
 
 
-def _finished(cls: type[NetModel] | type[LinearModel], params: dict[str, np.ndarray],
+def _finished(cls: type[NetModel | LinearModel], params: dict[str, np.ndarray],
               history: np.ndarray, info: dict[str, Any], X: np.ndarray, what: str) -> NetModel | LinearModel:
     """The fitted model, or FloatingPointError unless its parameters and their scores on X are finite.
 
