@@ -7,9 +7,12 @@
 0.99
 
 The first call of a trainer in a fresh environment compiles its kernels
-(a few seconds); the compiled code is cached on disk for later processes.
+(seconds); the compiled code is cached on disk for later processes. When the
+cache cannot be used (no writable folder, a damaged entry, a lock held too
+long) training goes on and a :class:`CacheWarning` says so once.
 """
 
+from ._cache import CacheWarning
 from .data import make_spiral
 from .model import LinearModel, NetModel, load
 from .train import train_linear, train_net
@@ -17,6 +20,7 @@ from .train import train_linear, train_net
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheWarning",
     "LinearModel",
     "NetModel",
     "load",

@@ -10,7 +10,8 @@ from . import _loops
 from ._tiles import is_general
 from ._memory import aligned_copy
 from ._setup import Problem
-from ._threads import ThreadChooser, first_call, parallel_section, threads_allowed, usable_threads
+from ._cache import first_call
+from ._threads import ThreadChooser, parallel_section, threads_allowed, usable_threads
 from ._workspace import buffer_bytes, linear_workspace, n_slots, net_workspace
 
 

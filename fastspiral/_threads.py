@@ -19,33 +19,21 @@ Forcing "workqueue" at import was tried and rejected: it is fork-safe but
 costs about 100 us per parallel launch here (vs a few us for omp), which
 made the case-study size slower on two threads than on one.
 
-Numba's on-disk cache has no locking between processes: two processes that
-compile different specialisations of a function at once both number their
-object file ".1" and the index the second writes can point at the first's
-code, which crashes the process that loads it (numba issues #4807 and
-#10128 describe the same race for gufuncs). Process pools and Dask workers
-on one machine do exactly that on a cold cache, with float32 and float64
-runs side by side. So the first call of each compiled specialisation in a
-process, the one that compiles or loads it, is made under a file lock shared
-by all processes of the machine: one compiles and saves, the others wait and
-then load a complete cache.
+The compile cache's own safety between processes is :mod:`fastspiral._cache`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 
 import numba
 
 _THREAD_SAFE_LAYERS = ("omp", "tbb")
 _launch_lock = threading.Lock()
 _inherited_omp = False
-_warm: set[Hashable] = set()  # specialisations this process has already called
-_warm_lock = threading.Lock()
 
 
 def threading_layer() -> str | None:
@@ -57,9 +45,8 @@ def threading_layer() -> str | None:
 
 
 def _after_fork_in_child() -> None:
-    global _launch_lock, _warm_lock, _inherited_omp
+    global _launch_lock, _inherited_omp
     _launch_lock = threading.Lock()  # the parent's may have been held by another thread
-    _warm_lock = threading.Lock()
     if threading_layer() == "omp":
         _inherited_omp = True
 
@@ -185,39 +172,3 @@ def parallel_section(n_threads: int) -> Iterator[None]:
             yield
     finally:
         numba.set_num_threads(saved)
-
-
-def _compile_lock_path() -> str:
-    return os.path.join(tempfile.gettempdir(), "fastspiral-numba-compile.lock")
-
-
-@contextlib.contextmanager
-def first_call(key: Hashable) -> Iterator[None]:
-    """Hold the machine-wide compile lock around the first call of specialisation ``key``.
-
-    Later calls with the same key pass straight through. Where file locks are
-    unavailable (no ``fcntl``, unwritable temp folder) it does nothing.
-    """
-    if key in _warm:
-        yield
-        return
-    with _warm_lock:  # threads of this process wait for the one that compiles
-        if key in _warm:
-            yield
-            return
-        fd = None
-        try:
-            import fcntl
-
-            fd = os.open(_compile_lock_path(), os.O_RDONLY | os.O_CREAT, 0o666)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            if fd is not None:
-                os.close(fd)
-            fd = None
-        try:
-            yield
-            _warm.add(key)
-        finally:
-            if fd is not None:
-                os.close(fd)  # closing releases the lock

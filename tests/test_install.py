@@ -1,5 +1,6 @@
-"""The compile cache from a read-only installation, and what `import fastspiral` pulls in."""
+"""The compile cache: read-only installations, processes at once, locks held elsewhere, damaged files; and what `import fastspiral` pulls in."""
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fastspiral
@@ -111,3 +113,111 @@ def test_cached_training_loop_loads_in_a_later_process(tmp_path):
         proc = subprocess.run([sys.executable, "-c", STEPS[name]], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (name, proc.returncode, proc.stderr[-2000:])
+
+
+WARM = """
+import sys, warnings
+import fastspiral._cache as cache
+cache.COMPILE_WAIT = cache.SAVE_WAIT = float(sys.argv[1])
+warnings.simplefilter("always", cache.CacheWarning)
+import fastspiral as fs
+X, y = fs.make_spiral(seed=0)
+if sys.argv[2] == "both":
+    print(repr(fs.train_net(X, y, iters=10, seed=0).final_loss))
+print(repr(fs.train_linear(X, y, iters=10, seed=0).final_loss))
+"""
+
+
+def _run_python(code, env, *args, timeout=600):
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def filled_cache(tmp_path_factory):
+    """A compile cache holding the case study's kernels, and what the script printed with it."""
+    folder = tmp_path_factory.mktemp("filled") / "cache"
+    proc = _run_python(WARM, dict(os.environ, NUMBA_CACHE_DIR=str(folder)), 60, "both")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return folder, proc.stdout
+
+
+def _lock_paths(dtype):
+    """The compile-lock files of the case study's first calls in ``dtype``."""
+    from fastspiral import _cache, _numba_backend, _setup
+
+    X, y = fastspiral.make_spiral(seed=0)
+    problems = [_setup.net_problem(X, y, dtype=dtype), _setup.linear_problem(X, y, dtype=dtype)]
+    return [_cache._compile_lock_path(_numba_backend.prepare(p)._key) for p in problems]
+
+
+def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(tmp_path, filled_cache):
+    """An outside process holds fastspiral's locks. A warm process beside an unrelated compile
+    (float32 here) and held cache-write locks loads without waiting; a cold one whose own
+    compile lock is held waits at most COMPILE_WAIT, cannot save, warns once each, and trains."""
+    from fastspiral._cache import file_lock
+
+    cache = tmp_path / "cache"
+    shutil.copytree(filled_cache[0], cache)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    save_locks = [str(f / ".fastspiral-save.lock") for f in cache.iterdir() if f.is_dir()]
+    with contextlib.ExitStack() as stack:
+        for path in save_locks + _lock_paths("float32"):
+            assert stack.enter_context(file_lock(path, 1)) == "held"
+        warm = _run_python(WARM, env, 1000, "both", timeout=120)  # a hang would time out
+        assert warm.returncode == 0, warm.stderr[-2000:]
+        assert warm.stdout == filled_cache[1] and "CacheWarning" not in warm.stderr
+
+        for path in _lock_paths("float64"):
+            assert stack.enter_context(file_lock(path, 1)) == "held"
+        for entry in cache.rglob("*linear*.nb[ic]"):  # the linear kernels must compile again
+            entry.unlink()
+        cold = _run_python(WARM, env, 1, "linear", timeout=300)
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    assert cold.stdout.strip() == filled_cache[1].split()[-1]
+    assert cold.stderr.count("waited 1 s for another process") == 1
+    assert cold.stderr.count("kernels are kept in memory, not saved") == 1
+    assert not list(cache.rglob("*linear*.nbc"))
+
+
+def test_a_damaged_cache_is_rebuilt(tmp_path, filled_cache):
+    """Truncated, emptied and random index and data files: one warning, the same results, and the
+    next process loads everything again."""
+    cache = tmp_path / "cache"
+    shutil.copytree(filled_cache[0], cache)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    rng = np.random.default_rng(0)
+    damage = [lambda d: d[:len(d) // 2], lambda d: b"", lambda d: rng.bytes(len(d)), lambda d: d]
+    for i, path in enumerate(sorted(cache.rglob("*.nb[ic]"))):
+        path.write_bytes(damage[i % len(damage)](path.read_bytes()))
+    healing = _run_python(WARM, env, 60, "both")
+    assert healing.returncode == 0, healing.stderr[-2000:]
+    assert healing.stdout == filled_cache[1]
+    assert healing.stderr.count("damaged compile-cache entry") == 1
+    healed = _run_python(WARM, dict(env, NUMBA_DEBUG_CACHE="1"), 60, "both")
+    assert healed.returncode == 0, healed.stderr[-2000:]
+    printed = [line for line in healed.stdout.splitlines() if not line.startswith("[cache]")]
+    assert printed == filled_cache[1].splitlines()
+    assert "CacheWarning" not in healed.stderr and "data saved to" not in healed.stdout
+
+
+def test_no_writable_cache_folder_compiles_in_memory(tmp_path):
+    """Read-only package, unwritable NUMBA_CACHE_DIR and user cache: import and train, one warning."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux unshare to make a read-only bind mount")
+    site = tmp_path / "site"
+    shutil.copytree(Path(fastspiral.__file__).parent, site / "fastspiral",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    env = dict(os.environ, PYTHONPATH=str(site), NUMBA_CACHE_DIR="/dev/null/cache",
+               XDG_CACHE_HOME="/dev/null/cache", HOME="/dev/null")
+    py = f"{shlex.quote(sys.executable)} -c {shlex.quote(WARM)} 60 linear"
+    script = (f"mount --bind {site} {site} && mount -o remount,bind,ro {site} || exit 77; "
+              f"touch {site}/probe 2>/dev/null && exit 78; {py}")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode in (77, 78) or "unshare failed" in proc.stderr:
+        pytest.skip(f"read-only bind mounts are not permitted here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(proc.stdout.split()) == 1
+    assert proc.stderr.count("no writable folder for the compile cache") == 1
+    assert not list(site.rglob("*.nbi"))
