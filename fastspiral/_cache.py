@@ -105,7 +105,7 @@ class SafeCache(FunctionCache):
     def load_overload(self, sig, target_context):
         try:
             return super().load_overload(sig, target_context)
-        except Exception as exc:  # unpickling, truncated object code, LLVM parse errors...
+        except Exception as exc:  # noqa: BLE001 - unpickling, truncated object code, LLVM parse errors
             _warn_once("damaged", f"a damaged compile-cache entry in {self._cache_path} "
                                   f"({type(exc).__name__}: {exc}) was discarded and is compiled again")
             self._discard(self._index_key(sig, target_context.codegen()))
@@ -119,11 +119,11 @@ class SafeCache(FunctionCache):
                 return
             try:
                 super().save_overload(sig, data)
-            except Exception:  # an unreadable index: start it again, once
+            except Exception:  # noqa: BLE001 - an unreadable index: start it again, once
                 self._remove_index()
                 try:
                     super().save_overload(sig, data)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - never fail a training over its cache
                     _warn_once("save-failed", f"could not save compiled kernels in {self._cache_path} "
                                               f"({type(exc).__name__}: {exc}); kept in memory only")
 
@@ -135,7 +135,7 @@ class SafeCache(FunctionCache):
                 index = self._cache_file._load_index()
                 if index.pop(key, None) is not None:
                     self._cache_file._save_index(index)
-            except Exception:
+            except Exception:  # noqa: BLE001 - whatever the damage, the index goes
                 self._remove_index()
 
     def _remove_index(self) -> None:

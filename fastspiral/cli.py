@@ -10,10 +10,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._signals import Terminated
+from ._validation import DTYPES
 from .backends import BACKENDS
 from .data import make_spiral
 from .train import train_linear, train_net
-from ._validation import DTYPES
 
 
 class _CliError(Exception):
@@ -214,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as exc:
         print(f"fastspiral: error: {exc}", file=sys.stderr)
         return 1
+    except Terminated as exc:
+        print(f"fastspiral: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("fastspiral: interrupted", file=sys.stderr)
         return 130

@@ -16,6 +16,7 @@ import os
 import socket
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, as_completed
@@ -23,14 +24,30 @@ from typing import Any
 
 import numpy as np
 
-from ._measure import N_CLASSES, N_FEATURES, machine_info, peak_memory_since, reset_peak_memory, useful_flops
+from ._measure import (
+    N_CLASSES,
+    N_FEATURES,
+    machine_info,
+    peak_memory_since,
+    reset_peak_memory,
+    useful_flops,
+)
+from ._signals import signals_interrupt
 from ._validation import DTYPES, check_int
 from ._workspace import n_slots
 from .backends import BACKENDS
 from .model import PREDICT_ELEMENTS
+
 # The results files and summaries live in scaling_results; the sweep's users find them here too.
-from .scaling_results import (FIELDS, fit_exponents, load_results, record_key, save_results,  # noqa: F401
-                              speedups, summary_markdown)
+from .scaling_results import (  # noqa: F401
+    FIELDS,
+    fit_exponents,
+    load_results,
+    record_key,
+    save_results,
+    speedups,
+    summary_markdown,
+)
 
 #: Fraction of the available memory a configuration may be estimated to use.
 MEMORY_HEADROOM = 0.8
@@ -161,10 +178,18 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _child(config: dict[str, Any], conn) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """End this process when ``parent`` is gone (killed with SIGKILL, its cleanup never ran)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _child(config: dict[str, Any], conn, parent: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     conn.send(run_config(config))
     conn.close()
 
@@ -173,7 +198,7 @@ def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
     """:func:`run_config` in a newly spawned process, which is killed on KeyboardInterrupt."""
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(config, sender), daemon=True)
+    proc = ctx.Process(target=_child, args=(config, sender, os.getpid()), daemon=True)
     proc.start()
     sender.close()
     try:
@@ -307,37 +332,40 @@ def sweep(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="sweep", unit="config")
-    try:
-        if executor is None:
-            for cfg in todo:
-                if bar is not None:
-                    bar.set_postfix_str(_describe(cfg))
-                rec = run_config_in_fresh_process(cfg)
-                rec["estimated_mem_mib"] = cfg["estimated_mem_mib"]
-                record_done(rec)
-                if bar is not None:
-                    bar.update()
-        else:
-            futures = {executor.submit(run_config, cfg): cfg for cfg in todo}
-            try:
-                for fut in as_completed(futures):
-                    cfg = futures[fut]
-                    try:
-                        rec = fut.result()
-                    except Exception as exc:
-                        rec = _record(cfg, f"failed: {type(exc).__name__}: {exc}")
+    # SIGTERM/SIGHUP stop the worker as Ctrl-C does; finished rows are already on disk.
+    with signals_interrupt():
+        try:
+            if executor is None:
+                for cfg in todo:
+                    if bar is not None:
+                        bar.set_postfix_str(_describe(cfg))
+                    rec = run_config_in_fresh_process(cfg)
                     rec["estimated_mem_mib"] = cfg["estimated_mem_mib"]
                     record_done(rec)
                     if bar is not None:
-                        bar.set_postfix_str(_describe(cfg))
                         bar.update()
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
-    finally:
-        if bar is not None:
-            bar.close()
+            else:
+                futures = {executor.submit(run_config, cfg): cfg for cfg in todo}
+                try:
+                    for fut in as_completed(futures):
+                        cfg = futures[fut]
+                        try:
+                            rec = fut.result()
+                        except Exception as exc:
+                            rec = _record(cfg, f"failed: {type(exc).__name__}: {exc}")
+                        rec["estimated_mem_mib"] = cfg["estimated_mem_mib"]
+                        record_done(rec)
+                        if bar is not None:
+                            bar.set_postfix_str(_describe(cfg))
+                            bar.update()
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+        finally:
+            if bar is not None:
+                bar.close()
+
 
     records = [results[record_key(c)] for c in configs]
     if out is not None:

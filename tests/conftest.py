@@ -63,14 +63,14 @@ def start_interruptible(argv, **kwargs):
         return subprocess.Popen(argv, **kwargs)
 
 
-def interrupt(proc, timeout=30):
-    """Send SIGINT (Ctrl-C) to a running subprocess; return the seconds until it exited.
+def interrupt(proc, timeout=30, sig=signal.SIGINT):
+    """Send ``sig`` (Ctrl-C's SIGINT by default) to a running subprocess; return the seconds until it exited.
 
     The process is killed if it does not exit within ``timeout`` seconds.
     """
     assert proc.poll() is None, "the process ended before it could be interrupted"
     sent = time.perf_counter()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     try:
         proc.wait(timeout=timeout)
     finally:

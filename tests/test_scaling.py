@@ -1,6 +1,9 @@
 """Scaling sweeps: records, files, resume, interrupt, memory skips, Dask."""
 
 import csv
+import os
+import shlex
+import signal
 import json
 import socket
 import subprocess
@@ -159,3 +162,69 @@ def test_dask_cluster_gives_the_same_rows(local_run):
         assert r["status"] == "ok"
         assert r["host"] == socket.gethostname() and r["worker"] in addresses
         assert r["threads"] == 1  # limited to the worker's one thread
+
+
+def _children(pid):
+    """PIDs of the running children of ``pid`` (Linux's /proc)."""
+    path = f"/proc/{pid}/task/{pid}/children"
+    with open(path) as fh:
+        return [int(c) for c in fh.read().split()]
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the worker through Linux's /proc")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_the_worker(tmp_path, sig):
+    """Killed during a long configuration, the sweep stops its worker and keeps the finished rows."""
+    sig = getattr(signal, sig)
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "fastspiral", "scale", "--out", str(out), "--backends", "numpy",
+            "--n-per-class", "10", "200000", "--hidden", "100", "--iters", "1000", "--repeats", "1",
+            "--no-progress"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = out / "results.json"
+    workers = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not workers:  # the first row written, the second running
+            if results.exists() and len(json.loads(results.read_text())["records"]) == 1:
+                workers = [c for c in _children(proc.pid) if _running(c)]
+            time.sleep(0.05)
+        assert workers, "the long configuration never started"
+        time.sleep(1.0)  # well inside its training
+    finally:
+        interrupt(proc, sig=sig)
+    assert proc.returncode == 128 + sig, (proc.returncode, proc.stderr.read())
+    assert f"terminated by {signal.Signals(sig).name}" in proc.stderr.read()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_running(w) for w in workers):
+        time.sleep(0.05)
+    assert not any(_running(w) for w in workers), "a worker outlived the sweep"
+    finished = json.loads(results.read_text())["records"]
+    assert [r["n_samples"] for r in finished] == [30] and finished[0]["status"] == "ok"
+
+
+def test_a_worker_ends_when_its_sweep_is_killed_outright():
+    """SIGKILL runs no cleanup at all; the worker notices that its parent is gone and exits."""
+    code = ("import sys, threading, time; from fastspiral import scaling; "
+            "threading.Thread(target=scaling._exit_with_parent, args=(int(sys.argv[1]),)).start(); "
+            "time.sleep(60)")
+    # Parent: a shell that starts the worker in the background (telling it the shell's PID, as
+    # the sweep does), prints the worker's PID and waits.
+    parent = subprocess.Popen(["sh", "-c", f'{shlex.quote(sys.executable)} -c {shlex.quote(code)} $$ & echo $!; wait'],
+                              stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    assert _running(worker)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _running(worker):
+        time.sleep(0.05)
+    assert not _running(worker), "the worker outlived its parent"
