@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._files import check_writable_path
 from ._signals import Terminated
 from ._validation import DTYPES
 from .backends import BACKENDS
@@ -53,9 +54,27 @@ def _timed(fn, *args, **kwargs):
     return result, time.perf_counter() - t0
 
 
+#: The pictures ``fastspiral demo`` writes into --out.
+DEMO_PICTURES = ("spiral_raw.png", "spiral_linear.png", "spiral_net.png")
+
+
+def _check_output(path: str, option: str) -> None:
+    """Refuse an output path that could not be written, before any work (one-line error)."""
+    try:
+        check_writable_path(path, option)
+    except (OSError, ValueError) as exc:
+        raise _CliError(f"fastspiral: error: {exc}") from None
+
+
 def _demo(args: argparse.Namespace) -> None:
     from .plot import plot_data, plot_decision_regions, save_figure
 
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise _CliError(f"fastspiral demo: error: cannot create --out {args.out!r}: {exc.strerror}") from None
+    for name in DEMO_PICTURES:
+        _check_output(os.path.join(args.out, name), "--out")
     # One legacy stream for data and both initialisations, in the case study's
     # order, so `--seed 0` replays its published run.
     rng = np.random.RandomState(args.seed)
@@ -74,17 +93,29 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"trained 10000 iterations in {t_net:.3f} s")
 
     out = args.out
+    raw, linear, net_png = (os.path.join(out, name) for name in DEMO_PICTURES)
     written = [
-        save_figure(plot_data(X, y, title="spiral data"), os.path.join(out, "spiral_raw.png")),
-        save_figure(plot_decision_regions(lin, X, y, title="softmax linear classifier"),
-                    os.path.join(out, "spiral_linear.png")),
-        save_figure(plot_decision_regions(net, X, y, title=f"2-layer net, H={args.hidden}"),
-                    os.path.join(out, "spiral_net.png")),
+        save_figure(plot_data(X, y, title="spiral data"), raw),
+        save_figure(plot_decision_regions(lin, X, y, title="softmax linear classifier"), linear),
+        save_figure(plot_decision_regions(net, X, y, title=f"2-layer net, H={args.hidden}"), net_png),
     ]
     print("\nwrote " + ", ".join(written))
 
 
 def _train(args: argparse.Namespace) -> None:
+    # Everything that could fail after training is checked first.
+    if args.model == "linear" and args.hidden is not None:
+        raise _CliError("fastspiral train: error: --hidden applies to --model net only")
+    if args.save:
+        _check_output(args.save, "--save")
+    if args.plot:
+        from .plot import figure_format
+
+        try:
+            figure_format(args.plot)
+        except ValueError as exc:
+            raise _CliError(f"fastspiral train: error: --plot: {exc}") from None
+        _check_output(args.plot, "--plot")
     if args.data is not None:
         try:
             with np.load(args.data, allow_pickle=False) as archive:
@@ -93,6 +124,9 @@ def _train(args: argparse.Namespace) -> None:
             raise _CliError(f"fastspiral train: cannot read X and y from {args.data!r}: {exc}") from None
     else:
         X, y = make_spiral(args.n_per_class, args.n_classes, noise=args.noise, seed=args.data_seed)
+    if args.plot and np.ndim(X) == 2 and np.shape(X)[1] != 2:
+        raise _CliError(f"fastspiral train: error: --plot draws 2-D data only; X from {args.data!r} "
+                        f"has {np.shape(X)[1]} features")
     common = dict(step_size=args.step_size, reg=args.reg, seed=args.seed, backend=args.backend,
                   dtype=args.dtype, verbose=args.verbose, progress=args.progress)
     if args.iters is not None:
@@ -105,8 +139,8 @@ def _train(args: argparse.Namespace) -> None:
             raise _CliError(f"fastspiral train: --init {args.init!r} holds a {common['init'].kind} "
                             f"model but --model is {args.model}")
     if args.model == "net":
-        hidden = args.hidden if args.init is None else None  # with --init, H comes from the model
-        model, seconds = _timed(train_net, X, y, hidden=hidden, **common)
+        # None: 100, or the hidden units of --init (a different --hidden is an error there)
+        model, seconds = _timed(train_net, X, y, hidden=args.hidden, **common)
     else:
         model, seconds = _timed(train_linear, X, y, **common)
     iters = model.loss_history.size
@@ -164,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one model on spiral data (or X, y from an .npz)")
     train.add_argument("--model", choices=["linear", "net"], default="net")
-    train.add_argument("--hidden", type=_positive_int, default=100, help="hidden units (default: 100)")
+    train.add_argument("--hidden", type=_positive_int, default=None,
+                       help="hidden units (default: 100, or those of --init)")
     train.add_argument("--step-size", type=float, default=1.0)
     train.add_argument("--reg", type=float, default=1e-3)
     train.add_argument("--iters", type=_nonneg_int, default=None,
@@ -181,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the spiral data (default: 0)")
     train.add_argument("--data", default=None, help=".npz file with arrays X and y, instead of a spiral")
     train.add_argument("--save", default=None, help="write the trained model to this .npz path")
-    train.add_argument("--plot", default=None, help="write a decision-region PNG (2-D data only)")
+    train.add_argument("--plot", default=None,
+                       help="write a decision-region picture, format from the suffix (2-D data only)")
     train.set_defaults(run=_train)
 
     scale = sub.add_parser("scale", help="time training over N and H, write a table and a figure")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._files import replace_file
 from ._validation import check_X, check_y
 
 CMAP = "Spectral"
@@ -76,13 +77,31 @@ def plot_decision_regions(model: Any, X: Any, y: Any, *, ax: Any = None,
     return fig
 
 
+def figure_format(path: str | os.PathLike) -> str:
+    """The image format ``path``'s suffix names ("png" without one), or ValueError if matplotlib
+    cannot write it: checked before the work whose result it would show."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in supported:
+        raise ValueError(f"cannot write a figure as {os.fspath(path)!r}: matplotlib writes "
+                         f"{', '.join('.' + s for s in sorted(supported))}")
+    return suffix or "png"
+
+
 def save_figure(fig: Any, path: str | os.PathLike) -> str:
-    """Write ``fig`` to ``path`` (format from the suffix), creating the folder; returns the path."""
+    """Write ``fig`` to ``path`` (format from the suffix), creating the folder; returns the path.
+
+    Written like a saved model (:mod:`fastspiral._files`): atomically,
+    through symlinks, never over anything but a regular file.
+    """
     path = os.fspath(path)
+    fmt = figure_format(path)
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    fig.savefig(path)
+    replace_file(path, lambda fh: fig.savefig(fh, format=fmt), "figure")
     return path
 
 

@@ -1,5 +1,6 @@
 """The command line: the demo's output and pictures, train, and one-line errors."""
 
+import re
 import subprocess
 import sys
 
@@ -82,3 +83,37 @@ def test_module_entry_point_without_traceback():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "--iters" in proc.stderr
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--save", "{tmp}/no/such/dir/m.npz"], "does not exist"),
+    (["--save", "{tmp}"], "not a regular file"),
+    (["--plot", "{tmp}/out.xyz"], "cannot write a figure as"),
+    (["--plot", "{tmp}/no/such/dir/m.png"], "does not exist"),
+    (["--plot", "{tmp}/m.png", "--data", "{tmp}/d5.npz"], "--plot draws 2-D data only"),
+    (["--model", "linear", "--hidden", "50"], "--hidden applies to --model net only"),
+    (["--init", "{tmp}/h7.npz", "--hidden", "50"], "hidden=50 but init has 7 hidden units"),
+    (["--dtype", "float32", "--step-size", "1e200"], "step_size=1e[+]200 does not fit in float32"),
+])
+def test_train_refuses_what_would_fail_after_training(tmp_path, monkeypatch, capsys, extra, msg):
+    """Each bad option is reported in one line before a single iteration runs."""
+    X, y = fs.make_spiral(10, 3, seed=0)
+    np.savez(tmp_path / "d5.npz", X=np.c_[X, X, X[:, :1]], y=y)
+    fs.NetModel({"W1": np.zeros((2, 7)), "b1": np.zeros(7), "W2": np.zeros((7, 3)),
+                 "b2": np.zeros(3)}, []).save(tmp_path / "h7.npz")
+    monkeypatch.setattr("fastspiral.train._run", lambda *a, **k: pytest.fail("a training loop ran"))
+    argv = ["train", "--iters", "5"] + [a.format(tmp=tmp_path) for a in extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert re.search(msg, err[0]), err[0]
+
+
+def test_demo_refuses_an_unwritable_out_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("fastspiral.cli.train_linear", lambda *a, **k: pytest.fail("trained"))
+    (tmp_path / "file").write_text("")
+    assert main(["demo", "--out", str(tmp_path / "file" / "sub")]) == 2
+    assert "cannot create --out" in capsys.readouterr().err
+    (tmp_path / "out" / "spiral_raw.png").mkdir(parents=True)  # a folder where a picture goes
+    assert main(["demo", "--out", str(tmp_path / "out")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
