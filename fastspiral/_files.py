@@ -1,7 +1,10 @@
 """Replacing a file atomically, as ``open(path, "w")`` users expect: saved models and results files.
 
 A temporary file beside the target is written, flushed to disk and renamed
-over it, so an interrupted save never leaves a truncated file. Unlike a bare
+over it, so an interrupted save never leaves a truncated file. :func:`check_npz` is the reading side: an archive is checked before
+``np.load`` allocates what its members declare.
+
+Unlike a bare
 ``mkstemp`` + ``os.replace`` it
 
 * writes through a symlink to its target (``open`` and ``np.savez`` do;
@@ -14,11 +17,18 @@ over it, so an interrupted save never leaves a truncated file. Unlike a bare
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import uuid
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Collection, Mapping
 from typing import IO
+
+import numpy as np
+
+#: Largest ratio of an .npz member's size to its compressed size (np.savez stores, 1:1).
+MAX_EXPANSION = 100
 
 
 def check_writable_path(path: str | os.PathLike, what: str) -> str:
@@ -70,3 +80,41 @@ def replace_file(path: str | os.PathLike, write: Callable[[IO[bytes]], None], wh
 def replace_text(path: str | os.PathLike, text: str, what: str = "file") -> None:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
     replace_file(path, lambda fh: fh.write(text.encode("utf-8")), what)
+
+
+def check_npz(path: str | os.PathLike, names: Collection[str] | None = None,
+              max_bytes: Mapping[str, int] | None = None) -> None:
+    """Refuse an .npz archive whose arrays would need more memory than the file accounts for.
+
+    Each member must be an .npy array whose declared shape and dtype account
+    for its bytes exactly, none may be compressed far below its size, none may
+    appear twice, and (when given) only ``names`` may appear, each within
+    ``max_bytes``. Otherwise a small file could make ``np.load`` allocate
+    gigabytes before failing (tests/test_model.py::test_load_refuses_damaged_and_hostile_files).
+    Raises ValueError (or OSError, zipfile.BadZipFile) without naming the path.
+    """
+    with zipfile.ZipFile(path) as zf:
+        members = zf.infolist()
+        seen = [m.filename for m in members]
+        if len(set(seen)) != len(seen):
+            raise ValueError("a member appears more than once")
+        for member in members:
+            if names is not None and member.filename not in names:
+                raise ValueError(f"unexpected member {member.filename!r}")
+            limit = (max_bytes or {}).get(member.filename)
+            if limit is not None and member.file_size > limit:
+                raise ValueError(f"{member.filename} is {member.file_size:,} bytes (at most {limit:,})")
+            if member.file_size > MAX_EXPANSION * member.compress_size + 2**20:
+                raise ValueError(f"{member.filename} expands from {member.compress_size:,} to "
+                                 f"{member.file_size:,} bytes")
+            with zf.open(member) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f"{member.filename} has .npy format version {version}")
+                declared, held = math.prod(shape) * dtype.itemsize, member.file_size - fh.tell()
+                if declared != held:
+                    raise ValueError(f"{member.filename} declares {declared:,} bytes of data but holds {held:,}")

@@ -100,8 +100,13 @@ def _init_params(source: Mapping | None, shapes: dict[str, tuple[int, ...]], dty
         value = np.asarray(source[name])
         if value.shape != shape:
             raise ValueError(f"init[{name!r}] has shape {value.shape}, expected {shape}")
-        if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
+        if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)):
+            # complex would lose its imaginary part in the cast, silently
+            raise TypeError(f"init[{name!r}] must hold real numbers, got dtype {value.dtype}")
+        if not np.isfinite(value).all():
             raise ValueError(f"init[{name!r}] must hold finite numbers")
+        if np.abs(value).max(initial=0) > np.finfo(dtype).max:
+            raise ValueError(f"init[{name!r}] holds values too large for {dtype.name}")
         params[name] = np.array(value, dtype=dtype, order="C", copy=True)
     return params
 

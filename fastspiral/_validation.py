@@ -90,10 +90,14 @@ def check_X(X: Any, dtype: np.dtype, *, name: str = "X", n_features: int | None 
         raise ValueError(
             f"{name} has {arr.shape[1]} features (columns) but the model was trained on {n_features}"
         )
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(out).all():
-        bad = int(np.size(out) - np.isfinite(out).sum())
+    if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+        bad = int(np.size(arr) - np.isfinite(arr).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(out).all():  # finite before the cast: too large for dtype
+        raise ValueError(f"{name} holds values too large for {dtype.name} "
+                         f"(largest {np.finfo(dtype).max:.3g}); scale X or use float64")
     return out
 
 

@@ -6,11 +6,12 @@ import argparse
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 
 import numpy as np
 
-from ._files import check_writable_path
+from ._files import check_npz, check_writable_path
 from ._signals import Terminated
 from ._validation import DTYPES
 from .backends import BACKENDS
@@ -118,9 +119,10 @@ def _train(args: argparse.Namespace) -> None:
         _check_output(args.plot, "--plot")
     if args.data is not None:
         try:
+            check_npz(args.data)
             with np.load(args.data, allow_pickle=False) as archive:
                 X, y = archive["X"], archive["y"]
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise _CliError(f"fastspiral train: cannot read X and y from {args.data!r}: {exc}") from None
     else:
         X, y = make_spiral(args.n_per_class, args.n_classes, noise=args.noise, seed=args.data_seed)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import zipfile
 from collections.abc import Mapping
@@ -12,14 +11,12 @@ from typing import Any
 import numpy as np
 
 from . import reference
-from ._files import replace_file
+from ._files import check_npz, replace_file
 from ._validation import DTYPES, check_X, check_y
 
 FORMAT, VERSION = "fastspiral-model", 1
 #: Largest header member load reads: the JSON of the kind and the training info.
 MAX_HEADER_BYTES = 1 << 20
-#: Largest ratio of a member's size to its compressed size (save stores, 1:1).
-MAX_EXPANSION = 100
 
 #: Rows per block in prediction: keeps the (rows, H) hidden layer near 32 MiB.
 PREDICT_ELEMENTS = 4_000_000
@@ -229,41 +226,9 @@ class NetModel(_Model):
 
 
 MODEL_TYPES: dict[str, type[_Model]] = {"linear": LinearModel, "net": NetModel}
-
-
-def _check_archive(zf: zipfile.ZipFile) -> None:
-    """Refuse an archive whose members are not what :meth:`_Model.save` writes, before reading any.
-
-    Each member must be an .npy array whose declared shape and dtype account
-    for its bytes exactly, and no member may be compressed far below its size:
-    otherwise a small file could make ``np.load`` allocate gigabytes
-    (tests/test_model.py::test_load_refuses_damaged_and_hostile_files).
-    """
-    names = {"header.npy", "loss_history.npy"} | {f"param_{n}.npy" for c in MODEL_TYPES.values()
-                                                  for n in c.param_names}
-    seen = [member.filename for member in zf.infolist()]
-    if len(set(seen)) != len(seen):
-        raise ValueError("a member appears more than once")
-    for member in zf.infolist():
-        if member.filename not in names:
-            raise ValueError(f"unexpected member {member.filename!r}")
-        if member.filename == "header.npy" and member.file_size > MAX_HEADER_BYTES:
-            raise ValueError(f"the header is {member.file_size:,} bytes (at most {MAX_HEADER_BYTES:,})")
-        if member.file_size > MAX_EXPANSION * member.compress_size + 2**20:
-            raise ValueError(f"{member.filename} expands from {member.compress_size:,} to "
-                             f"{member.file_size:,} bytes")
-        with zf.open(member) as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f"{member.filename} has .npy format version {version}")
-            declared = math.prod(shape) * dtype.itemsize
-            if declared != member.file_size - fh.tell():
-                raise ValueError(f"{member.filename} declares {declared:,} bytes of data but holds "
-                                 f"{member.file_size - fh.tell():,}")
+#: The members of a saved model's archive.
+MEMBERS = frozenset({"header.npy", "loss_history.npy"}
+                    | {f"param_{n}.npy" for cls in MODEL_TYPES.values() for n in cls.param_names})
 
 
 def _read_header(archive) -> dict[str, Any]:
@@ -291,8 +256,7 @@ def load(path: str | os.PathLike) -> LinearModel | NetModel:
     """
     path = os.fspath(path)
     try:
-        with zipfile.ZipFile(path) as zf:
-            _check_archive(zf)
+        check_npz(path, MEMBERS, {"header.npy": MAX_HEADER_BYTES})
         with np.load(path, allow_pickle=False) as archive:
             header = _read_header(archive)
             cls = MODEL_TYPES[header["kind"]]

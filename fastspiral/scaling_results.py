@@ -38,8 +38,17 @@ def load_results(out: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     try:
         with open(path) as fh:
             doc = json.load(fh)
-        return doc.get("machine", {}), list(doc["records"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if not isinstance(doc, dict) or doc.get("format") != "fastspiral-scaling":
+            raise ValueError("no fastspiral-scaling document")
+        machine, records = doc.get("machine", {}), doc["records"]
+        if not isinstance(machine, dict) or not isinstance(records, list):
+            raise ValueError("machine must be an object and records a list")
+        for record in records:
+            if not isinstance(record, dict):
+                raise ValueError(f"a record is a {type(record).__name__}, not an object")
+            record_key(record)  # the fields that identify a configuration are there and numbers
+        return machine, records
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ValueError(f"{path} exists but is not a fastspiral results file: {exc}") from exc
 
 

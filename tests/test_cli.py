@@ -1,6 +1,8 @@
 """The command line: the demo's output and pictures, train, and one-line errors."""
 
+import io
 import re
+import zipfile
 import subprocess
 import sys
 
@@ -117,3 +119,17 @@ def test_demo_refuses_an_unwritable_out_before_training(tmp_path, monkeypatch, c
     (tmp_path / "out" / "spiral_raw.png").mkdir(parents=True)  # a folder where a picture goes
     assert main(["demo", "--out", str(tmp_path / "out")]) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+def test_train_data_that_declares_more_than_it_holds(tmp_path, capsys):
+    """An .npz whose X declares 10**12 values but holds 6: refused before np.load allocates them."""
+    header = np.lib.format.header_data_from_array_1_0(np.ones(3))
+    header["shape"] = (10**12,)
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    path = tmp_path / "d.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("X.npy", buf.getvalue() + np.ones(3).tobytes())
+    assert main(["train", "--data", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "declares 8,000,000,000,000 bytes" in err[0], err

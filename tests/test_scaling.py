@@ -228,3 +228,13 @@ def test_a_worker_ends_when_its_sweep_is_killed_outright():
     while time.time() < deadline and _running(worker):
         time.sleep(0.05)
     assert not _running(worker), "the worker outlived its parent"
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "null", "3", '{"format": "fastspiral-scaling", "records": 5}',
+                                  '{"format": "fastspiral-scaling", "records": [1]}',
+                                  '{"format": "fastspiral-scaling", "records": [{"backend": "numpy"}]}',
+                                  "[" * 100_000 + "]" * 100_000])
+def test_a_results_file_of_the_wrong_shape_is_a_value_error(tmp_path, text):
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(ValueError, match="not a fastspiral results file"):
+        scaling.load_results(tmp_path)

@@ -198,3 +198,22 @@ def test_divergence_in_the_last_update_is_refused(data, backend, trainer, kwargs
     X = X * kwargs.pop("x_scale", 1.0)
     with pytest.raises(FloatingPointError, match=f"try a smaller {names}"):
         trainer(X, y, iters=iters, backend=backend, **kwargs)
+
+
+@pytest.mark.parametrize("change,exc,msg", [
+    ({"W1": np.full((2, 5), 0.01 + 0.01j)}, TypeError, r"init\['W1'\] must hold real numbers"),
+    ({"b1": np.zeros(5, bool)}, TypeError, r"init\['b1'\] must hold real numbers"),
+    ({"W2": np.full((5, 3), 1e39)}, ValueError, r"init\['W2'\] holds values too large for float32"),
+])
+def test_init_that_a_cast_would_change(data, change, exc, msg):
+    """Complex or oversized initial weights are refused rather than cast (imaginary part dropped, inf)."""
+    X, y = data
+    init = {"W1": np.zeros((2, 5)), "b1": np.zeros(5), "W2": np.zeros((5, 3)), "b2": np.zeros(3), **change}
+    with pytest.raises(exc, match=msg):
+        fs.train_net(X, y, init=init, iters=1, dtype="float32")
+
+
+def test_X_too_large_for_the_dtype(data):
+    X, y = data
+    with pytest.raises(ValueError, match="X holds values too large for float32"):
+        fs.train_net(X * 1e100, y, dtype="float32", iters=1)
