@@ -78,6 +78,10 @@ class _Model:
         if info is not None and not isinstance(info, Mapping):
             raise TypeError(f"info must be a dict, got {type(info).__name__}")
         self.info = dict(info or {})
+        try:  # save writes it as JSON: fail here, not when saving
+            json.dumps(self.info, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"info must hold JSON values (str, numbers, lists, dicts): {exc}") from None
 
     # -- shapes -----------------------------------------------------------------
     def _check_shapes(self) -> None:

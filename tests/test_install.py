@@ -122,8 +122,6 @@ cache.COMPILE_WAIT = cache.SAVE_WAIT = float(sys.argv[1])
 warnings.simplefilter("always", cache.CacheWarning)
 import fastspiral as fs
 X, y = fs.make_spiral(seed=0)
-if sys.argv[2] == "both":
-    print(repr(fs.train_net(X, y, iters=10, seed=0).final_loss))
 print(repr(fs.train_linear(X, y, iters=10, seed=0).final_loss))
 """
 
@@ -137,7 +135,8 @@ def _run_python(code, env, *args, timeout=600):
 def filled_cache(tmp_path_factory):
     """A compile cache holding the case study's kernels, and what the script printed with it."""
     folder = tmp_path_factory.mktemp("filled") / "cache"
-    proc = _run_python(WARM, dict(os.environ, NUMBA_CACHE_DIR=str(folder)), 60, "both")
+    # The linear kernels only: they compile in ~3 s, the net's in ~10 s, and behave the same.
+    proc = _run_python(WARM, dict(os.environ, NUMBA_CACHE_DIR=str(folder)), 60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return folder, proc.stdout
 
@@ -155,6 +154,7 @@ def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(tmp
     """An outside process holds fastspiral's locks. A warm process beside an unrelated compile
     (float32 here) and held cache-write locks loads without waiting; a cold one whose own
     compile lock is held waits at most COMPILE_WAIT, cannot save, warns once each, and trains."""
+    pytest.importorskip("fcntl", reason="file locks are POSIX's; elsewhere fastspiral takes none")
     from fastspiral._cache import file_lock
 
     cache = tmp_path / "cache"
@@ -164,7 +164,7 @@ def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(tmp
     with contextlib.ExitStack() as stack:
         for path in save_locks + _lock_paths("float32"):
             assert stack.enter_context(file_lock(path, 1)) == "held"
-        warm = _run_python(WARM, env, 1000, "both", timeout=120)  # a hang would time out
+        warm = _run_python(WARM, env, 1000, timeout=120)  # a hang would time out
         assert warm.returncode == 0, warm.stderr[-2000:]
         assert warm.stdout == filled_cache[1] and "CacheWarning" not in warm.stderr
 
@@ -172,9 +172,9 @@ def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(tmp
             assert stack.enter_context(file_lock(path, 1)) == "held"
         for entry in cache.rglob("*linear*.nb[ic]"):  # the linear kernels must compile again
             entry.unlink()
-        cold = _run_python(WARM, env, 1, "linear", timeout=300)
+        cold = _run_python(WARM, env, 1, timeout=300)
     assert cold.returncode == 0, cold.stderr[-2000:]
-    assert cold.stdout.strip() == filled_cache[1].split()[-1]
+    assert cold.stdout == filled_cache[1]
     assert cold.stderr.count("waited 1 s for another process") == 1
     assert cold.stderr.count("kernels are kept in memory, not saved") == 1
     assert not list(cache.rglob("*linear*.nbc"))
@@ -190,11 +190,11 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, filled_cache):
     damage = [lambda d: d[:len(d) // 2], lambda d: b"", lambda d: rng.bytes(len(d)), lambda d: d]
     for i, path in enumerate(sorted(cache.rglob("*.nb[ic]"))):
         path.write_bytes(damage[i % len(damage)](path.read_bytes()))
-    healing = _run_python(WARM, env, 60, "both")
+    healing = _run_python(WARM, env, 60)
     assert healing.returncode == 0, healing.stderr[-2000:]
     assert healing.stdout == filled_cache[1]
     assert healing.stderr.count("damaged compile-cache entry") == 1
-    healed = _run_python(WARM, dict(env, NUMBA_DEBUG_CACHE="1"), 60, "both")
+    healed = _run_python(WARM, dict(env, NUMBA_DEBUG_CACHE="1"), 60)
     assert healed.returncode == 0, healed.stderr[-2000:]
     printed = [line for line in healed.stdout.splitlines() if not line.startswith("[cache]")]
     assert printed == filled_cache[1].splitlines()
@@ -210,7 +210,7 @@ def test_no_writable_cache_folder_compiles_in_memory(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     env = dict(os.environ, PYTHONPATH=str(site), NUMBA_CACHE_DIR="/dev/null/cache",
                XDG_CACHE_HOME="/dev/null/cache", HOME="/dev/null")
-    py = f"{shlex.quote(sys.executable)} -c {shlex.quote(WARM)} 60 linear"
+    py = f"{shlex.quote(sys.executable)} -c {shlex.quote(WARM)} 60"
     script = (f"mount --bind {site} {site} && mount -o remount,bind,ro {site} || exit 77; "
               f"touch {site}/probe 2>/dev/null && exit 78; {py}")
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, cwd=tmp_path, capture_output=True,

@@ -131,6 +131,8 @@ def test_model_constructors_copy_and_type_check():
         fs.LinearModel([np.ones((2, 3)), np.zeros(3)], [])
     with pytest.raises(TypeError, match="info must be a dict"):
         fs.LinearModel({"W": np.ones((2, 3)), "b": np.zeros(3)}, [], info=[1])
+    with pytest.raises(TypeError, match="info must hold JSON values"):  # else save would fail
+        fs.LinearModel({"W": np.ones((2, 3)), "b": np.zeros(3)}, [], info={"seed": np.int64(1)})
 
 
 def _archive(path, header, **arrays):
