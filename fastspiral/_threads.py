@@ -1,4 +1,4 @@
-"""How the trainers use Numba's thread pool and compile cache from threads and processes.
+"""How the trainers use Numba's thread pool from threads and processes.
 
 Numba runs ``prange`` loops on one process-wide threading layer, picked at the
 first parallel launch: "tbb" if installed, then "omp" (GNU OpenMP on Linux),
