@@ -298,6 +298,8 @@ def sweep(
     machine, previous = {}, []
     if out is not None:
         out = os.fspath(out)
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ValueError(f"out {out!r} exists and is not a folder")
         os.makedirs(out, exist_ok=True)
         machine, previous = load_results(out)
     if not machine:

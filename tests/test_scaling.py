@@ -100,6 +100,7 @@ def test_configuration_too_big_for_memory_is_skipped(tmp_path, monkeypatch):
     (dict(dtypes=["float16"]), ValueError, "unknown dtype"),
     (dict(iters=0), ValueError, "iters must be >= 1"),
     (dict(executor=object()), TypeError, "executor must be"),
+    (dict(out=__file__), ValueError, "exists and is not a folder"),
 ])
 def test_bad_arguments(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
