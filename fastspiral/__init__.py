@@ -13,8 +13,11 @@ long) training goes on and a :class:`CacheWarning` says so once.
 """
 
 from ._cache import CacheWarning
+from .animate import Snapshot, animate_training, record_snapshots
 from .data import make_spiral
 from .model import LinearModel, NetModel, load
+from .plot import plot_data, plot_decision_regions, plot_grid, plot_loss
+from .scaling import sweep
 from .train import train_linear, train_net
 
 __version__ = "0.1.0"
@@ -23,8 +26,16 @@ __all__ = [
     "CacheWarning",
     "LinearModel",
     "NetModel",
+    "Snapshot",
+    "animate_training",
     "load",
     "make_spiral",
+    "plot_data",
+    "plot_decision_regions",
+    "plot_grid",
+    "plot_loss",
+    "record_snapshots",
+    "sweep",
     "train_linear",
     "train_net",
     "__version__",

@@ -77,6 +77,29 @@ def replace_file(path: str | os.PathLike, write: Callable[[IO[bytes]], None], wh
         raise
 
 
+def replace_path(path: str | os.PathLike, write: Callable[[str], None], what: str = "file") -> None:
+    """Like :func:`replace_file` for writers that want a file name (matplotlib's animation
+    writers): ``write(tmp)`` gets a temporary name with ``path``'s suffix beside the target."""
+    path = os.fspath(path)
+    target = check_writable_path(path, what)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    folder, name = os.path.split(target)
+    stem, suffix = os.path.splitext(name)
+    tmp = os.path.join(folder, f".{stem}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+    try:
+        write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def replace_text(path: str | os.PathLike, text: str, what: str = "file") -> None:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
     replace_file(path, lambda fh: fh.write(text.encode("utf-8")), what)

@@ -49,3 +49,10 @@ def slot_length(length: int, unit_bytes: int, min_pad_bytes: int = 0) -> int:
     while (n * unit_bytes) % CACHE_LINE:
         n += 1
     return n
+
+
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A view of ``a`` that cannot be written through (``a`` itself stays writeable)."""
+    view = a.view()
+    view.flags.writeable = False
+    return view

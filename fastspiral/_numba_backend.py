@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _loops
 from ._tiles import is_general
-from ._memory import aligned_copy
+from ._memory import aligned_copy, read_only
 from ._setup import Problem
 from ._cache import first_call
 from ._threads import ThreadChooser, parallel_section, threads_allowed, usable_threads
@@ -66,6 +66,10 @@ class NetTrainer:
         return {"W1": self.W1.copy(), "b1": self.b1.copy(), "W2": np.ascontiguousarray(self.W2T.T),
                 "b2": self.b2.copy()}
 
+    def views(self) -> dict[str, np.ndarray]:
+        return {"W1": read_only(self.W1), "b1": read_only(self.b1), "W2": read_only(self.W2T.T),
+                "b2": read_only(self.b2)}
+
 
 class LinearTrainer:
     """A linear training: working WT (K, D), b and the workspace; one thread."""
@@ -85,6 +89,9 @@ class LinearTrainer:
 
     def params(self) -> dict[str, np.ndarray]:
         return {"W": np.ascontiguousarray(self.WT.T), "b": self.b.copy()}
+
+    def views(self) -> dict[str, np.ndarray]:
+        return {"W": read_only(self.WT.T), "b": read_only(self.b)}
 
 
 def prepare(problem: Problem) -> NetTrainer | LinearTrainer:

@@ -8,7 +8,9 @@ object holding that training's working parameters and buffers, with
   or the first iteration whose loss is not finite (the parameters are then
   those from before it);
 * ``params() -> dict``: copies of the current parameters, as plain arrays with
-  the model's names.
+  the model's names;
+* ``views() -> dict``: the same as read-only views of the working arrays, for
+  a callback between runs (no copy; valid until the next ``run``).
 
 The trainers (:mod:`fastspiral.train`), the tests and the benchmarks all look
 backends up here, so every benchmarked implementation is a tested one. Adding
@@ -32,6 +34,8 @@ class Trainer(Protocol):
     def run(self, start: int, stop: int, history: np.ndarray) -> int: ...
 
     def params(self) -> dict[str, np.ndarray]: ...
+
+    def views(self) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,14 @@
-"""Pictures of the data and of what the models learned (the case study's figures).
+"""Pictures of the data and of what the models learned (the case study's figures), and of sweeps.
 
-Figures are built with :class:`matplotlib.figure.Figure` directly, not pyplot,
-so they render off-screen (Agg) with no display and leave the caller's
-matplotlib backend and global state alone. matplotlib is imported on first
-use, keeping ``import fastspiral`` fast.
+The public pictures (:func:`plot_data`, :func:`plot_decision_regions`,
+:func:`plot_loss`, :func:`plot_grid`) return pyplot figures, so
+``plt.show()`` shows them and notebooks display them; given ``ax=`` they
+draw there instead. Classes keep one colour everywhere (:func:`class_colors`):
+the regions are drawn as an image of predicted labels, lightened, so no
+contour interpolation invents a seam of a middle class between two others.
+:func:`plot_scaling` builds a plain :class:`matplotlib.figure.Figure` for
+files only. matplotlib is imported on first use, keeping ``import fastspiral``
+fast.
 """
 
 from __future__ import annotations
@@ -16,16 +21,28 @@ import numpy as np
 from ._files import replace_file
 from ._validation import check_X, check_y
 
-CMAP = "Spectral"
+def class_colors(n_classes: int) -> np.ndarray:
+    """(K, 4) RGBA colours, one per class, fixed for a given K: the points and their regions share them.
+
+    tab10 up to 10 classes, tab20 up to 20, evenly spaced hues of "turbo" beyond.
+    """
+    from matplotlib import colormaps
+
+    if n_classes <= 10:
+        return colormaps["tab10"](np.arange(n_classes))
+    if n_classes <= 20:
+        return colormaps["tab20"](np.arange(n_classes))
+    return colormaps["turbo"](np.linspace(0, 1, n_classes))
 
 
-def _new_axes(ax: Any):
+def _new_axes(ax: Any, figsize=(5.5, 5)):
+    """``(figure, axes)``: ``ax`` and its figure, or a new pyplot figure (shown by ``plt.show()``)."""
     if ax is not None:
         return ax.figure, ax
-    from matplotlib.figure import Figure
+    import matplotlib.pyplot as plt
 
-    fig = Figure(figsize=(5, 5), dpi=100, layout="tight")
-    return fig, fig.add_subplot()
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return fig, ax
 
 
 def _check_2d(X: Any, y: Any):
@@ -35,45 +52,179 @@ def _check_2d(X: Any, y: Any):
     return X, check_y(y, X.shape[0])
 
 
-def plot_data(X: Any, y: Any, *, ax: Any = None, title: str | None = None):
-    """Scatter the 2-D points coloured by class (the case study's spiral_raw.png).
+def _scatter_classes(ax: Any, X: np.ndarray, y: np.ndarray, colors: np.ndarray, legend: bool) -> None:
+    for k in range(colors.shape[0]):
+        rows = y == k
+        if rows.any():
+            ax.scatter(X[rows, 0], X[rows, 1], s=28, color=colors[k], edgecolors="k", linewidths=0.4,
+                       label=f"class {k}", zorder=2)
+    if legend:
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
 
-    Returns the matplotlib Figure.
+
+def plot_data(X: Any, y: Any, *, ax: Any = None, title: str | None = "spiral data"):
+    """Scatter the 2-D points coloured by class, with a legend (the case study's spiral_raw.png).
+
+    Returns the figure (a new pyplot figure unless ``ax`` is given).
     """
     X, y = _check_2d(X, y)
     fig, ax = _new_axes(ax)
-    ax.scatter(X[:, 0], X[:, 1], c=y, s=40, cmap=CMAP, edgecolors="k", linewidths=0.3)
+    _scatter_classes(ax, X, y, class_colors(int(y.max()) + 1), legend=True)
     ax.set_xlim(X[:, 0].min() - 0.1, X[:, 0].max() + 0.1)
     ax.set_ylim(X[:, 1].min() - 0.1, X[:, 1].max() + 0.1)
     ax.set_xlabel("x[0]")
     ax.set_ylabel("x[1]")
+    ax.set_aspect("equal")
     if title:
         ax.set_title(title)
     return fig
 
 
+class RegionGrid:
+    """The plane around X as a grid of ``resolution`` spacing, and what a model predicts on it.
+
+    Shared by :func:`plot_decision_regions` and the frames of
+    :func:`fastspiral.animate_training`.
+    """
+
+    def __init__(self, X: np.ndarray, resolution: float):
+        if not (np.isfinite(resolution) and resolution > 0):
+            raise ValueError(f"resolution must be a positive number, got {resolution!r}")
+        lo, hi = X.min(axis=0) - 1, X.max(axis=0) + 1
+        if np.prod((hi - lo) / resolution) > 4e6:
+            raise ValueError(f"resolution={resolution:g} makes a grid of more than 4 million points")
+        self.x0 = np.arange(lo[0], hi[0], resolution)
+        self.x1 = np.arange(lo[1], hi[1], resolution)
+        xx, yy = np.meshgrid(self.x0, self.x1)
+        self.points = np.c_[xx.ravel(), yy.ravel()]
+        self.extent = (lo[0], hi[0], lo[1], hi[1])
+
+    def labels(self, model: Any) -> np.ndarray:
+        return model.predict(self.points).reshape(self.x1.size, self.x0.size)
+
+    @staticmethod
+    def colours(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
+        """(rows, cols, 3) image: each cell its class's colour, blended with white so points stand out."""
+        return (0.55 * colors[:, :3] + 0.45)[labels]
+
+    def draw(self, ax: Any, labels: np.ndarray, colors: np.ndarray):
+        """The regions as an image, no interpolation between cells (so no seams of other classes)."""
+        return ax.imshow(self.colours(labels, colors), origin="lower", extent=self.extent,
+                         interpolation="nearest", aspect="auto", zorder=0)
+
+
+def model_summary(model: Any, X: np.ndarray, y: np.ndarray) -> str:
+    """What a title says, e.g. "net H=100: 10,000 iterations, loss 0.245, training accuracy 98.0%"."""
+    kind = getattr(model, "kind", type(model).__name__)
+    if kind == "net" and hasattr(model, "n_hidden"):
+        kind = f"net H={model.n_hidden}"
+    parts = [kind]
+    history = getattr(model, "loss_history", None)
+    if history is not None and len(history):
+        parts.append(f"{len(history):,} iterations, loss {history[-1]:.3f}")
+    accuracy = float(np.mean(model.predict(X) == y))
+    return f"{parts[0]}: " + ", ".join(parts[1:] + [f"training accuracy {accuracy:.1%}"])
+
+
 def plot_decision_regions(model: Any, X: Any, y: Any, *, ax: Any = None,
-                          resolution: float = 0.02, title: str | None = None):
+                          resolution: float = 0.02, title: str | None = None, legend: bool = True):
     """Colour the plane by the class ``model`` predicts, with the data on top.
 
-    The case study's spiral_linear.png / spiral_net.png. ``model`` is anything
-    with ``predict`` on (n, 2) arrays; ``resolution`` is the grid spacing.
-    Returns the matplotlib Figure.
+    The case study's spiral_linear.png / spiral_net.png: each region has its
+    class's colour (lighter), the same as its points; points the model gets
+    wrong are circled in black; the title gives the model, its iterations, its
+    final loss and its training accuracy on (X, y) unless ``title`` is given.
+    ``model`` is anything with ``predict`` on (n, 2) arrays; ``resolution`` is
+    the grid spacing. Returns the figure (a new pyplot figure unless ``ax``
+    is given).
     """
     X, y = _check_2d(X, y)
-    if not (np.isfinite(resolution) and resolution > 0):
-        raise ValueError(f"resolution must be a positive number, got {resolution!r}")
+    grid = RegionGrid(X, resolution)
     fig, ax = _new_axes(ax)
-    x0min, x0max = X[:, 0].min() - 1, X[:, 0].max() + 1
-    x1min, x1max = X[:, 1].min() - 1, X[:, 1].max() + 1
-    xx, yy = np.meshgrid(np.arange(x0min, x0max, resolution), np.arange(x1min, x1max, resolution))
-    zz = model.predict(np.c_[xx.ravel(), yy.ravel()]).reshape(xx.shape)
-    ax.contourf(xx, yy, zz, cmap=CMAP, alpha=0.8)
-    plot_data(X, y, ax=ax)
-    ax.set_xlim(xx.min(), xx.max())
-    ax.set_ylim(yy.min(), yy.max())
+    labels = grid.labels(model)
+    n_classes = max(int(y.max()) + 1, int(labels.max()) + 1, getattr(model, "n_classes", 0))
+    colors = class_colors(n_classes)
+    grid.draw(ax, labels, colors)
+    _scatter_classes(ax, X, y, colors, legend=False)
+    wrong = model.predict(X) != y
+    if wrong.any():
+        ax.scatter(X[wrong, 0], X[wrong, 1], s=90, facecolors="none", edgecolors="k", linewidths=1.2,
+                   label=f"misclassified ({int(wrong.sum())})", zorder=3)
+    if legend:
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
+    ax.set_xlim(grid.extent[:2])
+    ax.set_ylim(grid.extent[2:])
+    ax.set_xlabel("x[0]")
+    ax.set_ylabel("x[1]")
+    ax.set_title(model_summary(model, X, y) if title is None else title, fontsize=10)
+    return fig
+
+
+def plot_loss(models: Any, *, ax: Any = None, title: str | None = "loss during training"):
+    """Loss against iteration, log scale, for one model, a list of models or a dict {label: model}.
+
+    Returns the figure (a new pyplot figure unless ``ax`` is given).
+    """
+    if isinstance(models, dict):
+        items = list(models.items())
+    else:
+        models = list(models) if isinstance(models, (list, tuple)) else [models]
+        items = [(None, m) for m in models]
+    if not items:
+        raise ValueError("models must name at least one model")
+    fig, ax = _new_axes(ax, figsize=(6, 4))
+    for label, model in items:
+        # a fitted model, or a scikit-learn style estimator's loss_curve_
+        history = getattr(model, "loss_history", getattr(model, "loss_curve_", None))
+        history = np.asarray(history if history is not None else [], dtype=float)
+        if history.ndim != 1 or not history.size:
+            raise ValueError(f"{model!r} has no loss history to plot")
+        if label is None:
+            label = getattr(model, "kind", type(model).__name__)
+            if label == "net":
+                label = f"net H={model.n_hidden}"
+        ax.plot(np.arange(history.size), history, label=f"{label} (final {history[-1]:.3f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (cross-entropy + L2)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def plot_grid(X: Any, y: Any, *, hidden: Any = (10, 100), reg: Any = (1e-4, 1e-3, 1e-2),
+              resolution: float = 0.03, **train_kwargs: Any):
+    """Decision regions of nets trained with every (reg, hidden) pair, side by side.
+
+    One row per ``reg``, one column per ``hidden``: what regularisation and
+    width do to the boundary, as the case study's readers would try.
+    ``train_kwargs`` go to :func:`fastspiral.train_net` (``iters``, ``seed``,
+    ``step_size``...; the same ``seed`` for every panel unless given as a
+    RandomState). Returns the pyplot figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from .train import train_net
+
+    X, y = _check_2d(X, y)
+    hidden, reg = list(np.atleast_1d(hidden)), list(np.atleast_1d(reg))
+    if not hidden or not reg:
+        raise ValueError("hidden and reg must each name at least one value")
+    train_kwargs.setdefault("seed", 0)
+    fig, axes = plt.subplots(len(reg), len(hidden), figsize=(3.6 * len(hidden), 3.4 * len(reg)),
+                             layout="constrained", squeeze=False)
+    for i, r in enumerate(reg):
+        for j, h in enumerate(hidden):
+            model = train_net(X, y, hidden=int(h), reg=float(r), **train_kwargs)
+            accuracy = model.score(X, y)
+            plot_decision_regions(model, X, y, ax=axes[i, j], resolution=resolution, legend=False,
+                                  title=f"H={int(h)}, reg={float(r):g}\nloss {model.final_loss:.3f}, "
+                                        f"accuracy {accuracy:.1%}")
+            axes[i, j].set_xlabel("")
+            axes[i, j].set_ylabel("")
+    fig.suptitle("2-layer net: hidden units (columns) and regularisation (rows)")
     return fig
 
 
@@ -90,11 +241,12 @@ def figure_format(path: str | os.PathLike) -> str:
     return suffix or "png"
 
 
-def save_figure(fig: Any, path: str | os.PathLike) -> str:
+def save_figure(fig: Any, path: str | os.PathLike, *, close: bool = False) -> str:
     """Write ``fig`` to ``path`` (format from the suffix), creating the folder; returns the path.
 
     Written like a saved model (:mod:`fastspiral._files`): atomically,
-    through symlinks, never over anything but a regular file.
+    through symlinks, never over anything but a regular file. ``close``
+    releases a pyplot figure afterwards (scripts that draw many).
     """
     path = os.fspath(path)
     fmt = figure_format(path)
@@ -102,6 +254,10 @@ def save_figure(fig: Any, path: str | os.PathLike) -> str:
     if folder:
         os.makedirs(folder, exist_ok=True)
     replace_file(path, lambda fh: fig.savefig(fh, format=fmt), "figure")
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return path
 
 

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from ._memory import read_only
 from ._setup import Problem
 
 
@@ -131,6 +132,9 @@ class Trainer:
 
     def params(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.current.items()}
+
+    def views(self) -> dict[str, np.ndarray]:
+        return {k: read_only(v) for k, v in self.current.items()}
 
 
 def prepare(problem: Problem) -> Trainer:

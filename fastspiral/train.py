@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 
 from ._setup import linear_problem, net_problem
 from ._validation import check_int
-from .backends import get_backend
+from .backends import Trainer, get_backend
 from .model import LinearModel, NetModel
 
 #: The compiled loop runs in chunks of iterations that each take about this
@@ -54,14 +55,28 @@ def _finished(cls: type[NetModel | LinearModel], params: dict[str, np.ndarray],
     return model
 
 
-def _run(steps: Callable[[int, int, np.ndarray], int], iters: int, history: np.ndarray, every: int,
-         verbose: bool, progress: bool, step_size: float, reg: float, what: str) -> None:
-    """Drive ``steps(start, stop, history)`` over ``range(iters)`` in chunks of about CHUNK_SECONDS.
+def _check_callback(callback: Any, callback_every: Any, default_every: int) -> int:
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    return default_every if callback_every is None else check_int(callback_every, "callback_every",
+                                                                  minimum=1)
+
+
+def _run(trainer: Trainer, iters: int, history: np.ndarray, every: int, verbose: bool,
+         progress: bool, step_size: float, reg: float, what: str,
+         callback: Callable[[int, float, dict], Any] | None = None, callback_every: int = 1) -> int:
+    """Drive ``trainer.run(start, stop, history)`` over ``range(iters)`` in chunks of about
+    CHUNK_SECONDS; returns the number of iterations run (fewer if the callback stopped it).
 
     Chunks start at one iteration and double while they finish quickly. The
     case study's ``iteration %d: loss %f`` lines are printed, and the progress
     bar advanced, after each chunk; Ctrl-C raises KeyboardInterrupt between
-    chunks. A non-finite loss stops the run with FloatingPointError.
+    chunks. A non-finite loss stops the run with FloatingPointError. Chunks
+    also end at every ``callback_every``-th iteration and at the last, where
+    ``callback(done, loss, views)`` gets the iterations done, the loss of the
+    last of them and read-only views of the parameters after it (and once
+    before the first, with NaN for the loss); returning False ends the
+    training there.
     """
     bar = None
     if progress:
@@ -69,11 +84,15 @@ def _run(steps: Callable[[int, int, np.ndarray], int], iters: int, history: np.n
 
         bar = tqdm(total=iters, desc=what, unit="it", leave=True)
     try:
+        if callback is not None and callback(0, math.nan, trainer.views()) is False:
+            return 0
         start, chunk = 0, 1
         while start < iters:
             stop = min(iters, start + chunk)
+            if callback is not None:  # a chunk never runs past the next callback
+                stop = min(stop, (start // callback_every + 1) * callback_every)
             t0 = time.perf_counter()
-            bad = steps(start, stop, history)
+            bad = trainer.run(start, stop, history)
             elapsed = time.perf_counter() - t0
             end = stop if bad < 0 else bad
             if verbose:
@@ -87,6 +106,9 @@ def _run(steps: Callable[[int, int, np.ndarray], int], iters: int, history: np.n
                 raise FloatingPointError(f"{what}: the loss became {history[bad]} at iteration "
                                          f"{bad}; {_advice(step_size, reg)}")
             start = stop
+            if (callback is not None and (stop % callback_every == 0 or stop == iters)
+                    and callback(stop, float(history[stop - 1]), trainer.views()) is False):
+                return stop
             if elapsed < CHUNK_SECONDS / 2:
                 chunk *= 2
             elif elapsed > 2 * CHUNK_SECONDS and chunk > 1:
@@ -94,6 +116,7 @@ def _run(steps: Callable[[int, int, np.ndarray], int], iters: int, history: np.n
     finally:
         if bar is not None:
             bar.close()
+    return iters
 
 
 def _seed_info(seed: Any) -> Any:
@@ -114,6 +137,8 @@ def train_net(
     dtype: str = "float64",
     verbose: bool = False,
     progress: bool = False,
+    callback: Callable[[int, float, dict], Any] | None = None,
+    callback_every: int | None = None,
 ) -> NetModel:
     """Train the case study's 2-layer ReLU net by full-batch gradient descent.
 
@@ -155,6 +180,19 @@ def train_net(
         Print ``iteration %d: loss %f`` every 1000 iterations.
     progress : bool
         Show a tqdm progress bar with the current loss.
+    callback : callable, optional
+        ``callback(iteration, loss, params)``, called before training
+        (iteration 0, loss NaN), after every ``callback_every`` iterations and
+        after the last one, between compiled chunks (the loop itself stays
+        compiled): ``iteration`` is the number of iterations done, ``loss``
+        the loss of the last of them (before its update), ``params`` a dict of
+        read-only views of the current parameters (copy them to keep them;
+        they change as training goes on).
+        Returning ``False`` stops training there, and the model so far is
+        returned (its ``loss_history`` as long as the iterations run). See
+        :func:`fastspiral.record_snapshots`.
+    callback_every : int, optional
+        Iterations between callbacks (default 1000, the ``verbose`` interval).
 
     Returns
     -------
@@ -173,14 +211,16 @@ def train_net(
     """
     impl = get_backend(backend)
     iters = check_int(iters, "iters", minimum=0)
+    callback_every = _check_callback(callback, callback_every, 1000)
     problem = net_problem(X, y, hidden=hidden, step_size=step_size, reg=reg, seed=seed, init=init,
                           dtype=dtype)
     trainer = impl.prepare(problem)
     history = np.empty(iters, np.float64)
-    _run(trainer.run, iters, history, 1000, verbose, progress, problem.step_size, problem.reg,
-         "train_net")
+    done = _run(trainer, iters, history, 1000, verbose, progress, problem.step_size, problem.reg,
+                "train_net", callback, callback_every)
+    history = history[:done]
     info = dict(model="net", hidden=problem.n_hidden, step_size=problem.step_size, reg=problem.reg,
-                iters=iters, seed=_seed_info(seed), backend=backend, dtype=problem.dtype.name)
+                iters=done, seed=_seed_info(seed), backend=backend, dtype=problem.dtype.name)
     return _finished(NetModel, trainer.params(), history, info, problem.X, "train_net")
 
 
@@ -197,14 +237,17 @@ def train_linear(
     dtype: str = "float64",
     verbose: bool = False,
     progress: bool = False,
+    callback: Callable[[int, float, dict], Any] | None = None,
+    callback_every: int | None = None,
 ) -> LinearModel:
     """Train the case study's softmax linear classifier by full-batch gradient descent.
 
     ``scores = X W + b``; the loss is the mean softmax cross-entropy plus
     ``0.5 * reg * sum(W**2)``. Parameters are as for :func:`train_net`
     (without ``hidden``); ``init`` takes a LinearModel or a dict with ``W``
-    (D, K) and ``b`` (K,), ``verbose`` prints every 10 iterations and
-    ``progress`` shows a tqdm bar.
+    (D, K) and ``b`` (K,), ``verbose`` prints every 10 iterations,
+    ``progress`` shows a tqdm bar and ``callback`` is called every
+    ``callback_every`` iterations (default 10) with the views ``W`` and ``b``.
 
     Returns
     -------
@@ -213,11 +256,13 @@ def train_linear(
     """
     impl = get_backend(backend)
     iters = check_int(iters, "iters", minimum=0)
+    callback_every = _check_callback(callback, callback_every, 10)
     problem = linear_problem(X, y, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype)
     trainer = impl.prepare(problem)
     history = np.empty(iters, np.float64)
-    _run(trainer.run, iters, history, 10, verbose, progress, problem.step_size, problem.reg,
-         "train_linear")
-    info = dict(model="linear", step_size=problem.step_size, reg=problem.reg, iters=iters,
+    done = _run(trainer, iters, history, 10, verbose, progress, problem.step_size, problem.reg,
+                "train_linear", callback, callback_every)
+    history = history[:done]
+    info = dict(model="linear", step_size=problem.step_size, reg=problem.reg, iters=done,
                 seed=_seed_info(seed), backend=backend, dtype=problem.dtype.name)
     return _finished(LinearModel, trainer.params(), history, info, problem.X, "train_linear")
