@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import __version__
 from ._files import check_npz, check_writable_path
 from ._signals import Terminated
 from ._validation import DTYPES
@@ -56,7 +57,7 @@ def _timed(fn, *args, **kwargs):
 
 
 #: The pictures ``fastspiral demo`` writes into --out.
-DEMO_PICTURES = ("spiral_raw.png", "spiral_linear.png", "spiral_net.png")
+DEMO_PICTURES = ("spiral_raw.png", "spiral_linear.png", "spiral_net.png", "loss.png", "training_net.gif")
 
 
 def _check_output(path: str, option: str) -> None:
@@ -68,7 +69,8 @@ def _check_output(path: str, option: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .plot import plot_data, plot_decision_regions, save_figure
+    from .animate import animate_training, record_snapshots
+    from .plot import plot_data, plot_decision_regions, plot_loss, save_figure
 
     try:
         os.makedirs(args.out, exist_ok=True)
@@ -88,19 +90,35 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"trained 200 iterations in {t_lin:.3f} s")
 
     print(f"\n2-layer neural network, {args.hidden} hidden units (backend {args.backend})")
-    net, t_net = _timed(train_net, X, y, hidden=args.hidden, seed=rng, backend=args.backend,
-                        verbose=True)
+    (net, frames), t_net = _timed(record_snapshots, X, y, hidden=args.hidden, seed=rng,
+                                  backend=args.backend, verbose=True, snapshots=20)
     print(f"training accuracy: {net.score(X, y):.2f}")
-    print(f"trained 10000 iterations in {t_net:.3f} s")
+    print(f"trained 10000 iterations in {t_net:.3f} s (keeping 21 snapshots of the weights)")
 
-    out = args.out
-    raw, linear, net_png = (os.path.join(out, name) for name in DEMO_PICTURES)
+    raw, linear, net_png, loss, gif = (os.path.join(args.out, name) for name in DEMO_PICTURES)
     written = [
-        save_figure(plot_data(X, y, title="spiral data"), raw),
-        save_figure(plot_decision_regions(lin, X, y, title="softmax linear classifier"), linear),
-        save_figure(plot_decision_regions(net, X, y, title=f"2-layer net, H={args.hidden}"), net_png),
+        save_figure(plot_data(X, y), raw, close=True),
+        save_figure(plot_decision_regions(lin, X, y), linear, close=True),
+        save_figure(plot_decision_regions(net, X, y), net_png, close=True),
+        save_figure(plot_loss({"softmax linear classifier": lin, f"2-layer net, H={args.hidden}": net}),
+                    loss, close=True),
+        animate_training(X, y, frames, gif),
     ]
     print("\nwrote " + ", ".join(written))
+
+
+def _grid(args: argparse.Namespace) -> None:
+    from .plot import figure_format, plot_grid, save_figure
+
+    try:
+        figure_format(args.out)
+    except ValueError as exc:
+        raise _CliError(f"fastspiral grid: error: --out: {exc}") from None
+    _check_output(args.out, "--out")
+    X, y = make_spiral(args.n_per_class, args.n_classes, seed=args.data_seed)
+    fig = plot_grid(X, y, hidden=args.hidden, reg=args.reg, iters=args.iters, seed=args.seed,
+                    backend=args.backend)
+    print(f"wrote {save_figure(fig, args.out, close=True)}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -156,7 +174,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.plot:
         from .plot import plot_decision_regions, save_figure
 
-        save_figure(plot_decision_regions(model, X, y, title=f"{args.model}"), args.plot)
+        save_figure(plot_decision_regions(model, X, y), args.plot, close=True)
         print(f"wrote {args.plot}")
 
 
@@ -189,14 +207,28 @@ def _scale(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastspiral", description="Train the CS231n spiral models fast on a CPU.")
+    parser.add_argument("--version", action="version", version=f"fastspiral {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="the case study end to end: both models, printed and plotted")
-    demo.add_argument("--out", default="fastspiral-demo", help="folder for the PNGs (default: %(default)s)")
+    demo.add_argument("--out", default="fastspiral-demo",
+                      help="folder for the pictures and the GIF (default: %(default)s)")
     demo.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the legacy random stream (default: 0)")
     demo.add_argument("--backend", choices=sorted(BACKENDS), default="numba")
     demo.add_argument("--hidden", type=_positive_int, default=100, help="hidden units (default: 100)")
     demo.set_defaults(run=_demo)
+
+    grid = sub.add_parser("grid", help="decision regions of nets over hidden units and regularisation")
+    grid.add_argument("--hidden", type=_positive_int, nargs="+", default=[10, 100])
+    grid.add_argument("--reg", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2])
+    grid.add_argument("--iters", type=_nonneg_int, default=10_000)
+    grid.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the initial weights (default: 0)")
+    grid.add_argument("--backend", choices=sorted(BACKENDS), default="numba")
+    grid.add_argument("--n-per-class", type=_positive_int, default=100)
+    grid.add_argument("--n-classes", type=_positive_int, default=3)
+    grid.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the spiral data (default: 0)")
+    grid.add_argument("--out", default="grid.png", help="picture to write (default: %(default)s)")
+    grid.set_defaults(run=_grid)
 
     train = sub.add_parser("train", help="train one model on spiral data (or X, y from an .npz)")
     train.add_argument("--model", choices=["linear", "net"], default="net")
@@ -240,13 +272,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 training failed, 2 bad input)."""
+    """Entry point; returns the exit status (0 ok, 1 training failed, 2 bad input,
+    128 + N after signal N: 130 Ctrl-C, 141 a closed pipe, 143 SIGTERM)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv:  # no command: say what there is
+        parser.print_help()
+        return 0
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version
+            return int(exc.code or 0)
         args.run(args)
     except _CliError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `fastspiral train --verbose | head`: the reader has what it wanted. Point stdout at
+        # devnull so the interpreter's final flush does not fail again (Python's documented recipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except (ValueError, TypeError, OSError) as exc:
         print(f"fastspiral: error: {exc}", file=sys.stderr)
         return 2

@@ -40,7 +40,9 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
         """Train on X (n_samples, n_features) and labels y (any hashable values).
 
         With ``warm_start=True`` and a previous fit on the same classes and
-        features, training continues from the previous parameters.
+        features, training continues from the previous parameters, and
+        ``loss_curve_`` and ``n_iter_`` count all the fits so far (as
+        scikit-learn's MLPClassifier does).
         """
         warm = self.warm_start and hasattr(self, "model_")
         X, y = validate_data(self, X, y, reset=not warm, dtype=np.float64, order="C")
@@ -56,7 +58,9 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
             init = self.model_
         self.classes_ = classes
         self.model_ = self._train(X, encoded.astype(np.int64), init)
-        self.loss_curve_ = self.model_.loss_history
+        # As MLPClassifier: a warm fit extends the curve and the iteration count.
+        earlier = self.loss_curve_ if warm else np.empty(0)
+        self.loss_curve_ = np.concatenate([earlier, self.model_.loss_history])
         self.n_iter_ = self.loss_curve_.size
         return self
 

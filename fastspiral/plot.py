@@ -161,7 +161,8 @@ def plot_decision_regions(model: Any, X: Any, y: Any, *, ax: Any = None,
 
 
 def plot_loss(models: Any, *, ax: Any = None, title: str | None = "loss during training"):
-    """Loss against iteration, log scale, for one model, a list of models or a dict {label: model}.
+    """Loss against iteration (both axes log scale), for one model, a list of models or a dict
+    {label: model}; scikit-learn-style estimators with ``loss_curve_`` work too.
 
     Returns the figure (a new pyplot figure unless ``ax`` is given).
     """
@@ -183,7 +184,9 @@ def plot_loss(models: Any, *, ax: Any = None, title: str | None = "loss during t
             label = getattr(model, "kind", type(model).__name__)
             if label == "net":
                 label = f"net H={model.n_hidden}"
-        ax.plot(np.arange(history.size), history, label=f"{label} (final {history[-1]:.3f})")
+        # log x too, so 200 linear iterations and 10,000 of the net both show
+        ax.plot(np.arange(1, history.size + 1), history, label=f"{label} (final {history[-1]:.3f})")
+    ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (cross-entropy + L2)")

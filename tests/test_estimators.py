@@ -48,7 +48,10 @@ def test_warm_start_continues_training():
     clf.fit(X, y)
     clf.fit(X, y)
     straight = fs.train_net(X, y, seed=0, iters=400)
-    np.testing.assert_allclose(clf.loss_curve_, straight.loss_history[200:], rtol=1e-12)
+    # MLPClassifier's convention: the warm fit extends loss_curve_ and n_iter_
+    assert clf.n_iter_ == 400 and clf.loss_curve_.shape == (400,)
+    np.testing.assert_allclose(clf.loss_curve_[200:], straight.loss_history[200:], rtol=1e-12)
+    np.testing.assert_array_equal(clf.loss_curve_[:200], straight.loss_history[:200])
     cold = NetClassifier(iters=200, random_state=0).fit(X, y)
     cold.fit(X, y)
     np.testing.assert_array_equal(cold.loss_curve_, straight.loss_history[:200])
