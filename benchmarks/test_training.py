@@ -101,3 +101,23 @@ def test_other_shapes(benchmark, n_features, n_classes, backend):
     benchmark.extra_info.update(n_samples=n_samples, hidden=hidden, n_features=n_features, n_classes=n_classes,
                                 backend=backend, dtype="float64", seconds_per_iter=median / iters,
                                 gflops=flops * iters / median / 1e9)
+
+
+@pytest.mark.parametrize("mode", ["plain", "snapshots"])
+def test_snapshot_overhead(benchmark, mode):
+    """The case study through fs.train_net, and through fs.record_snapshots keeping 20 snapshots.
+
+    Both go through the public API (validation, chunked loop, final check),
+    so the ratio of the two rows is what the snapshots cost.
+    """
+    import fastspiral as fs
+
+    X, y = fs.make_spiral(seed=0)
+    benchmark.group = "snapshots: case study, 10,000 iterations"
+    if mode == "plain":
+        run = lambda: fs.train_net(X, y, seed=0)  # noqa: E731
+    else:
+        run = lambda: fs.record_snapshots(X, y, seed=0, snapshots=20)  # noqa: E731
+    run()  # compiled and loaded before timing
+    settle()
+    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
