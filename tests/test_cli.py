@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import fastspiral as fs
 from fastspiral.cli import main
@@ -29,9 +30,11 @@ def test_demo_prints_case_study_and_writes_pictures(tmp_path, capsys):
     assert [s for s in lines if s.startswith("training accuracy")] == \
         ["training accuracy: 0.49", "training accuracy: 0.98"]
     assert sum(s.startswith("trained ") for s in lines) == 2
-    for name in ("spiral_raw.png", "spiral_linear.png", "spiral_net.png"):
+    for name in ("spiral_raw.png", "spiral_linear.png", "spiral_net.png", "loss.png"):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    with Image.open(tmp_path / "training_net.gif") as gif:
+        assert gif.n_frames == 21  # the start and every 500 iterations
 
 
 def test_train_saves_and_plots(tmp_path, capsys):
@@ -133,3 +136,25 @@ def test_train_data_that_declares_more_than_it_holds(tmp_path, capsys):
     assert main(["train", "--data", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "declares 8,000,000,000,000 bytes" in err[0], err
+
+
+def test_version_help_and_a_closed_pipe(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fastspiral {fs.__version__}"
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: fastspiral") and "demo" in out and "train" in out
+    # `fastspiral train --verbose | head -1`: quiet, status 141 (128 + SIGPIPE) as a killed writer
+    proc = subprocess.run(f"{sys.executable} -m fastspiral train --verbose --iters 20000 | head -1; "
+                          "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("iteration 0: loss ") and proc.stdout.count("\n") == 1
+    assert proc.stderr == "", proc.stderr
+    assert proc.returncode == 141
+
+
+def test_grid_command(tmp_path, capsys):
+    out = tmp_path / "g.png"
+    assert main(["grid", "--hidden", "4", "8", "--reg", "1e-3", "--iters", "50", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    assert main(["grid", "--out", str(tmp_path / "g.xyz")]) == 2

@@ -1,0 +1,130 @@
+"""Watching training: the callback, snapshots, the animation, and the pictures."""
+
+import matplotlib.pyplot as plt  # with no display, matplotlib picks its Agg backend itself
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastspiral as fs
+from fastspiral.plot import class_colors
+
+
+@pytest.fixture(scope="module")
+def spiral():
+    return fs.make_spiral(60, 3, seed=0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("trainer,every", [(fs.train_net, 70), (fs.train_linear, 7)])
+def test_callback_sees_every_interval_and_the_final_state(spiral, backend, trainer, every):
+    X, y = spiral
+    calls = []
+
+    def callback(iteration, loss, params):
+        for value in params.values():
+            assert not value.flags.writeable
+            with pytest.raises(ValueError):
+                value[...] = 0
+        calls.append((iteration, loss, {k: v.copy() for k, v in params.items()}))
+
+    model = trainer(X, y, iters=300, seed=1, backend=backend, callback=callback, callback_every=every)
+    assert [c[0] for c in calls] == [0, *range(every, 300, every), 300]
+    assert np.isnan(calls[0][1])
+    assert [c[1] for c in calls[1:]] == [model.loss_history[i - 1] for i, *_ in calls[1:]]
+    for name, value in model.params.items():
+        assert np.array_equal(calls[-1][2][name], value)
+    plain = trainer(X, y, iters=300, seed=1, backend=backend)
+    assert np.array_equal(plain.loss_history, model.loss_history)  # chunk ends change nothing
+    for name, value in plain.params.items():
+        assert np.array_equal(value, model.params[name])
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_returning_false_stops_with_the_model_so_far(spiral, backend):
+    X, y = spiral
+    model = fs.train_net(X, y, iters=1000, seed=2, backend=backend, callback_every=100,
+                         callback=lambda i, loss, p: i < 300)
+    assert model.loss_history.shape == (300,) and model.info["iters"] == 300
+    straight = fs.train_net(X, y, iters=300, seed=2, backend=backend)
+    assert np.array_equal(model.loss_history, straight.loss_history)
+    for name, value in straight.params.items():
+        assert np.array_equal(model.params[name], value)
+    stopped_at_once = fs.train_linear(X, y, seed=2, callback=lambda *a: False)
+    assert stopped_at_once.loss_history.size == 0
+
+
+def test_callback_arguments_are_checked(spiral):
+    X, y = spiral
+    with pytest.raises(TypeError, match="callback must be callable"):
+        fs.train_net(X, y, iters=1, callback=3)
+    with pytest.raises(ValueError, match="callback_every must be >= 1"):
+        fs.train_linear(X, y, iters=1, callback=print, callback_every=0)
+    with pytest.raises(TypeError, match="record_snapshots sets callback"):
+        fs.record_snapshots(X, y, callback=print)
+
+
+def test_record_snapshots_and_animate(spiral, tmp_path):
+    X, y = spiral
+    net, frames = fs.record_snapshots(X, y, iters=1000, seed=0, snapshots=10, hidden=20)
+    assert [f.iteration for f in frames] == list(range(0, 1001, 100))
+    for name, value in net.params.items():
+        assert np.array_equal(frames[-1].params[name], value)
+    assert not np.array_equal(frames[0].params["W1"], frames[-1].params["W1"])  # copies, not views
+    assert frames[3].loss == net.loss_history[299]
+    path = fs.animate_training(X, y, frames, tmp_path / "t.gif")
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == len(frames)
+    lin, lframes = fs.record_snapshots(X, y, model="linear", iters=50, snapshots=5)
+    fs.animate_training(X, y, lframes, tmp_path / "lin.gif")
+    with pytest.raises(ValueError, match="must end in .gif"):
+        fs.animate_training(X, y, frames, tmp_path / "t.png")
+    with pytest.raises(ValueError, match="snapshots is empty"):
+        fs.animate_training(X, y, [], tmp_path / "e.gif")
+
+
+def test_decision_regions_use_the_points_colours_and_no_seams(spiral):
+    X, y = spiral
+    net = fs.train_net(X, y, iters=2000, seed=0, hidden=30)
+    before = set(plt.get_fignums())
+    fig = fs.plot_decision_regions(net, X, y)
+    assert fig.number in plt.get_fignums() and fig.number not in before  # a pyplot figure
+    ax = fig.axes[0]
+    image = ax.get_images()[0].get_array()
+    colors = class_colors(3)
+    light = np.round(0.55 * colors[:, :3] + 0.45, 6)
+    # every cell is exactly one class's region colour: no interpolated levels between classes
+    cells = np.unique(np.round(image.reshape(-1, 3), 6), axis=0)
+    assert {tuple(c) for c in cells} <= {tuple(c) for c in light}
+    # the points of class k are drawn in class k's colour
+    point_colours = [tuple(np.round(c.get_facecolor()[0][:3], 6)) for c in ax.collections[:3]]
+    assert point_colours == [tuple(np.round(c[:3], 6)) for c in colors]
+    wrong = int((net.predict(X) != y).sum())
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels[:3] == ["class 0", "class 1", "class 2"]
+    assert (f"misclassified ({wrong})" in labels) == (wrong > 0)
+    title = ax.get_title()
+    assert "2,000 iterations" in title and f"loss {net.final_loss:.3f}" in title
+    assert f"training accuracy {net.score(X, y):.1%}" in title
+    plt.close(fig)
+    fig2, own = plt.subplots()
+    assert fs.plot_decision_regions(net, X, y, ax=own) is fig2 and fs.plot_data(X, y, ax=own) is fig2
+    plt.close(fig2)
+
+
+def test_loss_and_grid_pictures(spiral):
+    from fastspiral.estimators import NetClassifier
+
+    X, y = spiral
+    net, lin = fs.train_net(X, y, iters=300, seed=0), fs.train_linear(X, y, seed=0)
+    clf = NetClassifier(iters=50, random_state=0).fit(X, y)
+    fig = fs.plot_loss({"net": net, "linear": lin, "estimator": clf})
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and len(ax.get_lines()) == 3
+    assert [line.get_ydata().size for line in ax.get_lines()] == [300, 200, 50]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no loss history"):
+        fs.plot_loss(fs.NetModel(net.params, []))
+    grid = fs.plot_grid(X, y, hidden=[5, 20], reg=[1e-3, 1e-1], iters=200)
+    titles = [a.get_title() for a in grid.axes]
+    assert len(titles) == 4 and titles[0].startswith("H=5, reg=0.001") and titles[3].startswith("H=20, reg=0.1")
+    plt.close(grid)
