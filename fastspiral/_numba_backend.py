@@ -7,11 +7,11 @@ import time
 import numpy as np
 
 from . import _loops
-from ._tiles import is_general
+from ._cache import first_call
 from ._memory import aligned_copy, read_only
 from ._setup import Problem
-from ._cache import first_call
 from ._threads import ThreadChooser, parallel_section, threads_allowed, usable_threads
+from ._tiles import is_general
 from ._workspace import buffer_bytes, linear_workspace, n_slots, net_workspace
 
 

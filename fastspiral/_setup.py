@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_dtype, check_fits, check_float, check_int, check_X, check_y
+from ._validation import (
+    check_dtype,
+    check_fits,
+    check_float,
+    check_int,
+    check_X,
+    check_y,
+)
 from .data import random_source
 
 #: The parameter names and shapes of each model, from (D, H, K).

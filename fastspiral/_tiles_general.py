@@ -14,6 +14,7 @@ import numpy as np
 from ._jit import inline_kernel, kernel
 from ._tiles import H_BLOCK
 
+
 @inline_kernel
 def general_h_block(D):
     """Hidden units per block in the general form: the block's W1 columns (D x block) stay in L2."""

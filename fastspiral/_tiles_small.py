@@ -13,6 +13,7 @@ from numba.cpython.unsafe.tuple import tuple_setitem
 from ._jit import inline_kernel, kernel
 from ._tiles import H_BLOCK, h_block_bounds, row_values
 
+
 @inline_kernel
 def _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
     zero = hidden.dtype.type(0)

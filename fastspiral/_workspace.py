@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._tiles import dims_token
 from ._memory import aligned_empty, slot_length
+from ._tiles import dims_token
 
 #: The work of a net iteration is counted as N * (H + ROW_COST): the per-row
 #: costs (softmax, the ends of the vectorised loops) weigh like ~60 hidden units.

@@ -21,6 +21,7 @@ import numpy as np
 from ._files import replace_file
 from ._validation import check_X, check_y
 
+
 def class_colors(n_classes: int) -> np.ndarray:
     """(K, 4) RGBA colours, one per class, fixed for a given K: the points and their regions share them.
 

@@ -2,9 +2,9 @@
 
 import io
 import re
-import zipfile
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest

@@ -17,7 +17,7 @@ from fastspiral import _jit, _loss, _tiles, _tiles_general, _tiles_small
 def _cpu_flags():
     try:
         with open("/proc/cpuinfo") as fh:
-            return set(re.search(r"^flags\s*:(.*)$", fh.read(), re.M).group(1).split())
+            return set(re.search(r"^flags\s*:(.*)$", fh.read(), re.MULTILINE).group(1).split())
     except (OSError, AttributeError):
         return set()
 

@@ -1,10 +1,10 @@
 """Scaling sweeps: records, files, resume, interrupt, memory skips, Dask."""
 
 import csv
+import json
 import os
 import shlex
 import signal
-import json
 import socket
 import subprocess
 import sys

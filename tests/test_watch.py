@@ -74,7 +74,7 @@ def test_record_snapshots_and_animate(spiral, tmp_path):
     path = fs.animate_training(X, y, frames, tmp_path / "t.gif")
     with Image.open(path) as gif:
         assert gif.format == "GIF" and gif.n_frames == len(frames)
-    lin, lframes = fs.record_snapshots(X, y, model="linear", iters=50, snapshots=5)
+    _, lframes = fs.record_snapshots(X, y, model="linear", iters=50, snapshots=5)
     fs.animate_training(X, y, lframes, tmp_path / "lin.gif")
     with pytest.raises(ValueError, match="must end in .gif"):
         fs.animate_training(X, y, frames, tmp_path / "t.png")
