@@ -34,27 +34,81 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def blas_info() -> str:
+    """NumPy's BLAS as "openblas 0.3.30 (Haswell kernels, 2 threads)", from threadpoolctl."""
+    from threadpoolctl import threadpool_info
+
+    found = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture') or 'unknown'} kernels, "
+             f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(found) or "none found"
+
+
+_HOST: dict[str, Any] = {}
+
+
+def host_info(measure_matmul: bool = True) -> dict[str, Any]:
+    """Where this process runs: host, CPU model (py-cpuinfo), cores and memory (psutil), BLAS,
+    Numba's target CPU, and NumPy's 2048x2048 matmul rate on all cores; computed once per process."""
+    if not _HOST:
+        import cpuinfo
+        import numba
+        import psutil
+
+        cpu = cpuinfo.get_cpu_info()
+        _HOST.update(host=socket.gethostname(), cpu=cpu.get("brand_raw") or platform.processor(),
+                     arch=cpu.get("arch"), cores=psutil.cpu_count(logical=True),
+                     physical_cores=psutil.cpu_count(logical=False),
+                     memory_gib=round(psutil.virtual_memory().total / 2**30, 1), blas=blas_info(),
+                     numba_cpu=numba.config.CPU_NAME or _llvm_host_cpu(),
+                     platform=platform.platform())
+    if measure_matmul and "matmul_gflops" not in _HOST:
+        _HOST["matmul_gflops"] = round(matmul_gflops(), 1)
+    return dict(_HOST)
+
+
+def _llvm_host_cpu() -> str:
+    import llvmlite.binding as llvm
+
+    return llvm.get_host_cpu_name()
+
+
 def machine_info(measure_matmul: bool = True) -> dict[str, Any]:
-    """CPU model, core count, versions and (optionally) the matmul rate of this machine."""
+    """:func:`host_info` plus the versions of Python, NumPy, Numba and fastspiral."""
     import numba
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "host": socket.gethostname(), "cpu": model, "cores": os.cpu_count(),
-        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-        "platform": platform.platform(),
-    }
-    if measure_matmul:
-        info["matmul_gflops"] = round(matmul_gflops(), 1)
-    return info
+    from . import __version__
+
+    return {**host_info(measure_matmul), "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "fastspiral": __version__}
+
+
+class CpuShare:
+    """How much of the machine other processes used while a block ran (psutil's CPU times).
+
+    ``others`` = (all CPUs' busy time - this process's CPU time) / (wall time x CPUs):
+    0 on a quiet machine, 0.5 when other programs kept half the cores busy.
+    """
+
+    def __enter__(self) -> CpuShare:
+        import psutil
+
+        self._proc = psutil.Process()
+        self._busy0 = _busy(psutil.cpu_times())
+        self._own0 = sum(self._proc.cpu_times()[:2])
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import psutil
+
+        wall = time.perf_counter() - self._t0
+        busy = _busy(psutil.cpu_times()) - self._busy0
+        own = sum(self._proc.cpu_times()[:2]) - self._own0
+        self.others = max(0.0, (busy - own) / (wall * (psutil.cpu_count() or 1))) if wall > 0 else 0.0
+
+
+def _busy(times) -> float:
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 def format_seconds(seconds: float) -> str:

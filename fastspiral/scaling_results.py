@@ -16,18 +16,23 @@ from ._files import replace_text
 from ._measure import format_seconds
 
 #: Columns of results.csv, in order; every record has these keys.
-FIELDS = ("backend", "dtype", "n_samples", "hidden", "iters", "repeats", "seconds_per_iter",
-          "gflops", "peak_mem_mib", "estimated_mem_mib", "final_loss", "accuracy", "host",
-          "worker", "threads", "status")
+FIELDS = ("backend", "dtype", "n_samples", "hidden", "iters", "repeats", "thread_limit",
+          "seconds_per_iter", "seconds_min", "seconds_max", "spread", "others_cpu", "gflops",
+          "peak_mem_mib", "estimated_mem_mib", "final_loss", "accuracy", "host", "cpu", "cores",
+          "worker", "threads", "threading_layer", "blas", "started", "finished", "status")
+#: Beyond this spread ((max - min) / median of the repeats) or share of the CPUs taken by
+#: other programs, the summary warns that the figure is not to be trusted as it stands.
+NOISY_SPREAD, BUSY_SHARE = 0.25, 0.2
 
 # --------------------------------------------------------------------------
 # Results on disk
 # --------------------------------------------------------------------------
 
 def record_key(record: dict[str, Any]) -> tuple:
-    """What identifies a configuration: backend, dtype, N, H, iterations and repeats."""
+    """What identifies a configuration: backend, dtype, N, H, iterations, repeats, thread limit."""
+    limit = record.get("thread_limit")
     return (record["backend"], record["dtype"], int(record["n_samples"]), int(record["hidden"]),
-            int(record["iters"]), int(record["repeats"]))
+            int(record["iters"]), int(record["repeats"]), None if limit is None else int(limit))
 
 
 def load_results(out: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
