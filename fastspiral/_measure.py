@@ -98,13 +98,24 @@ class CpuShare:
         self._t0 = time.perf_counter()
         return self
 
+    #: CPU times tick in 10 ms (Linux's USER_HZ): a shorter block has no usable figure (None).
+    MIN_WALL = 0.2
+
     def __exit__(self, *exc) -> None:
         import psutil
 
         wall = time.perf_counter() - self._t0
         busy = _busy(psutil.cpu_times()) - self._busy0
         own = sum(self._proc.cpu_times()[:2]) - self._own0
-        self.others = max(0.0, (busy - own) / (wall * (psutil.cpu_count() or 1))) if wall > 0 else 0.0
+        self.others = (max(0.0, (busy - own) / (wall * (psutil.cpu_count() or 1)))
+                       if wall >= self.MIN_WALL else None)
+
+
+def others_cpu_now(seconds: float = 0.25) -> float:
+    """Share of all CPUs busy over the next ``seconds`` while this process sleeps: other programs' load."""
+    import psutil
+
+    return psutil.cpu_percent(interval=seconds) / 100
 
 
 def _busy(times) -> float:

@@ -21,7 +21,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from ._measure import N_CLASSES, CpuShare, host_info, peak_memory_since, reset_peak_memory, useful_flops
+from ._measure import (N_CLASSES, CpuShare, host_info, others_cpu_now, peak_memory_since, reset_peak_memory,
+                       useful_flops)
 from ._workspace import n_slots
 from .scaling_results import FIELDS
 
@@ -63,8 +64,10 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
     (or loads) the kernels; then ``repeats`` trainings of ``iters``
     iterations are timed. The record keeps every repeat's time per iteration
     (``repeat_seconds``), their median (``seconds_per_iter``), min, max and
-    ``spread`` ((max - min) / median), and ``others_cpu``: the share of the
-    machine's CPU time other processes took meanwhile. ``peak_mem_mib`` is
+    ``spread`` ((max - min) / median), ``others_cpu_before``: the share of
+    the machine's CPUs busy in a 0.25 s look just before timing, and
+    ``others_cpu``: the share other processes took meanwhile (None when the
+    timed runs were too short to tell). ``peak_mem_mib`` is
     the peak resident memory during the timed runs above the resident memory
     just before them (data already made): what training itself needs.
     """
@@ -95,6 +98,7 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
             n_warm *= 2
         Xw, yw = make_spiral(min(n_warm, n_per_class), N_CLASSES, seed=config["seed"])
         train_net(Xw, yw, iters=1, **kwargs)
+        record["others_cpu_before"] = round(others_cpu_now(), 3)  # is the machine quiet enough?
         mark = reset_peak_memory()
         times, net = [], None
         with CpuShare() as share:
@@ -107,7 +111,7 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
         record.update(
             seconds_per_iter=seconds, repeat_seconds=times, seconds_min=min(times),
             seconds_max=max(times), spread=(max(times) - min(times)) / seconds if seconds > 0 else None,
-            others_cpu=round(share.others, 3),
+            others_cpu=None if share.others is None else round(share.others, 3),
             gflops=useful_flops(X.shape[0], config["hidden"]) / seconds / 1e9 if seconds > 0 else None,
             peak_mem_mib=None if peak is None else peak / 2**20,
             final_loss=net.final_loss,

@@ -179,9 +179,20 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _scale(args: argparse.Namespace) -> None:
-    from .scaling import load_results, summary_markdown, sweep
+    from .scaling import compare_markdown, load_results, summary_markdown, sweep
 
-    executor, client = None, None
+    if args.compare:
+        sets = []
+        for folder in args.compare:
+            machine, records = load_results(folder)
+            if not records:
+                raise _CliError(f"fastspiral scale: error: --compare: no results.json in {folder!r}")
+            sets.append(records)
+        print(compare_markdown(*sets, label_a=args.compare[0], label_b=args.compare[1]))
+        return
+    if not args.out:
+        raise _CliError("fastspiral scale: error: --out is required (or --compare DIR_A DIR_B)")
+    client = None
     if args.scheduler:
         try:
             from distributed import Client
@@ -191,11 +202,10 @@ def _scale(args: argparse.Namespace) -> None:
             client = Client(args.scheduler, timeout=args.connect_timeout)
         except (OSError, TimeoutError, ValueError) as exc:
             raise _CliError(f"fastspiral scale: cannot reach the scheduler {args.scheduler}: {exc}") from None
-        executor = client.get_executor()
     try:
         records = sweep(args.n_per_class, args.hidden, args.backends, args.dtypes, iters=args.iters,
-                        repeats=args.repeats, seed=args.seed, out=args.out, executor=executor,
-                        progress=not args.no_progress, force=args.force)
+                        repeats=args.repeats, seed=args.seed, out=args.out, executor=client,
+                        progress=not args.no_progress, force=args.force, threads=args.threads)
     finally:
         if client is not None:
             client.close()
@@ -260,9 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--backends", choices=sorted(BACKENDS), nargs="+", default=["numba", "numpy"])
     scale.add_argument("--dtypes", choices=sorted(DTYPES), nargs="+", default=["float64"])
     scale.add_argument("--iters", type=_positive_int, default=50, help="iterations per timed run (default: 50)")
-    scale.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per configuration (median)")
+    scale.add_argument("--repeats", type=_positive_int, default=3,
+                       help="timed runs per configuration, all kept (default: 3)")
+    scale.add_argument("--threads", type=_positive_int, nargs="+", default=None,
+                       help="thread counts to time each configuration with (default: the machine's)")
     scale.add_argument("--seed", type=_nonneg_int, default=0)
-    scale.add_argument("--out", required=True, help="folder for results.csv, results.json, scaling.png")
+    scale.add_argument("--out", default=None, help="folder for results.csv, results.json, scaling.png")
+    scale.add_argument("--compare", nargs=2, metavar=("DIR_A", "DIR_B"), default=None,
+                       help="print DIR_B's times over DIR_A's for the configurations both hold")
     scale.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
     scale.add_argument("--connect-timeout", default="10s", help="how long to try the scheduler (default: 10s)")
     scale.add_argument("--force", action="store_true", help="recompute rows already in --out")

@@ -308,12 +308,14 @@ def plot_scaling(records: Any, speedups: dict, machine: dict | None = None):
         groups.setdefault((r["backend"], r["dtype"], r["hidden"], r.get("thread_limit")), []).append(r)
     markers = {"numba": "o", "numpy": "s"}
     widths = sorted({h for _, _, h, _ in groups})
+    lines = sorted({(h, t or 0) for _, _, h, t in groups})  # one line style per (H, threads)
+    styles = ["-", "--", ":", "-."]
     floored = False
     for (backend, dtype, hidden, limit), rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
         rows = sorted(rows, key=lambda r: r["n_samples"])
         threads = "" if limit is None else f", {limit} thr"
         style = dict(marker=markers.get(backend, "^"), color=BACKEND_COLORS.get((backend, dtype), "k"),
-                     linestyle=["-", "--", ":", "-."][widths.index(hidden) % 4],
+                     linestyle=styles[lines.index((hidden, limit or 0)) % 4],
                      label=f"{backend} {dtype}, H={hidden:,}{threads}")
         n = [r["n_samples"] for r in rows]
         t = np.array([r["seconds_per_iter"] for r in rows])
@@ -356,8 +358,9 @@ def plot_scaling(records: Any, speedups: dict, machine: dict | None = None):
     ]
     if by_threads:
         ax_p = axes[0, 2]
+        sizes = sorted({(n, h) for _, _, n, h in by_threads})
         for (backend, dtype, n, h), pts in by_threads.items():
-            ax_p.plot(*zip(*pts), marker=markers.get(backend, "^"),
+            ax_p.plot(*zip(*pts), marker=markers.get(backend, "^"), linestyle=styles[sizes.index((n, h)) % 4],
                       color=BACKEND_COLORS.get((backend, dtype), "k"), label=f"{backend} {dtype}, N={n:,}, H={h:,}")
         ax_p.axhline(1.0, color="grey", linewidth=0.8, label="1 = same as one thread")
         ax_p.set_xlabel("threads")

@@ -29,12 +29,15 @@ from .model import PREDICT_ELEMENTS
 # The results files and summaries live in scaling_results; the sweep's users find them here too.
 from .scaling_results import (  # noqa: F401
     FIELDS,
+    compare_markdown,
     fit_exponents,
     load_results,
+    noise_warnings,
     record_key,
     save_results,
     speedups,
     summary_markdown,
+    to_dataframe,
 )
 
 #: Fraction of the available memory a configuration may be estimated to use.

@@ -23,7 +23,8 @@ SMALL = dict(n_per_class=[20, 60], hidden=[8], iters=5, repeats=2, progress=Fals
 
 def _without_timings(records):
     drop = {"seconds_per_iter", "gflops", "peak_mem_mib", "worker", "threads", "host", "seconds_min",
-            "seconds_max", "spread", "others_cpu", "repeat_seconds", "started", "finished", "blas",
+            "seconds_max", "spread", "others_cpu", "others_cpu_before", "repeat_seconds", "started",
+            "finished", "blas",
             "threading_layer"}
     return [{k: v for k, v in r.items() if k not in drop} for r in records]
 
@@ -268,3 +269,90 @@ def test_a_results_file_of_the_wrong_shape_is_a_value_error(tmp_path, text):
     (tmp_path / "results.json").write_text(text)
     with pytest.raises(ValueError, match="not a fastspiral results file"):
         scaling.load_results(tmp_path)
+
+
+def test_records_keep_every_repeat_and_where_they_ran(local_run):
+    out, records = local_run
+    doc = json.loads((out / "results.json").read_text())
+    machine = doc["machine"]
+    assert machine["fastspiral"] == fs.__version__ and machine["started"] <= machine["finished"]
+    assert machine["cpu"] and machine["cores"] >= 1 and "blas" in machine and machine["matmul_gflops"] > 0
+    assert socket.gethostname() in machine["hosts"]
+    for r in doc["records"]:
+        times = r["repeat_seconds"]
+        assert len(times) == r["repeats"] == 2
+        assert r["seconds_min"] == min(times) <= r["seconds_per_iter"] <= max(times) == r["seconds_max"]
+        assert r["spread"] == pytest.approx((max(times) - min(times)) / r["seconds_per_iter"])
+        assert 0 <= r["others_cpu_before"] <= 1
+        assert r["started"] < r["finished"] and r["cpu"] == machine["cpu"] and r["blas"]
+        assert r["threading_layer"]
+
+
+def test_threads_are_an_axis(tmp_path):
+    records = scaling.sweep(**dict(SMALL, n_per_class=[20], backends=["numba"]), threads=[1, 2],
+                            out=tmp_path)
+    assert [r["thread_limit"] for r in records] == [1, 2]
+    assert records[0]["threads"] == 1 and 1 <= records[1]["threads"] <= 2
+    assert len({scaling.record_key(r) for r in records}) == 2
+    assert "speed-up against threads" in [ax.get_title() for ax in _figure(records).axes]
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        scaling.sweep(**SMALL, threads=[0])
+
+
+def _figure(records):
+    from fastspiral.plot import plot_scaling
+
+    return plot_scaling(records, scaling.speedups(records), {"cpu": "Test CPU", "cores": 2})
+
+
+def _fake(backend, n, seconds, lo, hi, **extra):
+    return dict(backend=backend, dtype="float64", n_samples=n, hidden=100, iters=50, repeats=3,
+                thread_limit=None, seconds_per_iter=seconds, seconds_min=lo, seconds_max=hi,
+                spread=(hi - lo) / seconds, gflops=1.0, peak_mem_mib=0.01, final_loss=0.7, accuracy=0.5,
+                status="ok", threads=2, others_cpu=0.0, others_cpu_before=0.0, **extra)
+
+
+def test_summary_warns_about_noisy_and_busy_timings():
+    quiet = _fake("numba", 300, 1e-5, 0.99e-5, 1.01e-5)
+    noisy = _fake("numba", 3000, 1e-4, 0.5e-4, 2e-4)
+    busy = dict(_fake("numpy", 300, 1e-4, 0.99e-4, 1.01e-4), others_cpu_before=0.6)
+    text = scaling.summary_markdown([quiet, noisy, busy])
+    warnings = [line for line in text.splitlines() if line.startswith("- ") and "N=" in line
+                and ("spread" in line or "other programs" in line)]
+    assert warnings == ["- numba float64 N=3,000 H=100: repeats spread 150% of the median",
+                        "- numpy float64 N=300 H=100: other programs used 60% of the CPUs"]
+    fig = _figure([quiet, noisy, busy])
+    assert any("Test CPU" in t.get_text() for t in fig.texts)  # the footer
+    (time_ax,) = [ax for ax in fig.axes if ax.get_title().startswith("time per iteration")]
+    assert time_ax.containers  # error bars from the fastest to the slowest repeat
+    assert "1 = same speed as NumPy" in fig.axes[1].get_legend_handles_labels()[1]
+
+
+def test_compare_marks_differences_inside_the_spread_as_noise(tmp_path, capsys):
+    a = [_fake("numba", 300, 1e-5, 0.9e-5, 1.1e-5), _fake("numba", 3000, 1e-4, 0.95e-4, 1.05e-4)]
+    b = [_fake("numba", 300, 1.05e-5, 1.0e-5, 1.2e-5), _fake("numba", 3000, 2e-4, 1.9e-4, 2.1e-4),
+         _fake("numpy", 300, 1e-3, 1e-3, 1e-3)]
+    table = scaling.compare_markdown(a, b).splitlines()
+    assert len(table) == 4  # header, rule, the two configurations both hold
+    assert table[2].endswith("| 1.05 | noise (ranges overlap) |")
+    assert table[3].endswith("| 2.00 | slower |")
+    for name, records in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        scaling.save_results(str(tmp_path / name), {}, records)
+    assert main(["scale", "--compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "| 2.00 | slower |" in capsys.readouterr().out
+    assert main(["scale", "--compare", str(tmp_path / "a"), str(tmp_path / "none")]) == 2
+
+
+def test_to_dataframe_without_pandas(local_run, monkeypatch):
+    _, records = local_run
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if it were not installed
+    with pytest.raises(ImportError, match="pip install pandas"):
+        scaling.to_dataframe(records)
+
+
+def test_to_dataframe(local_run):
+    _, records = local_run
+    pd = pytest.importorskip("pandas", reason="pandas is not a dependency of fastspiral or its extras")
+    frame = scaling.to_dataframe(records)
+    assert isinstance(frame, pd.DataFrame) and len(frame) == len(records)
