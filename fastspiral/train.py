@@ -53,7 +53,7 @@ def _finished(cls: type[NetModel | LinearModel], params: dict[str, np.ndarray],
     # made the next training's thread choice pick one thread (docs/design.md, "The last update").
     with np.errstate(over="ignore"):  # an overflowing bound is inf: then the scores are computed
         bound = _scores_bound(params, X)
-    if bound > np.finfo(X.dtype).max / 1e3:
+    if bound > float(np.finfo(X.dtype).max) / 1e3:
         with np.errstate(all="ignore"):
             finite = np.isfinite(model.decision_function(X)).all()
         if not finite:
