@@ -1,4 +1,9 @@
-"""The compile cache: read-only installations, processes at once, locks held elsewhere, damaged files; and what `import fastspiral` pulls in."""
+"""The compile cache: read-only installations, processes at once, locks held elsewhere, damaged files; and what `import fastspiral` pulls in.
+
+The cache tests compile into empty caches in fresh processes (about a minute
+together on 2 cores), so they are marked slow: `.ci/run` runs them after the
+README's command, and `pytest -m slow` runs them here.
+"""
 
 import contextlib
 import os
@@ -17,6 +22,7 @@ TRAIN = ("import fastspiral as fs; X, y = fs.make_spiral(seed=0); "
          "fs.train_net(X, y, iters=10); fs.train_linear(X, y, iters=10); print(fs.__file__)")
 
 
+@pytest.mark.slow  # compiles into empty caches in subprocesses
 def test_cache_falls_back_to_the_user_cache_when_the_package_is_read_only(tmp_path):
     """Installed read-only (a system site-packages), the kernels still cache and reload."""
     if shutil.which("unshare") is None:
@@ -62,6 +68,7 @@ for dtype in order:
 """
 
 
+@pytest.mark.slow  # compiles into empty caches in subprocesses
 def test_processes_compiling_at_once_leave_a_loadable_cache(tmp_path):
     """Several processes compiling into one empty cache, in different orders, then one loading.
 
@@ -100,6 +107,7 @@ STEPS = {
 }
 
 
+@pytest.mark.slow  # compiles into empty caches in subprocesses
 def test_cached_training_loop_loads_in_a_later_process(tmp_path):
     """Call a kernel directly, then train, then run the parallel loop from a third process.
 
@@ -150,6 +158,7 @@ def _lock_paths(dtype):
     return [_cache._compile_lock_path(_numba_backend.prepare(p)._key) for p in problems]
 
 
+@pytest.mark.slow  # compiles into empty caches in subprocesses
 def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(tmp_path, filled_cache):
     """An outside process holds fastspiral's locks. A warm process beside an unrelated compile
     (float32 here) and held cache-write locks loads without waiting; a cold one whose own
@@ -180,6 +189,7 @@ def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(tmp
     assert not list(cache.rglob("*linear*.nbc"))
 
 
+@pytest.mark.slow  # compiles into empty caches in subprocesses
 def test_a_damaged_cache_is_rebuilt(tmp_path, filled_cache):
     """Truncated, emptied and random index and data files: one warning, the same results, and the
     next process loads everything again."""
@@ -201,6 +211,7 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, filled_cache):
     assert "CacheWarning" not in healed.stderr and "data saved to" not in healed.stdout
 
 
+@pytest.mark.slow  # compiles into empty caches in subprocesses
 def test_no_writable_cache_folder_compiles_in_memory(tmp_path):
     """Read-only package, unwritable NUMBA_CACHE_DIR and user cache: import and train, one warning."""
     if shutil.which("unshare") is None:
