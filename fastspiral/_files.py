@@ -50,37 +50,25 @@ def check_writable_path(path: str | os.PathLike, what: str) -> str:
 
 
 def replace_file(path: str | os.PathLike, write: Callable[[IO[bytes]], None], what: str = "file") -> None:
-    """Call ``write(fh)`` on a binary temporary file, then move it to ``path`` atomically."""
-    path = os.fspath(path)
-    target = check_writable_path(path, what)
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        mode = None
-    folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write {what} {path!r}: {exc.strerror}") from exc
-    try:
+    """Call ``write(fh)`` on a binary temporary file, flushed to disk, then move it to ``path`` atomically."""
+
+    def to_path(tmp: str) -> None:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write {what} {os.fspath(path)!r}: {exc.strerror}") from exc
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+
+    replace_path(path, to_path, what)
 
 
 def replace_path(path: str | os.PathLike, write: Callable[[str], None], what: str = "file") -> None:
-    """Like :func:`replace_file` for writers that want a file name (matplotlib's animation
-    writers): ``write(tmp)`` gets a temporary name with ``path``'s suffix beside the target."""
-    path = os.fspath(path)
+    """``write(tmp)`` to a temporary name beside the target (with ``path``'s suffix, for writers
+    that pick a format by it, as matplotlib's animation writers do), then move it into place;
+    an existing file's mode is kept."""
     target = check_writable_path(path, what)
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)

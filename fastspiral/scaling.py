@@ -241,6 +241,14 @@ def _task(config: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _collect(future: Any, cfg: dict[str, Any], finished) -> None:
+    try:
+        rec = future.result()
+    except Exception as exc:  # noqa: BLE001 - one lost configuration must not end a sweep
+        rec = make_record(cfg, f"failed: {type(exc).__name__}: {exc}")
+    finished(cfg, rec)
+
+
 def _run_on_dask(client: Any, todo: list[dict[str, Any]], finished) -> None:
     """At most one configuration per worker at a time, each pinned to the worker it was given."""
     from distributed import wait
@@ -259,11 +267,7 @@ def _run_on_dask(client: Any, todo: list[dict[str, Any]], finished) -> None:
             done, _ = wait(list(running), return_when="FIRST_COMPLETED")
             for fut in done:
                 _, cfg = running.pop(fut)
-                try:
-                    rec = fut.result()
-                except Exception as exc:  # noqa: BLE001 - one lost configuration must not end a sweep
-                    rec = make_record(cfg, f"failed: {type(exc).__name__}: {exc}")
-                finished(cfg, rec)
+                _collect(fut, cfg, finished)
     except BaseException:
         client.cancel(list(running))
         raise
@@ -273,12 +277,7 @@ def _run_on_executor(executor: Executor, todo: list[dict[str, Any]], finished) -
     futures = {executor.submit(_task, cfg): cfg for cfg in todo}
     try:
         for fut in as_completed(futures):
-            cfg = futures[fut]
-            try:
-                rec = fut.result()
-            except Exception as exc:  # noqa: BLE001 - one lost configuration must not end a sweep
-                rec = make_record(cfg, f"failed: {type(exc).__name__}: {exc}")
-            finished(cfg, rec)
+            _collect(fut, futures[fut], finished)
     except BaseException:
         for fut in futures:
             fut.cancel()

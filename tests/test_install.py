@@ -22,24 +22,31 @@ TRAIN = ("import fastspiral as fs; X, y = fs.make_spiral(seed=0); "
          "fs.train_net(X, y, iters=10); fs.train_linear(X, y, iters=10); print(fs.__file__)")
 
 
-@pytest.mark.slow  # compiles into empty caches in subprocesses
-def test_cache_falls_back_to_the_user_cache_when_the_package_is_read_only(tmp_path):
-    """Installed read-only (a system site-packages), the kernels still cache and reload."""
+def _run_read_only(site, command, env, cwd):
+    """Copy the package to ``site``, bind-mount it read-only in a private mount namespace and run
+    ``command`` there (sh); skips the test where unshare or read-only bind mounts are not permitted."""
     if shutil.which("unshare") is None:
         pytest.skip("needs util-linux unshare to make a read-only bind mount")
-    site = tmp_path / "site"
     shutil.copytree(Path(fastspiral.__file__).parent, site / "fastspiral",
                     ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    env.update(PYTHONPATH=str(site), XDG_CACHE_HOME=str(tmp_path / "user-cache"), NUMBA_DEBUG_CACHE="1")
-    py = f"{shlex.quote(sys.executable)} -c {shlex.quote(TRAIN)}"
     script = (f"mount --bind {site} {site} && mount -o remount,bind,ro {site} || exit 77; "
-              f"touch {site}/probe 2>/dev/null && exit 78; "
-              f"{py} > {tmp_path}/first.log 2>&1 && {py} > {tmp_path}/second.log 2>&1")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, cwd=tmp_path, capture_output=True,
+              f"touch {site}/probe 2>/dev/null && exit 78; {command}")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=600)
     if proc.returncode in (77, 78) or "unshare failed" in proc.stderr:
         pytest.skip(f"read-only bind mounts are not permitted here: {proc.stderr.strip()[:200]}")
+    return proc
+
+
+@pytest.mark.slow  # compiles into empty caches in subprocesses
+def test_cache_falls_back_to_the_user_cache_when_the_package_is_read_only(tmp_path):
+    """Installed read-only (a system site-packages), the kernels still cache and reload."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    site = tmp_path / "site"
+    env.update(PYTHONPATH=str(site), XDG_CACHE_HOME=str(tmp_path / "user-cache"), NUMBA_DEBUG_CACHE="1")
+    py = f"{shlex.quote(sys.executable)} -c {shlex.quote(TRAIN)}"
+    proc = _run_read_only(site, f"{py} > {tmp_path}/first.log 2>&1 && {py} > {tmp_path}/second.log 2>&1",
+                          env, tmp_path)
     assert proc.returncode == 0, (proc.stderr, (tmp_path / "first.log").read_text()[-2000:])
     first = (tmp_path / "first.log").read_text()
     second = (tmp_path / "second.log").read_text()
@@ -214,20 +221,10 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, filled_cache):
 @pytest.mark.slow  # compiles into empty caches in subprocesses
 def test_no_writable_cache_folder_compiles_in_memory(tmp_path):
     """Read-only package, unwritable NUMBA_CACHE_DIR and user cache: import and train, one warning."""
-    if shutil.which("unshare") is None:
-        pytest.skip("needs util-linux unshare to make a read-only bind mount")
     site = tmp_path / "site"
-    shutil.copytree(Path(fastspiral.__file__).parent, site / "fastspiral",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     env = dict(os.environ, PYTHONPATH=str(site), NUMBA_CACHE_DIR="/dev/null/cache",
                XDG_CACHE_HOME="/dev/null/cache", HOME="/dev/null")
-    py = f"{shlex.quote(sys.executable)} -c {shlex.quote(WARM)} 60"
-    script = (f"mount --bind {site} {site} && mount -o remount,bind,ro {site} || exit 77; "
-              f"touch {site}/probe 2>/dev/null && exit 78; {py}")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
-    if proc.returncode in (77, 78) or "unshare failed" in proc.stderr:
-        pytest.skip(f"read-only bind mounts are not permitted here: {proc.stderr.strip()[:200]}")
+    proc = _run_read_only(site, f"{shlex.quote(sys.executable)} -c {shlex.quote(WARM)} 60", env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout.split()) == 1
     assert proc.stderr.count("no writable folder for the compile cache") == 1
