@@ -13,6 +13,7 @@ long) training goes on and a :class:`CacheWarning` says so once.
 """
 
 from ._cache import CacheWarning
+from ._version import __version__
 from .animate import Snapshot, animate_training, record_snapshots
 from .data import make_spiral
 from .model import LinearModel, NetModel, load
@@ -20,7 +21,6 @@ from .plot import plot_data, plot_decision_regions, plot_grid, plot_loss
 from .scaling import sweep
 from .train import train_linear, train_net
 
-__version__ = "0.1.0"
 
 __all__ = [
     "CacheWarning",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from ._files import check_npz, check_writable_path
 from ._signals import Terminated
 from ._validation import DTYPES
