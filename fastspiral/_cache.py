@@ -100,6 +100,10 @@ class SafeCache(FunctionCache):
     """Numba's per-function cache, with locked saves and damaged entries discarded."""
 
     def _lock_path(self) -> str:
+        # The folder may not exist before the first save (Numba creates it in the save itself);
+        # without it the lock file could not be made and that first save would go unlocked.
+        with contextlib.suppress(OSError):
+            self._impl.locator.ensure_cache_path()
         return os.path.join(self._cache_path, ".fastspiral-save.lock")
 
     def load_overload(self, sig, target_context):
