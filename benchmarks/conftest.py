@@ -12,6 +12,7 @@ import pytest
 
 from fastspiral._measure import peak_memory_since, reset_peak_memory, useful_flops
 from fastspiral._setup import net_problem
+from fastspiral._threads import ThreadChooser
 from fastspiral.backends import BACKENDS
 
 #: (N, H) of each benchmark group; N=300,000 is marked "large" (deselect with -m "not large").
@@ -66,6 +67,8 @@ def registry_runner(backend, dtype, n_samples, hidden, iters, pin_threads=None, 
         problem = spiral_problem(n_samples, hidden, dtype)
     trainer = BACKENDS[backend].prepare(problem)
     if pin_threads is not None and getattr(trainer, "parallel", False):
+        # a chooser of its own: trainers of one shape share theirs (_threads.shared_chooser)
+        trainer.chooser = ThreadChooser(trainer.ws.n_workers)
         trainer.chooser.next = lambda n: (pin_threads, n, False)
     history = np.empty(iters)
 

@@ -10,7 +10,7 @@ from . import _loops
 from ._cache import first_call
 from ._memory import aligned_copy, read_only
 from ._setup import Problem
-from ._threads import ThreadChooser, parallel_section, threads_allowed, usable_threads
+from ._threads import parallel_section, shared_chooser, threads_allowed, usable_threads
 from ._tiles import is_general
 from ._workspace import buffer_bytes, linear_workspace, n_slots, net_workspace
 
@@ -41,7 +41,8 @@ class NetTrainer:
         most = usable_threads() if parallel else 1
         self.ws = net_workspace(N, D, H, K, p.dtype, most)
         self.parallel = parallel
-        self.chooser = ThreadChooser(self.ws.n_workers)  # one worker unless parallel
+        # one worker unless parallel; shared with earlier trainings of this shape in the process
+        self.chooser = shared_chooser((N, D, H, K, p.dtype.name), self.ws.n_workers)
         shape = "any" if is_general((self.ws.dtok, self.ws.ktok)) else (D, K)
         self._key = ("net", p.dtype.name, shape, parallel)
 

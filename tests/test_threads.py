@@ -100,3 +100,22 @@ def test_a_busy_neighbour_cannot_make_training_hang():
             h.wait()
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["2000"]
+
+
+def test_short_trainings_of_one_shape_share_what_was_learnt():
+    """Fifty 50-iteration trainings beside busy programs (a sweep's repeats, a grid search's fits):
+    with one chooser per call each started by probing two threads; shared, the first calls learn."""
+    from fastspiral import _threads
+
+    key = ("test", 300, 2, 100, 3)
+    _threads._CHOOSERS.pop(key, None)
+    busy = {2: 450e-6, 1: 48e-6}
+    first = _threads.shared_chooser(key, 2)
+    assert _threads.shared_chooser(key, 2) is first and _threads.shared_chooser(key, 1) is not first
+    shared = sum(_simulate(_threads.shared_chooser(key, 2), busy, [1, 2, 4, 8, 16, 19])[0] for _ in range(50))
+    alone = sum(_simulate(ThreadChooser(2), busy, [1, 2, 4, 8, 16, 19])[0] for _ in range(50))
+    best = 50 * 50 * busy[1]
+    assert shared < 1.3 * best < alone
+    for i in range(_threads._KEPT_CHOOSERS + 1):  # bounded: the oldest shapes are forgotten
+        _threads.shared_chooser(("test", i), 2)
+    assert key not in _threads._CHOOSERS and len(_threads._CHOOSERS) <= _threads._KEPT_CHOOSERS
