@@ -1,4 +1,9 @@
-"""Scaling sweeps: records, files, resume, interrupt, memory skips, Dask."""
+"""Scaling sweeps: records, files, resume, interrupt, memory skips, Dask.
+
+The tests that start sweeps in other processes and signal them, or start a
+Dask cluster (about 35 s together on an empty compile cache), are marked
+slow: `.ci/run` runs them after the README's command, `pytest -m slow` here.
+"""
 
 import csv
 import json
@@ -122,6 +127,7 @@ def test_cli_bad_arguments_one_line(argv, capsys):
     assert len(err) == 1 and "Traceback" not in err[0], err
 
 
+@pytest.mark.slow  # worker processes, signals or a cluster: see the module docstring
 def test_ctrl_c_keeps_finished_rows_and_resumes(tmp_path):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "fastspiral", "scale", "--out", str(out), "--backends", "numpy",
@@ -153,6 +159,7 @@ def test_ctrl_c_keeps_finished_rows_and_resumes(tmp_path):
         assert after[r["n_samples"]]["seconds_per_iter"] == r["seconds_per_iter"]
 
 
+@pytest.mark.slow  # worker processes, signals or a cluster: see the module docstring
 def test_dask_cluster_gives_the_same_rows(local_run):
     """Through a real LocalCluster: the same rows as locally, each worker running one configuration
     at a time (from the recorded start and end times) on its own threads, and peak memory that is
@@ -210,6 +217,7 @@ def _running(pid):
         return False
 
 
+@pytest.mark.slow  # worker processes, signals or a cluster: see the module docstring
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the worker through Linux's /proc")
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
 def test_sigterm_and_sighup_stop_the_worker(tmp_path, sig):
@@ -242,6 +250,7 @@ def test_sigterm_and_sighup_stop_the_worker(tmp_path, sig):
     assert [r["n_samples"] for r in finished] == [30] and finished[0]["status"] == "ok"
 
 
+@pytest.mark.slow  # worker processes, signals or a cluster: see the module docstring
 def test_a_worker_ends_when_its_sweep_is_killed_outright():
     """SIGKILL runs no cleanup at all; the worker notices that its parent is gone and exits."""
     code = ("import sys, threading, time; from fastspiral import _sweep_run; "
