@@ -110,16 +110,10 @@ __all__ = ["IMPLEMENTATIONS", "ROUNDS", "SIZES", "group_name", "iterations_per_r
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """The build the kernels ran as and the BLAS NumPy used, for the report's footnote."""
-    import llvmlite.binding as llvm
     import numba
 
-    machine_info["numba_cpu"] = numba.config.CPU_NAME or llvm.get_host_cpu_name()
-    machine_info["numba_version"] = numba.__version__
-    try:
-        from threadpoolctl import threadpool_info
+    from fastspiral._measure import blas_info, numba_target_cpu
 
-        blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
-                for i in threadpool_info() if i.get("user_api") == "blas"]
-        machine_info["blas"] = ", ".join(blas)
-    except ImportError:  # threadpoolctl comes with the test extra
-        pass
+    machine_info["numba_cpu"] = numba_target_cpu()
+    machine_info["numba_version"] = numba.__version__
+    machine_info["blas"] = blas_info()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import socket
 import time
@@ -51,7 +50,6 @@ def host_info(measure_matmul: bool = True) -> dict[str, Any]:
     Numba's target CPU, and NumPy's 2048x2048 matmul rate on all cores; computed once per process."""
     if not _HOST:
         import cpuinfo
-        import numba
         import psutil
 
         cpu = cpuinfo.get_cpu_info()
@@ -59,17 +57,19 @@ def host_info(measure_matmul: bool = True) -> dict[str, Any]:
                      arch=cpu.get("arch"), cores=psutil.cpu_count(logical=True),
                      physical_cores=psutil.cpu_count(logical=False),
                      memory_gib=round(psutil.virtual_memory().total / 2**30, 1), blas=blas_info(),
-                     numba_cpu=numba.config.CPU_NAME or _llvm_host_cpu(),
+                     numba_cpu=numba_target_cpu(),
                      platform=platform.platform())
     if measure_matmul and "matmul_gflops" not in _HOST:
         _HOST["matmul_gflops"] = round(matmul_gflops(), 1)
     return dict(_HOST)
 
 
-def _llvm_host_cpu() -> str:
+def numba_target_cpu() -> str:
+    """The CPU Numba compiles for: ``NUMBA_CPU_NAME`` (haswell for an AVX2 build) or this host's."""
     import llvmlite.binding as llvm
+    import numba
 
-    return llvm.get_host_cpu_name()
+    return numba.config.CPU_NAME or llvm.get_host_cpu_name()
 
 
 def machine_info(measure_matmul: bool = True) -> dict[str, Any]:

@@ -107,14 +107,21 @@ def _demo(args: argparse.Namespace) -> None:
     print("\nwrote " + ", ".join(written))
 
 
-def _grid(args: argparse.Namespace) -> None:
-    from .plot import figure_format, plot_grid, save_figure
+def _check_figure_output(path: str, option: str, command: str) -> None:
+    """Refuse a picture path whose format matplotlib cannot write, or that could not be written."""
+    from .plot import figure_format
 
     try:
-        figure_format(args.out)
+        figure_format(path)
     except ValueError as exc:
-        raise _CliError(f"fastspiral grid: error: --out: {exc}") from None
-    _check_output(args.out, "--out")
+        raise _CliError(f"fastspiral {command}: error: {option}: {exc}") from None
+    _check_output(path, option)
+
+
+def _grid(args: argparse.Namespace) -> None:
+    from .plot import plot_grid, save_figure
+
+    _check_figure_output(args.out, "--out", "grid")
     X, y = make_spiral(args.n_per_class, args.n_classes, seed=args.data_seed)
     fig = plot_grid(X, y, hidden=args.hidden, reg=args.reg, iters=args.iters, seed=args.seed,
                     backend=args.backend)
@@ -128,13 +135,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.save:
         _check_output(args.save, "--save")
     if args.plot:
-        from .plot import figure_format
-
-        try:
-            figure_format(args.plot)
-        except ValueError as exc:
-            raise _CliError(f"fastspiral train: error: --plot: {exc}") from None
-        _check_output(args.plot, "--plot")
+        _check_figure_output(args.plot, "--plot", "train")
     if args.data is not None:
         try:
             check_npz(args.data)
