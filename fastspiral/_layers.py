@@ -5,8 +5,9 @@ second layer stored transposed, W2T (K, H), so every loop over the hidden
 units runs along a contiguous row and vectorises over H. Kernels write into
 buffers the caller owns and allocate nothing.
 
-Two forms of each pass, picked at compile time from the dims tokens
-(:func:`dims_token`):
+Two forms of each pass, picked from the dims tokens (:func:`dims_token`)
+in Python, when the training loops get their kernels as function pointers
+(:mod:`fastspiral._pointers`):
 
 * small D and K (the spiral's 2 and 3): D and K are compile-time constants,
   the loops over them sit inside the loop over H and are unrolled, and rows
@@ -22,51 +23,26 @@ benchmark that measures it: docs/design.md.
 
 from __future__ import annotations
 
-from numba.extending import overload
-
-from ._jit import inline_kernel, kernel
+from ._jit import kernel
 from ._tiles import SMALL_D, SMALL_K, dims_token, is_general  # noqa: F401  (re-exported)
 from ._tiles_general import backward_general, forward_general
 from ._tiles_small import backward_small, forward_small
 
-# -- the two passes, their form chosen when Numba types the tokens -------------------
 
-# Typing-time dispatch: Numba calls the overload with the argument *types* and
-# compiles only the form it returns, so a specialisation never compiles the
-# other form (an ``if len(ktok) == 0`` branch would type and lower both).
-def _forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
-    raise NotImplementedError("compiled use only")
+def net_forms(ktok):
+    """``(forward, backward)``: the compiled passes for the shape ``ktok`` (a dims token) selects."""
+    return (forward_general, backward_general) if len(ktok) == 0 else (forward_small, backward_small)
 
 
-def _backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
-    raise NotImplementedError("compiled use only")
-
-
-@overload(_forward, inline="always")
-def _forward_form(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
-    impl = forward_general if len(ktok) == 0 else forward_small
-    return lambda X, W1, b1, W2T, b2, hidden, scores, dtok, ktok: impl(X, W1, b1, W2T, b2, hidden, scores,
-                                                                       dtok, ktok)
-
-
-@overload(_backward, inline="always")
-def _backward_form(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
-    impl = backward_general if len(ktok) == 0 else backward_small
-    return lambda X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok: impl(
-        X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
-
-
-@inline_kernel
 def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     """Fused forward pass of a tile: ``hidden = max(X @ W1 + b1, 0)``, ``scores = hidden @ W2T.T + b2``.
 
     Writes hidden (T, H) and scores (T, K). A NaN pre-activation stays NaN
     (NaN < 0 is false), as with ``np.maximum``.
     """
-    _forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
+    net_forms(ktok)[0](X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
 
 
-@inline_kernel
 def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
     """Fused backward pass of a tile; *adds* the tile's gradient to dW1, db1, dW2T, db2.
 
@@ -79,7 +55,7 @@ def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
     ``hidden`` is scratch afterwards (the general form stores dhidden in it)
     and ``grow`` (4, H) holds scratch rows.
     """
-    _backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
+    net_forms(ktok)[1](X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
 
 
 @kernel

@@ -61,7 +61,7 @@ def softmax_xent_grad(scores, y, scale, dscores, ktok):
     return (loss + math.log(product)) * scale
 
 
-@inline_kernel
+@kernel  # once per iteration: compiled once, not inlined (see fastspiral._update)
 def sum_squares(W):
     """``sum(W * W)`` accumulated in float64."""
     w = W.reshape(W.size)

@@ -1,11 +1,17 @@
-"""The gradient-descent update, and the fixed-order reduction of per-slot gradients."""
+"""The gradient-descent update, and the fixed-order reduction of per-slot gradients.
+
+These run a few times per slot or per iteration, not per row, so they are
+compiled once each rather than inlined into their callers (inlined, every
+call site copied and typed them again: the end of a net iteration compiled
+in 2.9 s instead of 1.9; docs/design.md, "Compile time").
+"""
 
 from __future__ import annotations
 
-from ._jit import inline_kernel
+from ._jit import kernel
 
 
-@inline_kernel
+@kernel
 def sgd_update(W, dW, step_size, reg):
     """``W -= step_size * (dW + reg * W)``, in place (``reg = 0`` for biases); dW is only read."""
     w = W.reshape(W.size)
@@ -14,14 +20,14 @@ def sgd_update(W, dW, step_size, reg):
         w[i] -= step_size * (g[i] + reg * w[i])
 
 
-@inline_kernel
+@kernel
 def fill_zero(a):
     v = a.reshape(a.size)
     for i in range(v.size):
         v[i] = 0
 
 
-@inline_kernel
+@kernel
 def sum_slots(G):
     """``G[0] += G[1] + ... + G[S-1]``, slot by slot in that order, over whole slots.
 

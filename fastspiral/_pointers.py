@@ -1,0 +1,41 @@
+"""Compiled kernels handed to the training loops as function pointers.
+
+A compiled function that calls another links the callee's code into its own
+module, and LLVM optimises and emits that code again. The net's parallel loop
+did so for the slot kernel at four levels (the loop, the prange's gufunc and
+its two wrappers): more than half of a cold compile (docs/design.md, "Compile
+time"). Passed as a first-class function (Numba's ``FunctionType``, through
+its wrapper-address protocol), the slot kernel is compiled once, the loops
+stay small modules that call it by address, and each is cached on its own.
+The address is taken in each process, so nothing process-bound is cached.
+(tests/test_install.py::test_cached_training_loop_loads_in_a_later_process).
+"""
+
+from __future__ import annotations
+
+from numba import types
+from numba.core.types import WrapperAddressProtocol
+from numba.core.typing import signature
+
+
+class KernelPointer(WrapperAddressProtocol):
+    """``kernel`` compiled for ``argtypes`` (from its cache where it is there), as a function pointer.
+
+    Inside a compiled function it is called like the kernel; the argument
+    types must be exactly ``argtypes`` (Numba checks them when typing the
+    call). ``kernel`` must not raise: the C wrapper called by address passes
+    no exception back.
+    """
+
+    def __init__(self, kernel, restype: types.Type, argtypes: tuple[types.Type, ...]):
+        self._signature = signature(restype, *argtypes)
+        kernel.compile(self._signature)
+        compiled = kernel.overloads[tuple(argtypes)]
+        self._kernel = kernel  # holds the compiled code for as long as the pointer lives
+        self._address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_cfunc_wrapper_name)
+
+    def signature(self):
+        return self._signature
+
+    def __wrapper_address__(self) -> int:
+        return self._address
