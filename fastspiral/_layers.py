@@ -6,8 +6,8 @@ units runs along a contiguous row and vectorises over H. Kernels write into
 buffers the caller owns and allocate nothing.
 
 Two forms of each pass, picked from the dims tokens (:func:`dims_token`)
-in Python: the trainer's loop calls the slot kernel of the shape's form
-(:func:`fastspiral._loops.net_slot_pointer`), which calls its passes directly:
+in Python, when the training loops get their kernels as function pointers
+(:mod:`fastspiral._pointers`):
 
 * small D and K (the spiral's 2 and 3): D and K are compile-time constants,
   the loops over them sit inside the loop over H and are unrolled, and rows
@@ -30,7 +30,7 @@ from ._tiles_small import backward_small, forward_small
 
 
 def net_forms(ktok):
-    """``(forward, backward)``: the compiled passes of the form the dims token ``ktok`` selects."""
+    """``(forward, backward)``: the compiled passes for the shape ``ktok`` (a dims token) selects."""
     return (forward_general, backward_general) if len(ktok) == 0 else (forward_small, backward_small)
 
 

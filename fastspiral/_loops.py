@@ -9,38 +9,35 @@ the workers runs the slots and the main thread sums and steps
 (:func:`train_net_parallel`), as in stumpy and pynndescent: per-thread
 buffers, then a serial reduction, no atomics.
 
-The loops call the slot kernel through a :class:`~fastspiral._pointers.KernelPointer`
-(``slot``), so its code is compiled once rather than again inside each loop
-and the prange's wrappers; the Python functions at the end build it from the
-arguments' types.
+The loops call the slot kernel, and the slot the tile passes, through
+:class:`~fastspiral._pointers.KernelPointer` s (:class:`NetKernels`), so each
+is compiled once rather than again inside every caller; the Python
+functions at the end build them from the arguments' types.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import prange, typeof, types
 
 from ._jit import inline_kernel, kernel, parallel_kernel
-from ._layers import linear_backward, linear_forward
-from ._tiles import is_general
-from ._tiles_general import backward_general, forward_general
-from ._tiles_small import backward_small, forward_small
+from ._layers import linear_backward, linear_forward, net_forms
 from ._loss import l2_penalty, softmax_xent_grad, sum_squares
 from ._numerics import is_finite
 from ._pointers import KernelPointer
 from ._update import fill_zero, sgd_update, sum_slots
 
 
-@inline_kernel
-def _slot_tiles(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,
-                dW1, db1, dW2T, db2, dtok, ktok, forward, backward):
+@kernel
+def _net_slot(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,
+              dW1, db1, dW2T, db2, dtok, ktok, forward, backward):
     """Slot s of S: its rows' gradient into slot s of dW1..db2, its data loss returned.
 
     hidden, scores, dscores, grow are the running worker's scratch; forward
-    and backward the tile passes of the shape's form, called directly so
-    that LLVM optimises them inside the tile loop (called by address, the
-    case study ran 7-13% slower). The whole slot is cleared, padding
-    included, so slots can be summed whole.
+    and backward the tile passes of the shape's form (:func:`net_kernels`).
+    The whole slot is cleared, padding included, so slots can be summed whole.
     """
     N, D = X.shape
     K, H = W2T.shape
@@ -62,31 +59,15 @@ def _slot_tiles(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, gro
     return loss
 
 
-@kernel
-def _net_slot_small(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,
-                    dW1, db1, dW2T, db2, dtok, ktok):
-    """:func:`_slot_tiles` with the passes for small D and K."""
-    return _slot_tiles(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,
-                       dW1, db1, dW2T, db2, dtok, ktok, forward_small, backward_small)
-
-
-@kernel
-def _net_slot_general(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,
-                      dW1, db1, dW2T, db2, dtok, ktok):
-    """:func:`_slot_tiles` with the passes for any D and K."""
-    return _slot_tiles(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,
-                       dW1, db1, dW2T, db2, dtok, ktok, forward_general, backward_general)
-
-
 @inline_kernel
-def _slots_in_turn(slot, X, y, W1, b1, W2T, b2, ws):
+def _slots_in_turn(slot, forward, backward, X, y, W1, b1, W2T, b2, ws):
     """Every slot in turn on this thread (worker 0's scratch); data losses into ``ws.losses``."""
     S = ws.losses.size
     scale = 1.0 / X.shape[0]
     for s in range(S):
         ws.losses[s] = slot(s, S, X, y, W1, b1, W2T, b2, scale, ws.hidden[0], ws.scores[0],
                             ws.dscores[0], ws.grow[0], ws.dW1, ws.db1, ws.dW2T, ws.db2,
-                            ws.dtok, ws.ktok)
+                            ws.dtok, ws.ktok, forward, backward)
 
 
 @inline_kernel
@@ -131,16 +112,18 @@ def _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
 
 
 @kernel
-def _train_net_serial(slot, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws):
+def _train_net_serial(slot, forward, backward, X, y, W1, b1, W2T, b2, step_size, reg, history, start,
+                      stop, ws):
     for it in range(start, stop):
-        _slots_in_turn(slot, X, y, W1, b1, W2T, b2, ws)
+        _slots_in_turn(slot, forward, backward, X, y, W1, b1, W2T, b2, ws)
         if not _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
             return it
     return -1
 
 
 @parallel_kernel
-def _train_net_parallel(slot, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, n_workers, ws):
+def _train_net_parallel(slot, forward, backward, X, y, W1, b1, W2T, b2, step_size, reg, history, start,
+                        stop, n_workers, ws):
     # The buffers leave the named workspace before the prange: a named tuple
     # holding tuples cannot cross into a prange body (Numba's gufunc wrapper
     # rejects the tokens).
@@ -152,15 +135,15 @@ def _train_net_parallel(slot, X, y, W1, b1, W2T, b2, step_size, reg, history, st
         for p in prange(n_workers):
             for s in range(np.int64(p), S, n_workers):  # the pointer's types are exact: p is unsigned
                 losses[s] = slot(s, S, X, y, W1, b1, W2T, b2, scale, hidden[p], scores[p], dscores[p],
-                                 grow[p], dW1, db1, dW2T, db2, dtok, ktok)
+                                 grow[p], dW1, db1, dW2T, db2, dtok, ktok, forward, backward)
         if not _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
             return it
     return -1
 
 
 @kernel
-def _net_loss_grad(slot, X, y, W1, b1, W2T, b2, reg, ws):
-    _slots_in_turn(slot, X, y, W1, b1, W2T, b2, ws)
+def _net_loss_grad(slot, forward, backward, X, y, W1, b1, W2T, b2, reg, ws):
+    _slots_in_turn(slot, forward, backward, X, y, W1, b1, W2T, b2, ws)
     _sum_gradients(ws)
     return _net_loss(reg, W1, W2T, ws)
 
@@ -203,51 +186,67 @@ def train_linear_steps(X, y, WT, b, step_size, reg, history, start, stop, ws):
 
 # -- called from Python ---------------------------------------------------------------
 
-def net_slot_pointer(X, y, W1, b1, W2T, b2, ws) -> KernelPointer:
-    """The slot kernel of the shape's form, compiled (or loaded) for exactly the types the loops pass.
+class NetKernels(NamedTuple):
+    """The compiled kernels the net's loops call by address, for one set of argument types."""
 
-    (A per-worker buffer ``ws.hidden[p]`` has the type of ``ws.hidden[0]``.)
+    slot: KernelPointer
+    forward: KernelPointer
+    backward: KernelPointer
+
+
+def net_kernels(X, y, W1, b1, W2T, b2, ws) -> NetKernels:
+    """The slot kernel and the tile passes of the shape's form, compiled (or loaded) for these arrays.
+
+    Each is compiled on its own, for exactly the types the loops pass it (a
+    per-worker buffer ``ws.hidden[p]`` has the type of ``ws.hidden[0]``).
     """
     t = typeof
 
     def row(a):
         return typeof(a[0])
 
-    slot = _net_slot_general if is_general((ws.dtok, ws.ktok)) else _net_slot_small
-    return KernelPointer(slot, types.float64, (
+    forward, backward = net_forms(ws.ktok)
+    tokens = (t(ws.dtok), t(ws.ktok))
+    forward = KernelPointer(forward, types.none, (t(X), t(W1), t(b1), t(W2T), t(b2), row(ws.hidden),
+                                                  row(ws.scores), *tokens))
+    backward = KernelPointer(backward, types.none, (t(X), row(ws.hidden), row(ws.dscores), t(W2T),
+                                                    row(ws.dW1), row(ws.db1), row(ws.dW2T), row(ws.db2),
+                                                    row(ws.grow), *tokens))
+    slot = KernelPointer(_net_slot, types.float64, (
         types.int64, types.int64, t(X), t(y), t(W1), t(b1), t(W2T), t(b2), types.float64,
         row(ws.hidden), row(ws.scores), row(ws.dscores), row(ws.grow),
-        t(ws.dW1), t(ws.db1), t(ws.dW2T), t(ws.db2), t(ws.dtok), t(ws.ktok)))
+        t(ws.dW1), t(ws.db1), t(ws.dW2T), t(ws.db2), *tokens, t(forward), t(backward)))
+    return NetKernels(slot, forward, backward)
 
 
-def train_net_serial(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws, slot=None):
+def train_net_serial(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws, kernels=None):
     """Iterations ``start..stop-1`` of the net on this thread, in place.
 
     ``history[i]`` gets the loss at iteration i, before its update. Returns -1,
     or the first iteration whose loss is not finite (the weights are then
-    as they were before it). ``slot``: :func:`net_slot_pointer` of these arrays
+    as they were before it). ``kernels``: :func:`net_kernels` of these arrays
     (built here if not given).
     """
-    if slot is None:
-        slot = net_slot_pointer(X, y, W1, b1, W2T, b2, ws)
-    return _train_net_serial(slot, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws)
+    if kernels is None:
+        kernels = net_kernels(X, y, W1, b1, W2T, b2, ws)
+    return _train_net_serial(*kernels, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws)
 
 
 def train_net_parallel(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, n_workers, ws,
-                       slot=None):
+                       kernels=None):
     """:func:`train_net_serial` with the slots shared out among ``n_workers`` threads.
 
     Worker p runs slots p, p + P, ... on its own scratch; which worker ran a
     slot changes no bit of it, and the main thread sums the slots in order,
     so the result does not depend on ``n_workers``.
     """
-    if slot is None:
-        slot = net_slot_pointer(X, y, W1, b1, W2T, b2, ws)
-    return _train_net_parallel(slot, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop,
+    if kernels is None:
+        kernels = net_kernels(X, y, W1, b1, W2T, b2, ws)
+    return _train_net_parallel(*kernels, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop,
                                n_workers, ws)
 
 
-def net_loss_grad(X, y, W1, b1, W2T, b2, reg, ws, slot=None):
+def net_loss_grad(X, y, W1, b1, W2T, b2, reg, ws, kernels=None):
     """Loss and full-batch gradient of the net at the current weights (no update).
 
     Returns ``data_loss + 0.5 * reg * (sum(W1**2) + sum(W2T**2))`` and leaves
@@ -255,6 +254,6 @@ def net_loss_grad(X, y, W1, b1, W2T, b2, reg, ws, slot=None):
     ``dW2T[0, :K]``, ``db2[0, :K]`` (the update adds the L2 gradient
     ``reg * W``). The slot and sum code of the training loops, on one thread.
     """
-    if slot is None:
-        slot = net_slot_pointer(X, y, W1, b1, W2T, b2, ws)
-    return _net_loss_grad(slot, X, y, W1, b1, W2T, b2, reg, ws)
+    if kernels is None:
+        kernels = net_kernels(X, y, W1, b1, W2T, b2, ws)
+    return _net_loss_grad(*kernels, X, y, W1, b1, W2T, b2, reg, ws)

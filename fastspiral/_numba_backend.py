@@ -45,21 +45,21 @@ class NetTrainer:
         self.chooser = shared_chooser((N, D, H, K, p.dtype.name), self.ws.n_workers)
         shape = "any" if is_general((self.ws.dtok, self.ws.ktok)) else (D, K)
         self._key = ("net", p.dtype.name, shape, parallel)
-        self._slot = None
+        self._kernels = None
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
         args = (self.X, self.y, self.W1, self.b1, self.W2T, self.b2, self.step, self.reg, history)
         with first_call(self._key):
-            if self._slot is None:
-                self._slot = _loops.net_slot_pointer(*args[:6], self.ws)
+            if self._kernels is None:
+                self._kernels = _loops.net_kernels(*args[:6], self.ws)
             if not self.parallel:
-                return _loops.train_net_serial(*args, start, stop, self.ws, self._slot)
+                return _loops.train_net_serial(*args, start, stop, self.ws, self._kernels)
             it = start
             while it < stop:
                 threads, n, timed = self.chooser.next(stop - it)
                 t0 = time.perf_counter()
                 with parallel_section(threads):
-                    bad = _loops.train_net_parallel(*args, it, it + n, threads, self.ws, self._slot)
+                    bad = _loops.train_net_parallel(*args, it, it + n, threads, self.ws, self._kernels)
                 self.chooser.record(threads, n, time.perf_counter() - t0, timed)
                 if bad >= 0:
                     return bad
