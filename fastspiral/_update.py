@@ -2,8 +2,8 @@
 
 These run a few times per slot or per iteration, not per row, so they are
 compiled once each rather than inlined into their callers (inlined, every
-call site copied and typed them again: the end of a net iteration compiled
-in 2.9 s instead of 1.9; docs/design.md, "Compile time").
+call site copied and typed them again: the end of a net iteration took
+2.2-2.9 s to compile instead of 1.3-1.9; docs/design.md, "Compile time").
 """
 
 from __future__ import annotations
