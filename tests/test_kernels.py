@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from numba import typeof
 
 from fastspiral import _layers, _loops, _loss, _numerics, _update, reference
 from fastspiral._workspace import linear_workspace, net_workspace
@@ -369,3 +370,21 @@ def test_is_finite():
     """The training loops' divergence check, immune to the kernels' fastmath flags."""
     values = [0.0, -0.0, 1.0, -1e308, np.finfo(np.float64).max, 5e-324, np.inf, -np.inf, np.nan, -np.nan]
     assert [_numerics.is_finite(v) for v in values] == [math.isfinite(v) for v in values]
+
+
+def test_loop_kernels_are_built_once_per_set_of_types():
+    """Trainings with arrays of the same types share the kernel pointers; other types get their own."""
+    def kernels(dtype, shape=(30, 2, 8, 3), seed=0):
+        p = _problem(shape, dtype, seed)
+        T, D, H, K = shape
+        ws = net_workspace(T, D, H, K, dtype, 1)
+        return _loops.net_kernels(p["X"], p["y"], p["W1"], p["b1"], p["W2T"], p["b2"], ws)
+
+    first = kernels(np.float64)
+    assert kernels(np.float64, seed=1) is first
+    other = kernels(np.float32)
+    assert other is not first
+    assert str(other.forward.signature().args[0].dtype) == "float32"
+    general = kernels(np.float64, shape=(30, 12, 8, 6))
+    assert general is not first
+    assert general.forward.signature().args[-1] == typeof(())  # the general form's empty K token
