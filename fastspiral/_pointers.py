@@ -5,8 +5,9 @@ module, and LLVM optimises and emits that code again. The net's parallel loop
 did so for the slot kernel at four levels (the loop, the prange's gufunc and
 its two wrappers): more than half of a cold compile (docs/design.md, "Compile
 time"). Passed as a first-class function (Numba's ``FunctionType``, through
-its wrapper-address protocol), the slot kernel is compiled once, the loops
-stay small modules that call it by address, and each is cached on its own.
+its wrapper-address protocol), the slot kernel and the tile passes are each
+compiled once, the loops stay small modules that call them by address, and
+each is cached on its own.
 The address is taken in each process, so nothing process-bound is cached.
 (tests/test_install.py::test_cached_training_loop_loads_in_a_later_process).
 """
