@@ -208,7 +208,8 @@ def net_kernels(X, y, W1, b1, W2T, b2, ws) -> NetKernels:
     Built once per process for each set of types: building took ~0.7 ms,
     more than a one-iteration training.
     """
-    key = tuple(map(_array_key, (X, y, W1, b1, W2T, b2, *ws[:8]))) + tuple(map(_token_key, (ws.dtok, ws.ktok)))
+    key = (tuple(map(_array_key, (X, y, W1, b1, W2T, b2, *ws[:8])))
+           + tuple(map(_token_key, (ws.dtok, ws.ktok))))
     if key not in _built:
         _built[key] = _build_net_kernels(X, y, W1, b1, W2T, b2, ws)
     return _built[key]
@@ -235,7 +236,7 @@ def _build_net_kernels(X, y, W1, b1, W2T, b2, ws) -> NetKernels:
     slots = (t(ws.dW1), t(ws.db1), t(ws.dW2T), t(ws.db2))
     slot_rows = (row(ws.dW1), row(ws.db1), row(ws.dW2T), row(ws.db2))
     tokens = (t(ws.dtok), t(ws.ktok))
-    TX, Ty, TW1, Tb1, TW2T, Tb2 = arrays
+    TX, _, TW1, Tb1, TW2T, Tb2 = arrays
     Th, Ts, Tds, Tg = scratch
     forward, backward = net_forms(ws.ktok)
     forward = KernelPointer(forward, types.none, (TX, TW1, Tb1, TW2T, Tb2, Th, Ts, *tokens))
@@ -243,7 +244,6 @@ def _build_net_kernels(X, y, W1, b1, W2T, b2, ws) -> NetKernels:
     slot = KernelPointer(_net_slot, types.float64, (types.int64, types.int64, *arrays, types.float64,
                                                      *scratch, *slots, *tokens, t(forward), t(backward)))
     return NetKernels(slot, forward, backward)
-
 
 
 def train_net_serial(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws, kernels=None):
