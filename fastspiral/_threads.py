@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Iterator
@@ -73,26 +74,49 @@ def usable_threads() -> int:
     return max(1, min(numba.get_num_threads(), cpus))
 
 
+@dataclasses.dataclass
+class _ProbeCost:
+    """The segments of a probe so far, against the count it runs ``instead_of``."""
+
+    instead_of: int
+    seconds: float = 0.0
+    iters: int = 0
+    last_segment: bool = False
+
+
 class ThreadChooser:
     """Chooses, segment by segment, how many threads a training's compiled loop gets: ``most`` or 1.
 
     The slots make results independent of the thread count, so the count may
     change between calls of the compiled loop. Both counts are timed; the
     faster is used in segments of ~``SEGMENT_SECONDS``, each timed, and the
-    other is re-timed with a short probe every ``REPROBE_SECONDS`` of
-    training. On a quiet machine ``most`` wins; beside busy programs, where a
-    parallel region waits for a descheduled thread at every iteration (3-12x
-    slower on two threads than on one), one thread wins within milliseconds,
-    and a wrong choice costs one segment.
+    other is re-timed with a short probe. On a quiet machine ``most`` wins;
+    beside busy programs, where a parallel region waits for a descheduled
+    thread at every iteration (3-12x slower on two threads than on one), one
+    thread wins within milliseconds, and a wrong choice costs one segment.
 
-    A segment on ``most`` threads after one on a single thread starts with one
-    untimed iteration: waking an idle worker thread can take milliseconds in a
-    virtual machine, which would make the threads look slow on a quiet machine.
+    A losing probe costs what it took beyond the winner's rate, and beside
+    busy programs one parallel region can wait tens of milliseconds for a
+    worker the system does not run (14 iterations took 146 ms beside two
+    CPU-bound programs on two cores). So the next probe waits until that
+    cost is ``PROBE_SHARE`` of the training since (at least
+    ``REPROBE_SECONDS``) instead of a fixed 0.5 s
+    (tests/test_threads.py::test_probes_that_stall_cost_a_bounded_share).
+
+    A chooser's first segment is one untimed iteration (it may compile, and it
+    wakes the workers), and until a count has a trusted time its segments
+    grow from 2 iterations, doubling: the first segment used to be the whole
+    call, on ``most`` threads, whatever the machine. A segment on ``most``
+    threads after one on a single thread starts with one untimed iteration:
+    waking an idle worker can take milliseconds in a virtual machine, which
+    would make the threads look slow on a quiet machine.
     """
 
     PROBE_SECONDS = 0.002
     SEGMENT_SECONDS = 0.01
     REPROBE_SECONDS = 0.5
+    #: Probes may cost at most this share of a training's time.
+    PROBE_SHARE = 0.05
     #: Shorter timed segments are not trusted: the first iterations of a
     #: training run on cold caches and, on two threads, measured up to 2x
     #: their later time, enough to send a whole quiet run to one thread.
@@ -104,20 +128,28 @@ class ThreadChooser:
     def __init__(self, most: int):
         self.most = max(1, most)
         self._times: dict[int, list[float]] = {}  # threads -> seconds per iteration, last few segments
+        self._trial: dict[int, int] = {}  # threads -> iterations of its next segment while untimed
         self._since_probe = 0.0
+        self._reprobe_after = self.REPROBE_SECONDS
         self._warm = False  # the first call may compile: time nothing from it
         self._last = 0  # threads of the last segment
         self._probe: int | None = None  # the count being probed
+        self._cost: _ProbeCost | None = None  # what the probe under way has cost
 
     def next(self, n_left: int) -> tuple[int, int, bool]:
         """``(threads, iterations, timed)`` for the next segment of the ``n_left`` iterations to run."""
-        if self.most == 1 or not self._warm:
-            return self.most, n_left, False
+        if self.most == 1:
+            return 1, n_left, False
+        if not self._warm:
+            return self.most, 1, False
         if self._probe is None:
             if self.most not in self._times:
                 self._probe = self.most
-            elif 1 not in self._times or self._since_probe >= self.REPROBE_SECONDS:
-                self._probe = 1 if self._best() == self.most else self.most
+            elif 1 not in self._times or self._since_probe >= self._reprobe_after:
+                best = self._best()
+                self._probe = 1 if best == self.most else self.most
+                both_known = self._probe in self._times and best in self._times
+                self._cost = _ProbeCost(instead_of=best) if both_known else None
                 self._since_probe = 0.0
         threads = self._probe if self._probe is not None else self._best()
         if threads > 1 and self._last != threads and n_left > 1:
@@ -125,15 +157,17 @@ class ThreadChooser:
         known = [c for c in self._times if c != threads]
         if self._probe is not None:
             self._probe = None
+            if self._cost is not None:
+                self._cost.last_segment = True
             seconds = self.PROBE_SECONDS
         else:
             seconds = self.SEGMENT_SECONDS
         if threads in self._times:
             n = seconds / self.rate(threads)
-        elif known:
-            n = seconds / self.rate(known[0])
         else:
-            n = n_left
+            n = self._trial.setdefault(threads, 2)
+            if known:
+                n = max(n, seconds / self.rate(known[0]))
         return threads, int(min(n_left, max(2, n))), True
 
     def new_run(self) -> None:
@@ -150,10 +184,23 @@ class ThreadChooser:
         self._warm = True
         self._last = threads
         self._since_probe += seconds
-        if timed and n_iters > 0 and seconds >= self.TRUSTED_SECONDS:
-            times = self._times.setdefault(threads, [])
-            times.append(seconds / n_iters)
-            del times[:-3]
+        if timed and n_iters > 0:
+            if seconds >= self.TRUSTED_SECONDS:
+                times = self._times.setdefault(threads, [])
+                times.append(seconds / n_iters)
+                del times[:-3]
+            elif threads not in self._times:
+                self._trial[threads] = 2 * max(n_iters, self._trial.get(threads, 2))
+        cost = self._cost
+        if cost is not None and threads != cost.instead_of:
+            cost.seconds += seconds
+            cost.iters += n_iters
+            if cost.last_segment:
+                self._cost = None
+                lost = cost.seconds - cost.iters * self.rate(cost.instead_of)
+                won = self._best() != cost.instead_of
+                self._reprobe_after = self.REPROBE_SECONDS if won or lost <= 0 else \
+                    max(self.REPROBE_SECONDS, lost / self.PROBE_SHARE)
 
     def rate(self, threads: int) -> float:
         """Seconds per iteration on ``threads`` threads: the median of the last three timed segments."""

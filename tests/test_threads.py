@@ -11,17 +11,19 @@ import pytest
 from fastspiral._threads import ThreadChooser, usable_threads
 
 
-def _simulate(chooser, seconds_per_iter, chunks):
+def _simulate(chooser, seconds_per_iter, chunks, stall=None):
     """Drive a chooser as a training does, with a cost per iteration for each thread count.
 
-    Returns the simulated seconds spent and the iterations run on each count.
+    ``stall``: seconds every call on more than one thread waits on top (a
+    worker the system did not run). Returns the simulated seconds spent and
+    the iterations run on each count.
     """
     spent, on = 0.0, {}
     for n in chunks:
         while n:
             threads, k, timed = chooser.next(n)
             assert 1 <= k <= n
-            t = seconds_per_iter[threads] * k
+            t = seconds_per_iter[threads] * k + (stall if stall and threads > 1 else 0.0)
             chooser.record(threads, k, t, timed)
             spent += t
             on[threads] = on.get(threads, 0) + k
@@ -49,6 +51,18 @@ def test_chooser_follows_a_machine_that_becomes_busy():
     assert chooser.next(1000)[0] == 2
     _, on = _simulate(chooser, {2: 450e-6, 1: 48e-6}, [2048] * 40)
     assert on[1] > 0.9 * 2048 * 40
+
+
+def test_probes_that_stall_cost_a_bounded_share():
+    """Beside busy programs a parallel region can wait ~0.1 s for a worker (146 ms for 14 iterations
+    seen on two cores): re-probed every 0.5 s whatever a probe cost, two threads made a busy
+    training 1.4-1.5x slower than one thread; probes now wait until their cost is 5% of the training."""
+    busy = {2: 450e-6, 1: 48e-6}
+    chunks = [1000] * 80
+    spent, on = _simulate(ThreadChooser(2), busy, chunks, stall=0.1)
+    best = busy[1] * sum(chunks)
+    assert spent < 1.3 * best
+    assert on[2] < 0.01 * sum(chunks)
 
 
 def test_chooser_with_one_thread_never_probes():
