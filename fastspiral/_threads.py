@@ -105,8 +105,10 @@ class ThreadChooser:
 
     A chooser's first segment is one untimed iteration (it may compile, and it
     wakes the workers), and until a count has a trusted time its segments
-    grow from 2 iterations, doubling: the first segment used to be the whole
-    call, on ``most`` threads, whatever the machine. A segment on ``most``
+    grow from 2 iterations, doubling, rather than running the whole call on
+    ``most`` threads, which beside busy programs ran it all at the slow rate.
+    Trainings of one shape share a chooser, from several Python threads at
+    once too, so its state changes under a lock. A segment on ``most``
     threads after one on a single thread starts with one untimed iteration:
     waking an idle worker can take milliseconds in a virtual machine, which
     would make the threads look slow on a quiet machine.
@@ -135,9 +137,14 @@ class ThreadChooser:
         self._last = 0  # threads of the last segment
         self._probe: int | None = None  # the count being probed
         self._cost: _ProbeCost | None = None  # what the probe under way has cost
+        self._lock = threading.Lock()
 
     def next(self, n_left: int) -> tuple[int, int, bool]:
         """``(threads, iterations, timed)`` for the next segment of the ``n_left`` iterations to run."""
+        with self._lock:
+            return self._next(n_left)
+
+    def _next(self, n_left: int) -> tuple[int, int, bool]:
         if self.most == 1:
             return 1, n_left, False
         if not self._warm:
@@ -181,6 +188,10 @@ class ThreadChooser:
 
     def record(self, threads: int, n_iters: int, seconds: float, timed: bool = True) -> None:
         """What a segment of ``n_iters`` iterations on ``threads`` threads took."""
+        with self._lock:
+            self._record(threads, n_iters, seconds, timed)
+
+    def _record(self, threads: int, n_iters: int, seconds: float, timed: bool) -> None:
         self._warm = True
         self._last = threads
         self._since_probe += seconds
