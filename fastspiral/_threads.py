@@ -170,7 +170,10 @@ class ThreadChooser:
         else:
             seconds = self.SEGMENT_SECONDS
         if threads in self._times:
-            n = seconds / self.rate(threads)
+            # the slower of the median and the last: when the machine turns busy, the segment
+            # after the first slow one is short, not ten times its time (the median of three
+            # needs two slow segments to move)
+            n = seconds / max(self.rate(threads), self._times[threads][-1])
         else:
             n = self._trial.setdefault(threads, 2)
             if known:
