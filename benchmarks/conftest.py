@@ -71,8 +71,11 @@ def registry_runner(backend, dtype, n_samples, hidden, iters, pin_threads=None, 
         trainer.chooser = ThreadChooser(trainer.ws.n_workers)
         trainer.chooser.next = lambda n: (pin_threads, n, False)
     history = np.empty(iters)
+    chooser = getattr(trainer, "chooser", None) if pin_threads is None else None
 
     def run():
+        if chooser is not None:
+            chooser.new_run()  # as each train_net call does: its workers may have gone idle
         bad = trainer.run(0, iters, history)
         assert bad < 0, "training diverged"
 

@@ -107,11 +107,13 @@ class ThreadChooser:
     wakes the workers), and until a count has a trusted time its segments
     grow from 2 iterations, doubling, rather than running the whole call on
     ``most`` threads, which beside busy programs ran it all at the slow rate.
-    Trainings of one shape share a chooser, from several Python threads at
-    once too, so its state changes under a lock. A segment on ``most``
-    threads after one on a single thread starts with one untimed iteration:
-    waking an idle worker can take milliseconds in a virtual machine, which
-    would make the threads look slow on a quiet machine.
+    Each training's first timed segment is probe-sized, as the machine may
+    have turned busy since the last. Trainings of one shape share a chooser,
+    from several Python threads at once too, so its state changes under a
+    lock. A segment on ``most`` threads after one on a single thread starts
+    with one untimed iteration: waking an idle worker can take milliseconds
+    in a virtual machine, which would make the threads look slow on a quiet
+    machine.
     """
 
     PROBE_SECONDS = 0.002
@@ -123,6 +125,10 @@ class ThreadChooser:
     #: training run on cold caches and, on two threads, measured up to 2x
     #: their later time, enough to send a whole quiet run to one thread.
     TRUSTED_SECONDS = 0.0005
+    #: A count's first time must be longer still: right after the first call, two iterations
+    #: on two threads took 1.19 ms at N=3,000 (2.6x their later time), and a quiet training then
+    #: ran on one thread until the next probe (benchmarks/test_training.py::test_busy_machine).
+    FIRST_TRUSTED_SECONDS = 0.002
     #: The threads must beat one thread by this factor to be used: on a busy
     #: machine their timings scatter, and a lucky probe must not win.
     MARGIN = 0.9
@@ -137,6 +143,7 @@ class ThreadChooser:
         self._last = 0  # threads of the last segment
         self._probe: int | None = None  # the count being probed
         self._cost: _ProbeCost | None = None  # what the probe under way has cost
+        self._fresh = False  # no segment timed since new_run()
         self._lock = threading.Lock()
 
     def next(self, n_left: int) -> tuple[int, int, bool]:
@@ -168,7 +175,8 @@ class ThreadChooser:
                 self._cost.last_segment = True
             seconds = self.PROBE_SECONDS
         else:
-            seconds = self.SEGMENT_SECONDS
+            seconds = self.PROBE_SECONDS if self._fresh else self.SEGMENT_SECONDS
+        self._fresh = False
         if threads in self._times:
             # the slower of the median and the last: when the machine turns busy, the segment
             # after the first slow one is short, not ten times its time (the median of three
@@ -181,8 +189,11 @@ class ThreadChooser:
         return threads, int(min(n_left, max(2, n))), True
 
     def new_run(self) -> None:
-        """A new training starts: its worker threads may have gone idle since the last segment."""
-        self._last = 0
+        """A new training starts: its worker threads may have gone idle since the last segment,
+        and the machine may have turned busy, so its first timed segment is probe-sized."""
+        with self._lock:
+            self._last = 0
+            self._fresh = True
 
     def _best(self) -> int:
         if 1 not in self._times or self.most not in self._times:
@@ -199,7 +210,8 @@ class ThreadChooser:
         self._last = threads
         self._since_probe += seconds
         if timed and n_iters > 0:
-            if seconds >= self.TRUSTED_SECONDS:
+            trusted = self.TRUSTED_SECONDS if threads in self._times else self.FIRST_TRUSTED_SECONDS
+            if seconds >= trusted:
                 times = self._times.setdefault(threads, [])
                 times.append(seconds / n_iters)
                 del times[:-3]

@@ -66,6 +66,23 @@ def test_shapes_and_busy_sections(tmp_path, capsys):
     assert "code for CPU haswell" in out and "openblas 0.3 (Haswell)" in out
 
 
+def test_busy_section_of_paired_rounds(tmp_path, capsys):
+    """One benchmark per machine state, one-thread rounds alternated with the default's."""
+    def paired(machine, one, default):
+        b = _bench("busy machine N=3,000 H=100", "numba", "float64", default, 1.0)
+        b["extra_info"].update(machine=machine, threads="paired", one_thread_seconds_per_iter=one)
+        return b
+
+    doc = {"benchmarks": [_bench("net N=300 H=100", "numba", "float64", 30e-6, 26.0),
+                          paired("quiet", 200e-6, 120e-6), paired("busy", 400e-6, 480e-6)]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    assert report.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("Busy machine N=3,000 H=100: quiet: one thread 200.0 us, default 120.0 us (0.60x one thread); "
+            "busy: one thread 400.0 us, default 480.0 us (1.20x one thread)") in out
+
+
 def test_several_runs_report_the_median_run_and_the_range(tmp_path, capsys):
     paths = []
     for i, t in enumerate([30e-6, 20e-6, 50e-6]):
