@@ -127,7 +127,8 @@ class ThreadChooser:
     TRUSTED_SECONDS = 0.0005
     #: A count's first time must be longer still: right after the first call, two iterations
     #: on two threads took 1.19 ms at N=3,000 (2.6x their later time), and a quiet training then
-    #: ran on one thread until the next probe (benchmarks/test_training.py::test_busy_machine).
+    #: ran on one thread until the next probe
+    #: (tests/test_threads.py::test_cold_first_iterations_do_not_send_a_quiet_training_to_one_thread).
     FIRST_TRUSTED_SECONDS = 0.002
     #: The threads must beat one thread by this factor to be used: on a busy
     #: machine their timings scatter, and a lucky probe must not win.
