@@ -11,19 +11,19 @@ import pytest
 from fastspiral._threads import ThreadChooser, usable_threads
 
 
-def _simulate(chooser, seconds_per_iter, chunks, stall=None):
+def _simulate(chooser, seconds_per_iter, chunks, extra=None):
     """Drive a chooser as a training does, with a cost per iteration for each thread count.
 
-    ``stall``: seconds every call on more than one thread waits on top (a
-    worker the system did not run). Returns the simulated seconds spent and
-    the iterations run on each count.
+    ``extra(threads, k, on)``: seconds a call of k iterations takes on top (a
+    stalled worker, cold caches), given the iterations run so far on each
+    count. Returns the simulated seconds spent and the iterations run on each count.
     """
     spent, on = 0.0, {}
     for n in chunks:
         while n:
             threads, k, timed = chooser.next(n)
             assert 1 <= k <= n
-            t = seconds_per_iter[threads] * k + (stall if stall and threads > 1 else 0.0)
+            t = seconds_per_iter[threads] * k + (extra(threads, k, on) if extra else 0.0)
             chooser.record(threads, k, t, timed)
             spent += t
             on[threads] = on.get(threads, 0) + k
@@ -58,11 +58,11 @@ def test_chooser_follows_a_machine_that_becomes_busy():
 
 def test_probes_that_stall_cost_a_bounded_share():
     """Beside busy programs a parallel region can wait ~0.1 s for a worker (146 ms for 14 iterations
-    seen on two cores): re-probed every 0.5 s whatever a probe cost, two threads made a busy
-    training 1.4-1.5x slower than one thread; probes now wait until their cost is 5% of the training."""
+    seen on two cores): re-probed every 0.5 s whatever a probe cost, busy trainings ran 1.12-1.66x
+    the one-thread time in the busy benchmark; probes now wait until their cost is 5% of the training."""
     busy = {2: 450e-6, 1: 48e-6}
     chunks = [1000] * 80
-    spent, on = _simulate(ThreadChooser(2), busy, chunks, stall=0.1)
+    spent, on = _simulate(ThreadChooser(2), busy, chunks, extra=lambda threads, k, on: 0.1 if threads > 1 else 0.0)
     best = busy[1] * sum(chunks)
     assert spent < 1.3 * best
     assert on[2] < 0.01 * sum(chunks)
@@ -72,18 +72,14 @@ def test_cold_first_iterations_do_not_send_a_quiet_training_to_one_thread():
     """Right after the first call, the first iterations on two threads ran up to 2.6x their later
     time (N=3,000; 2-6 iterations measured 1.3-2.6x): timed from the first two, a quiet training
     ran on one thread until the next probe."""
-    chooser = ThreadChooser(2)
     cost = {2: 230e-6, 1: 410e-6}
-    done, on = 0, {}
-    for n in [200] * 50:  # 10,000 iterations, in train_net's way: calls of the loop per segment
-        while n:
-            threads, k, timed = chooser.next(n)
-            cold = max(0, min(k, 4 - on.get(2, 0))) if threads == 2 else 0  # the first 4 on two threads
-            chooser.record(threads, k, cost[threads] * (k + 1.6 * cold), timed)
-            on[threads] = on.get(threads, 0) + k
-            done += k
-            n -= k
-    assert on[2] > 0.95 * done
+
+    def cold(threads, k, on):  # the first 4 iterations on two threads take 2.6x
+        return 1.6 * cost[2] * max(0, min(k, 4 - on.get(2, 0))) if threads == 2 else 0.0
+
+    chunks = [200] * 50  # 10,000 iterations in train_net's chunks
+    _, on = _simulate(ThreadChooser(2), cost, chunks, extra=cold)
+    assert on[2] > 0.95 * sum(chunks)
 
 
 def test_chooser_with_one_thread_never_probes():
