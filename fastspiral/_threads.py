@@ -167,8 +167,10 @@ class ThreadChooser:
                 self._cost = _ProbeCost(instead_of=best) if both_known else None
                 self._since_probe = 0.0
         threads = self._probe if self._probe is not None else self._best()
-        if threads > 1 and self._last != threads and n_left > 1:
-            return threads, 1, False  # wake the workers, untimed
+        if self._last == 0 or (threads > 1 and self._last != threads):
+            # a training's first iteration touches its new workspace, and workers idle since
+            # another count ran must wake: untimed, also when it is the call's only one
+            return threads, 1, False
         known = [c for c in self._times if c != threads]
         if self._probe is not None:
             self._probe = None

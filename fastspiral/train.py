@@ -69,7 +69,11 @@ def _scores_bound(params: dict[str, np.ndarray], X: np.ndarray) -> float:
     (the same for the linear classifier with W, b); O(N D + D H + H K) work.
     """
     def norm(a):
-        return float(np.linalg.norm(a.astype(np.float64, copy=False)))
+        # einsum, not np.linalg.norm: from ~10,000 elements norm's BLAS dot started OpenBLAS's
+        # threads, which spun on for ~0.1 s and made the next training's thread choice pick one
+        # thread (tests/test_train.py::test_the_last_check_leaves_no_blas_threads_spinning)
+        a = a.astype(np.float64, copy=False).ravel()
+        return float(np.sqrt(np.einsum("i,i->", a, a)))
 
     x64 = X.astype(np.float64, copy=False)
     rows = float(np.sqrt(np.max(np.einsum("ij,ij->i", x64, x64)))) if X.size else 0.0

@@ -1,5 +1,9 @@
 """Bad input is refused with a clear error before any kernel runs; input is never modified."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -198,6 +202,40 @@ def test_divergence_in_the_last_update_is_refused(data, backend, trainer, kwargs
     X = X * kwargs.pop("x_scale", 1.0)
     with pytest.raises(FloatingPointError, match=f"try a smaller {names}"):
         trainer(X, y, iters=iters, backend=backend, **kwargs)
+
+
+SPIN = textwrap.dedent("""
+    import time
+    import numpy as np
+    from fastspiral.train import _scores_bound
+
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.standard_normal((784, 128)), "b1": np.zeros(128),
+              "W2": rng.standard_normal((128, 10)), "b2": np.zeros(10)}
+    X = rng.standard_normal((2000, 784))
+
+    def cpu_after(f):
+        time.sleep(0.3)  # whatever ran before has stopped spinning
+        c0 = time.process_time()
+        f()
+        time.sleep(0.2)
+        return time.process_time() - c0
+
+    print(cpu_after(lambda: _scores_bound(params, X)), cpu_after(lambda: np.linalg.norm(params["W1"])))
+""")
+
+
+def test_the_last_check_leaves_no_blas_threads_spinning():
+    """The bound on the scores runs after every training: with np.linalg.norm (a BLAS dot) on a
+    784 x 128 W1 it started OpenBLAS's threads, which spun on for ~0.1 s (100 ms of CPU over
+    200 ms of sleep, measured) beside the next training, whose thread choice then took one
+    thread for its first 0.5 s. Process CPU time over a sleep after the call tells."""
+    proc = subprocess.run([sys.executable, "-c", SPIN], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours, blas_norm = map(float, proc.stdout.split())
+    if blas_norm < 0.02:
+        pytest.skip(f"this BLAS leaves no threads spinning after a dot ({blas_norm * 1e3:.1f} ms of CPU)")
+    assert ours < 0.2 * blas_norm
 
 
 @pytest.mark.parametrize("change,exc,msg", [
