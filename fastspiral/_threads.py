@@ -99,9 +99,12 @@ class ThreadChooser:
     busy programs one parallel region can wait tens of milliseconds for a
     worker the system does not run (14 iterations took 146 ms beside two
     CPU-bound programs on two cores). So the next probe waits until that
-    cost is ``PROBE_SHARE`` of the training since (at least
-    ``REPROBE_SECONDS``) instead of a fixed 0.5 s
-    (tests/test_threads.py::test_probes_that_stall_cost_a_bounded_share).
+    cost is ``PROBE_SHARE`` of the training since instead of a fixed 0.5 s
+    (tests/test_threads.py::test_probes_that_stall_cost_a_bounded_share). A
+    choice is probed again ``FIRST_REPROBE_SECONDS`` after it is made, then
+    after twice as long each time a probe confirms it, up to
+    ``REPROBE_SECONDS``: made in a brief slow spell of the machine, a choice
+    of one thread had held for a whole case-study training.
 
     A chooser's first segment is one untimed iteration (it may compile, and it
     wakes the workers), and until a count has a trusted time its segments
@@ -118,7 +121,12 @@ class ThreadChooser:
 
     PROBE_SECONDS = 0.002
     SEGMENT_SECONDS = 0.01
+    #: The longest wait between probes of a choice that keeps being confirmed.
     REPROBE_SECONDS = 0.5
+    #: The wait after a choice is first made or changes, doubled by each probe that confirms it:
+    #: a choice made while the machine was briefly slow is undone within a short training
+    #: (tests/test_threads.py::test_a_wrong_early_choice_is_corrected_within_a_short_training).
+    FIRST_REPROBE_SECONDS = 0.05
     #: Probes may cost at most this share of a training's time.
     PROBE_SHARE = 0.05
     #: Shorter timed segments are not trusted: the first iterations of a
@@ -139,7 +147,7 @@ class ThreadChooser:
         self._times: dict[int, list[float]] = {}  # threads -> seconds per iteration, last few segments
         self._trial: dict[int, int] = {}  # threads -> iterations of its next segment while untimed
         self._since_probe = 0.0
-        self._reprobe_after = self.REPROBE_SECONDS
+        self._interval = self._reprobe_after = self.FIRST_REPROBE_SECONDS
         self._warm = False  # the first call may compile: time nothing from it
         self._last = 0  # threads of the last segment
         self._probe: int | None = None  # the count being probed
@@ -228,8 +236,15 @@ class ThreadChooser:
                 self._cost = None
                 lost = cost.seconds - cost.iters * self.rate(cost.instead_of)
                 won = self._best() != cost.instead_of
-                self._reprobe_after = self.REPROBE_SECONDS if won or lost <= 0 else \
-                    max(self.REPROBE_SECONDS, lost / self.PROBE_SHARE)
+                if won:  # a new choice: check it again soon
+                    self._interval = self._reprobe_after = self.FIRST_REPROBE_SECONDS
+                elif lost <= 0:
+                    # faster than the count in use, but one time does not move a median of
+                    # three: probe again at once rather than an interval later
+                    self._reprobe_after = 0.0
+                else:  # the choice holds: wait twice as long, and until the loss is PROBE_SHARE
+                    self._interval = min(2 * self._interval, self.REPROBE_SECONDS)
+                    self._reprobe_after = max(self._interval, lost / self.PROBE_SHARE)
 
     def rate(self, threads: int) -> float:
         """Seconds per iteration on ``threads`` threads: the median of the last three timed segments."""

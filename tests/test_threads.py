@@ -107,6 +107,22 @@ def test_waking_iterations_are_not_timed(new_workspace):
     assert on2 > 0.8 * total
 
 
+def test_a_wrong_early_choice_is_corrected_within_a_short_training():
+    """Two threads that are slow at first (a virtual CPU the host ran little for a while: at N=300
+    two threads took 25-31 us per iteration, like one, then 16) must not keep the rest of a
+    case-study-sized training (~12,000 iterations, ~0.2 s) on one thread: re-probed 0.5 s of
+    training later at the earliest, 255 of these 12,046 iterations ran on two threads."""
+    fast, slow_for = {2: 16e-6, 1: 26e-6}, 0.05
+
+    def slow_at_first(threads, k, on):
+        elapsed = sum(on.get(c, 0) * fast[c] for c in on)
+        return 10e-6 * k if threads == 2 and elapsed < slow_for else 0.0
+
+    chunks = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 2048, 2048, 2048, 1807]
+    _, on = _simulate(ThreadChooser(2), fast, chunks, extra=slow_at_first)
+    assert on[2] > 0.7 * sum(chunks)
+
+
 def test_chooser_with_one_thread_never_probes():
     chooser = ThreadChooser(1)
     assert _simulate(chooser, {1: 1e-5}, CHUNKS)[1] == {1: sum(CHUNKS)}
