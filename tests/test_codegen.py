@@ -55,9 +55,8 @@ def test_hot_loops_use_packed_fma(name, dtype, suffix):
     assert len(packed) >= 4, f"{name}: no 256/512-bit packed FMA in the generated code"
 
 
-@pytest.mark.parametrize("dtype,suffix", [(np.float64, "pd"), (np.float32, "ps")])
-@pytest.mark.parametrize("name", ["forward_general", "backward_general"])
-def test_general_form_uses_packed_fma(name, dtype, suffix):
+def _general_asm(name, dtype):
+    """Assembly of a general-form pass (D=16, K=10, H=1,000), compiled for ``dtype``."""
     T, D, H, K = 8, 16, 1000, 10
     rng = np.random.default_rng(0)
     a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
@@ -65,7 +64,13 @@ def test_general_form_uses_packed_fma(name, dtype, suffix):
         args = (a(T, D), a(D, H), a(H), a(K, H), a(K), a(T, H), a(T, K), (), ())
     else:
         args = (a(T, D), a(T, H), a(T, K), a(K, H), a(D, H), a(H), a(K, H), a(K), a(4, H), (), ())
-    asm = _asm(getattr(_tiles_general, name), *args)
+    return _asm(getattr(_tiles_general, name), *args)
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float64, "pd"), (np.float32, "ps")])
+@pytest.mark.parametrize("name", ["forward_general", "backward_general"])
+def test_general_form_uses_packed_fma(name, dtype, suffix):
+    asm = _general_asm(name, dtype)
     packed = re.findall(rf"vfmadd\w*{suffix}\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 4, f"{name}: no 256/512-bit packed FMA in the generated code"
 
@@ -77,14 +82,7 @@ def test_general_form_never_branches_on_a_value(name, dtype, suffix):
     # (`if h[i] < 0: h[i] = 0`) or with a load in one arm, the loops kept a
     # compare-and-branch per hidden unit, mispredicted on half of them, and
     # D=4, K=10 ran 2.8x slower per iteration (every result test passed).
-    T, D, H, K = 8, 16, 1000, 10
-    rng = np.random.default_rng(0)
-    a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
-    if name == "forward_general":
-        args = (a(T, D), a(D, H), a(H), a(K, H), a(K), a(T, H), a(T, K), (), ())
-    else:
-        args = (a(T, D), a(T, H), a(T, K), a(K, H), a(D, H), a(H), a(K, H), a(K), a(4, H), (), ())
-    asm = _asm(getattr(_tiles_general, name), *args)
+    asm = _general_asm(name, dtype)
     branches = re.findall(rf"\bv?u?comi{suffix}\b", asm)
     assert not branches, f"{name}: {len(branches)} scalar compares for a branch in the generated code"
 
