@@ -71,7 +71,7 @@ def _scores_bound(params: dict[str, np.ndarray], X: np.ndarray) -> float:
     def norm(a):
         # einsum, not np.linalg.norm: from ~10,000 elements norm's BLAS dot started OpenBLAS's
         # threads, which spun on for ~0.1 s and made the next training's thread choice pick one
-        # thread (tests/test_train.py::test_the_last_check_leaves_no_blas_threads_spinning)
+        # thread (tests/test_validation.py::test_the_last_check_leaves_no_blas_threads_spinning)
         a = a.astype(np.float64, copy=False).ravel()
         return float(np.sqrt(np.einsum("i,i->", a, a)))
 
