@@ -11,7 +11,7 @@ in Python, when the training loops get their kernels as function pointers
 
 * small D and K (the spiral's 2 and 3): D and K are compile-time constants,
   the loops over them sit inside the loop over H and are unrolled, and rows
-  go four at a time so each weight load serves four rows;
+  go in pairs so each weight load serves two rows;
 * any other D and K: runtime loops over D and K outside vectorised loops over
   H, features four at a time. One compiled specialisation per dtype serves
   every such shape, so a new shape costs no compile.

@@ -14,10 +14,21 @@ from ._jit import inline_kernel
 
 #: Hidden units per block of the fused passes (docs/design.md, "Constants").
 H_BLOCK = 512
-#: Largest D and K compiled as constants. Above them the unrolled four-row
+#: Largest D and K compiled as constants. Above them the unrolled two-row
 #: loops keep more sums than there are vector registers (and K=1,000 took
 #: minutes to compile); the general form takes over.
 SMALL_D, SMALL_K = 8, 4
+#: Largest D + 2K compiled as constants: beyond it LLVM (Numba 0.68) left the
+#: small backward pass's loop over H scalar, and D=7 and 8 with K=4 ran
+#: 1.1-1.3x slower than in the general form
+#: (tests/test_codegen.py::test_small_form_is_vectorised_at_every_shape).
+SMALL_D_PLUS_2K = 14
+
+
+def is_small_shape(n_features, n_classes) -> bool:
+    """Whether (D, K) gets the small form's kernels, compiled for that exact shape."""
+    return (n_features <= SMALL_D and n_classes <= SMALL_K
+            and n_features + 2 * n_classes <= SMALL_D_PLUS_2K)
 
 
 def dims_token(n_features, n_classes, dtype):
@@ -27,9 +38,9 @@ def dims_token(n_features, n_classes, dtype):
     kernel and the short loops over D and K unroll (with D and K as runtime
     integers LLVM vectorised the 2- and 3-long loops instead, 5x slower;
     ``numba.literally`` cost ~25 ms per call in the dispatcher). Empty tokens
-    select the general form, for D > SMALL_D or K > SMALL_K.
+    select the general form, for the shapes :func:`is_small_shape` refuses.
     """
-    if n_features > SMALL_D or n_classes > SMALL_K:
+    if not is_small_shape(n_features, n_classes):
         return (), ()
     zero = np.dtype(dtype).type(0)
     return (zero,) * n_features, (zero,) * n_classes
