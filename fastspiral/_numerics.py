@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from llvmlite import ir
@@ -53,6 +52,9 @@ _LOG2E = 1.4426950408889634
 # for the |k| <= 1100 used here (Cody and Waite's argument reduction).
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
+# 1.5 * 2**52: adding it to an integral float64 |k| < 2**51 leaves k, as an
+# integer, in the low bits of the sum's mantissa.
+_INT_IN_LOW_BITS = 6755399441055744.0
 
 
 @exact_kernel
@@ -66,8 +68,8 @@ def exp_nonpositive(x):
     result would be subnormal) and for -inf; NaN stays NaN
     (tests/test_kernels.py::test_exp_matches_numpy_to_one_ulp).
     """
-    k = math.floor(x * _LOG2E + 0.5)
-    if not k > -1100.0:  # NaN, -inf, far below the range: keep the conversion below defined
+    k = np.floor(x * _LOG2E + 0.5)  # a float: Numba's math.floor returns an int64
+    if not k > -1100.0:  # NaN, -inf, far below the range: keep |k| < 2**51 for its bits below
         k = 0.0
     r = (x - k * _LN2_HI) - k * _LN2_LO
     p = 1.0 / 6227020800.0
@@ -84,5 +86,10 @@ def exp_nonpositive(x):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    e = p * _bits_to_float((np.int64(k) + 1023) << 52)  # p * 2**k
+    # p * 2**k, k + 1023 in the exponent's 12 bits. Taken from k as an
+    # integer (math.floor's int64, or np.int64(k)) it needs a float-to-int64
+    # conversion, which has no packed AVX2 instruction (vcvttpd2qq is
+    # AVX-512): LLVM converted lane by lane and the AVX2 softmax ran 2x
+    # slower (tests/test_codegen.py::test_softmax_exponentials_are_vectorised).
+    e = p * _bits_to_float((_float_to_bits(k + _INT_IN_LOW_BITS) + 1023) << 52)
     return 0.0 if x < -708.0 else e

@@ -129,3 +129,7 @@ def test_softmax_exponentials_are_vectorised(dtype):
     asm = _asm(_loss.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores), ktok)
     packed = re.findall(r"vfmadd\w*pd\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 10, "softmax_xent_grad: the exponentials are not vectorised"
+    # 2**k comes from k's float bits: a float-to-int64 conversion has no packed
+    # AVX2 form, and LLVM converted lane by lane (the AVX2 softmax took 2x as long).
+    scalar = re.findall(r"\bv?cvtt?s[sd]2si\b", asm)
+    assert not scalar, f"softmax_xent_grad: {len(scalar)} scalar float-to-int conversions"
