@@ -11,7 +11,8 @@ in Python, when the training loops get their kernels as function pointers
 
 * small D and K (the spiral's 2 and 3): D and K are compile-time constants,
   the loops over them sit inside the loop over H and are unrolled, and rows
-  go in pairs so each weight load serves two rows;
+  go in groups of two or four (as many as the vector registers hold) so each
+  weight load serves several rows;
 * any other D and K: runtime loops over D and K outside vectorised loops over
   H, features four at a time. One compiled specialisation per dtype serves
   every such shape, so a new shape costs no compile.
@@ -24,14 +25,18 @@ benchmark that measures it: docs/design.md.
 from __future__ import annotations
 
 from ._jit import kernel
-from ._tiles import SMALL_D, SMALL_K, dims_token, is_general  # noqa: F401  (re-exported)
+from ._tiles import SMALL_D, SMALL_K, dims_token, is_general, small_row_group  # noqa: F401  (re-exported)
 from ._tiles_general import backward_general, forward_general
-from ._tiles_small import backward_small, forward_small
+from ._tiles_small import backward_small, backward_small_fours, forward_small, forward_small_fours
 
 
-def net_forms(ktok):
-    """``(forward, backward)``: the compiled passes for the shape ``ktok`` (a dims token) selects."""
-    return (forward_general, backward_general) if len(ktok) == 0 else (forward_small, backward_small)
+def net_forms(dtok, ktok):
+    """``(forward, backward)``: the compiled passes for the shape the dims tokens select."""
+    if len(ktok) == 0:
+        return forward_general, backward_general
+    if small_row_group(len(dtok), len(ktok)) == 4:
+        return forward_small_fours, backward_small_fours
+    return forward_small, backward_small
 
 
 def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
@@ -40,7 +45,7 @@ def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     Writes hidden (T, H) and scores (T, K). A NaN pre-activation stays NaN
     (NaN < 0 is false), as with ``np.maximum``.
     """
-    net_forms(ktok)[0](X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
+    net_forms(dtok, ktok)[0](X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
 
 
 def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
@@ -55,7 +60,7 @@ def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
     ``hidden`` is scratch afterwards (the general form stores dhidden in it)
     and ``grow`` (4, H) holds scratch rows.
     """
-    net_forms(ktok)[1](X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
+    net_forms(dtok, ktok)[1](X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
 
 
 @kernel

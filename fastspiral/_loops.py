@@ -238,7 +238,7 @@ def _build_net_kernels(X, y, W1, b1, W2T, b2, ws) -> NetKernels:
     tokens = (t(ws.dtok), t(ws.ktok))
     TX, _, TW1, Tb1, TW2T, Tb2 = arrays
     Th, Ts, Tds, Tg = scratch
-    forward, backward = net_forms(ws.ktok)
+    forward, backward = net_forms(ws.dtok, ws.ktok)
     forward = KernelPointer(forward, types.none, (TX, TW1, Tb1, TW2T, Tb2, Th, Ts, *tokens))
     backward = KernelPointer(backward, types.none, (TX, Th, Tds, TW2T, *slot_rows, Tg, *tokens))
     slot = KernelPointer(_net_slot, types.float64, (types.int64, types.int64, *arrays, types.float64,

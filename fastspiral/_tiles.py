@@ -7,6 +7,10 @@ in L1/L2 while all rows of a tile pass (docs/design.md, "Constants").
 
 from __future__ import annotations
 
+import platform
+
+import llvmlite.binding
+import numba
 import numpy as np
 from numba.cpython.unsafe.tuple import tuple_setitem
 
@@ -23,6 +27,34 @@ SMALL_D, SMALL_K = 8, 4
 #: 1.1-1.3x slower than in the general form
 #: (tests/test_codegen.py::test_small_form_is_vectorised_at_every_shape).
 SMALL_D_PLUS_2K = 14
+
+
+def vector_registers() -> int:
+    """Vector registers of the CPU Numba compiles for: 32 with AVX-512 or on 64-bit ARM, else 16.
+
+    Read from ``NUMBA_CPU_FEATURES`` where set, else from the host; a
+    ``NUMBA_CPU_NAME`` without features counts as 16 (what it implies is not
+    known here, and 16 is safe: the code is then only slower with 32).
+    """
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return 32
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        if numba.config.CPU_NAME not in (None, "host"):
+            return 16
+        features = llvmlite.binding.get_host_cpu_features().flatten()
+    return 32 if "+avx512f" in features.split(",") else 16
+
+
+#: Largest D + K whose four-row groups fit in 32 vector registers: 4·(D + K)
+#: inputs and sums, plus the weights and temporaries. At D=8, K=3 four rows
+#: spilled and the backward pass took 2x as long as with pairs.
+FOURS_D_PLUS_K = 6
+
+
+def small_row_group(n_features, n_classes) -> int:
+    """Rows per group in the small form: 4 where their values fit in the vector registers, else 2."""
+    return 4 if vector_registers() >= 32 and n_features + n_classes <= FOURS_D_PLUS_K else 2
 
 
 def is_small_shape(n_features, n_classes) -> bool:

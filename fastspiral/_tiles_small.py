@@ -1,12 +1,14 @@
 """The fused passes for small D and K (the spiral's 2 and 3), compiled with D and K as constants.
 
 The loops over D and K sit inside the loop over H and are unrolled; the K
-score sums ride in tuples (registers); rows go in pairs so each weight load
-serves two rows. Four rows kept 4·K sums and 4·D inputs live, more than
-AVX2's 16 vector registers hold at the spiral's shape: the spills made the
-case study 1.3x slower per iteration there (docs/design.md, "Two forms").
-One specialisation per (D, K, dtype), for the shapes
-:func:`fastspiral._tiles.is_small_shape` admits.
+score sums ride in tuples (registers). Rows go in groups so each weight
+load serves several rows, as many as the registers hold
+(:func:`fastspiral._tiles.small_row_group`): four (``*_fours``) where the
+CPU has 32 vector registers and 4·(D + K) values fit, else pairs. On AVX2's
+16 registers four rows spilled, and the case study ran 1.3x slower per
+iteration; with AVX-512, pairs ran 7-15% slower at H=1,000, loading each
+weight twice as often (docs/design.md, "Two forms"). One specialisation per
+(D, K, dtype), for the shapes :func:`fastspiral._tiles.is_small_shape` admits.
 """
 
 from __future__ import annotations
@@ -60,6 +62,46 @@ def _forward_two_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
     for k in range(len(ktok)):
         scores[t, k] += a0[k]
         scores[t + 1, k] += a1[k]
+
+
+@inline_kernel
+def _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
+    """Rows t..t+3: each weight load serves four rows; the K score sums ride in tuples (registers)."""
+    zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
+    x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
+    x2, x3 = row_values(X, t + 2, dtok), row_values(X, t + 3, dtok)
+    a0 = a1 = a2 = a3 = ktok
+    for h in range(lo, hi):
+        z0 = z1 = z2 = z3 = b1[h]
+        for d in range(len(dtok)):
+            w = W1[d, h]
+            z0 += x0[d] * w
+            z1 += x1[d] * w
+            z2 += x2[d] * w
+            z3 += x3[d] * w
+        if z0 < 0:
+            z0 = zero
+        if z1 < 0:
+            z1 = zero
+        if z2 < 0:
+            z2 = zero
+        if z3 < 0:
+            z3 = zero
+        hidden[t, h] = z0
+        hidden[t + 1, h] = z1
+        hidden[t + 2, h] = z2
+        hidden[t + 3, h] = z3
+        for k in range(len(ktok)):
+            w = W2T[k, h]
+            a0 = tuple_setitem(a0, k, a0[k] + z0 * w)
+            a1 = tuple_setitem(a1, k, a1[k] + z1 * w)
+            a2 = tuple_setitem(a2, k, a2[k] + z2 * w)
+            a3 = tuple_setitem(a3, k, a3[k] + z3 * w)
+    for k in range(len(ktok)):
+        scores[t, k] += a0[k]
+        scores[t + 1, k] += a1[k]
+        scores[t + 2, k] += a2[k]
+        scores[t + 3, k] += a3[k]
 
 
 @kernel
@@ -118,6 +160,37 @@ def _backward_two_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok,
             dW1[d, h] += x0[d] * g0 + x1[d] * g1
 
 
+@inline_kernel
+def _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
+    """Rows t..t+3: each load and store of a gradient serves four rows."""
+    zero = hidden.dtype.type(0)
+    s0, s1 = row_values(dscores, t, ktok), row_values(dscores, t + 1, ktok)
+    s2, s3 = row_values(dscores, t + 2, ktok), row_values(dscores, t + 3, ktok)
+    x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
+    x2, x3 = row_values(X, t + 2, dtok), row_values(X, t + 3, dtok)
+    for h in range(lo, hi):
+        v0, v1, v2, v3 = hidden[t, h], hidden[t + 1, h], hidden[t + 2, h], hidden[t + 3, h]
+        g0 = g1 = g2 = g3 = zero
+        for k in range(len(ktok)):
+            w = W2T[k, h]
+            dW2T[k, h] += (s0[k] * v0 + s1[k] * v1) + (s2[k] * v2 + s3[k] * v3)
+            g0 += s0[k] * w
+            g1 += s1[k] * w
+            g2 += s2[k] * w
+            g3 += s3[k] * w
+        if v0 <= 0:
+            g0 = zero
+        if v1 <= 0:
+            g1 = zero
+        if v2 <= 0:
+            g2 = zero
+        if v3 <= 0:
+            g3 = zero
+        db1[h] += (g0 + g1) + (g2 + g3)
+        for d in range(len(dtok)):
+            dW1[d, h] += (x0[d] * g0 + x1[d] * g1) + (x2[d] * g2 + x3[d] * g3)
+
+
 @kernel
 def backward_small(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
     T, H = hidden.shape
@@ -130,4 +203,37 @@ def backward_small(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, kto
         for t in range(0, T2, 2):
             _backward_two_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
         for t in range(T2, T):
+            _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
+
+
+
+@kernel
+def forward_small_fours(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+    """:func:`forward_small` with rows four at a time, for CPUs with 32 vector registers."""
+    T, H = hidden.shape
+    for t in range(T):
+        for k in range(len(ktok)):
+            scores[t, k] = b2[k]
+    T4 = T - T % 4
+    for h0 in range(0, H, H_BLOCK):
+        lo, hi = h_block_bounds(h0, H)
+        for t in range(0, T4, 4):
+            _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
+        for t in range(T4, T):
+            _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
+
+
+@kernel
+def backward_small_fours(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+    """:func:`backward_small` with rows four at a time, for CPUs with 32 vector registers."""
+    T, H = hidden.shape
+    for t in range(T):
+        for k in range(len(ktok)):
+            db2[k] += dscores[t, k]
+    T4 = T - T % 4
+    for h0 in range(0, H, H_BLOCK):
+        lo, hi = h_block_bounds(h0, H)
+        for t in range(0, T4, 4):
+            _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
+        for t in range(T4, T):
             _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)

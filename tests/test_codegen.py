@@ -48,7 +48,8 @@ def _small_asm(name, D, K, dtype):
     return _asm(getattr(_tiles_small, name), *args)
 
 
-_SMALL_HELPERS = ["_forward_two_rows", "_forward_one_row", "_backward_two_rows", "_backward_one_row"]
+_SMALL_HELPERS = ["_forward_four_rows", "_forward_two_rows", "_forward_one_row", "_backward_four_rows",
+                  "_backward_two_rows", "_backward_one_row"]
 
 
 @pytest.mark.parametrize("dtype,suffix", [(np.float64, "pd"), (np.float32, "ps")])
@@ -56,8 +57,8 @@ _SMALL_HELPERS = ["_forward_two_rows", "_forward_one_row", "_backward_two_rows",
 def test_hot_loops_use_packed_fma(name, dtype, suffix):
     # Each loop over a block of hidden units is checked on its own: in
     # net_forward/net_backward the vectorised one-row loop would hide a
-    # two-row loop that fell back to scalar code (as it did when the rows'
-    # inputs were read inside the loop).
+    # loop over a row group that fell back to scalar code (as it did when the
+    # rows' inputs were read inside the loop).
     packed = re.findall(rf"vfmadd\w*{suffix}\s[^\n]*%[yz]mm", _small_asm(name, 2, 3, dtype))
     assert len(packed) >= 4, f"{name}: no 256/512-bit packed FMA in the generated code"
 
@@ -71,11 +72,21 @@ def _small_shapes(edges_only):
     return shapes
 
 
+def _group_cases():
+    """(shape, helper) for every row group the small form may use at a shape: pairs at all of
+    them, fours where :func:`fastspiral._tiles.small_row_group` can pick them."""
+    edges = _small_shapes(True)
+    for D, K in _small_shapes(False):
+        marks = () if (D, K) in edges else (pytest.mark.slow,)
+        for rows, names in ((2, ["_forward_two_rows", "_backward_two_rows"]),
+                            (4, ["_forward_four_rows", "_backward_four_rows"])):
+            if rows == 2 or D + K <= _tiles.FOURS_D_PLUS_K:
+                for name in names:
+                    yield pytest.param((D, K), name, id=f"D{D}K{K}-{name}", marks=marks)
+
+
 @pytest.mark.parametrize("dtype,suffix", [(np.float64, "pd"), (np.float32, "ps")])
-@pytest.mark.parametrize("name", ["_forward_two_rows", "_backward_two_rows"])
-@pytest.mark.parametrize("shape", [pytest.param(s, id=f"D{s[0]}K{s[1]}") for s in _small_shapes(True)]
-                         + [pytest.param(s, id=f"D{s[0]}K{s[1]}", marks=pytest.mark.slow)
-                            for s in _small_shapes(False) if s not in _small_shapes(True)])
+@pytest.mark.parametrize("shape,name", list(_group_cases()))
 def test_small_form_is_vectorised_at_every_shape(shape, name, dtype, suffix):
     # At D=7 and 8 with K=4, LLVM left the backward pass's loop scalar and the
     # small form ran 1.1-1.3x slower than the general one; _tiles.is_small_shape

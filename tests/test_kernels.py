@@ -1,12 +1,14 @@
 """Each Numba kernel against the NumPy reference, and the gradients against finite differences."""
 
 import math
+import platform
 
 import numpy as np
 import pytest
+import numba
 from numba import typeof
 
-from fastspiral import _layers, _loops, _loss, _numerics, _update, reference
+from fastspiral import _layers, _loops, _loss, _numerics, _tiles, _update, reference
 from fastspiral._workspace import linear_workspace, net_workspace
 
 from .conftest import assert_close
@@ -44,6 +46,17 @@ def test_dims_tokens_pick_the_form():
     # LLVM leaves the small backward pass scalar there (tests/test_codegen.py)
     assert _layers.is_general(_layers.dims_token(_layers.SMALL_D, _layers.SMALL_K, np.float64))
     assert _layers.is_general(_layers.dims_token(7, _layers.SMALL_K, np.float64))
+
+
+@pytest.mark.parametrize("features,registers", [("+avx2,+fma,-avx512f", 16), ("+avx2,+avx512f", 32)])
+def test_row_groups_follow_the_target_registers(monkeypatch, features, registers):
+    # the rows per group depend on what Numba compiles for (NUMBA_CPU_FEATURES), not on the host
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        registers = 32
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+    assert _tiles.vector_registers() == registers
+    assert _tiles.small_row_group(2, 3) == (4 if registers == 32 else 2)
+    assert _tiles.small_row_group(8, 3) == 2  # four rows' values spill even with 32 registers
     assert _layers.is_general(_layers.dims_token(_layers.SMALL_D + 1, 3, np.float64))
     assert _layers.is_general(_layers.dims_token(2, _layers.SMALL_K + 1, np.float64))
 
