@@ -182,8 +182,8 @@ def train_net(
         Class labels 0..K-1; K is ``max(y) + 1`` (or taken from ``init``), so
         classes no label names still get a column of scores (a stray label
         999 among 0..2 makes K = 1,000). Any D and K train; D <= 8 with K <= 4
-        (the spiral's shape) runs kernels compiled for that shape, all others
-        share one compiled form per dtype.
+        and D + 2K <= 14 (the spiral's shape among them) runs kernels compiled
+        for that shape, all others share one compiled form per dtype.
     hidden : int, optional
         Hidden units H (default 100). When ``init`` is given H comes from it,
         and a different ``hidden`` is an error.
