@@ -18,7 +18,7 @@ from ._jit import inline_kernel
 
 #: Hidden units per block of the fused passes (docs/design.md, "Constants").
 H_BLOCK = 512
-#: Largest D and K compiled as constants. Above them the unrolled two-row
+#: Largest D and K compiled as constants. Above them the unrolled row-group
 #: loops keep more sums than there are vector registers (and K=1,000 took
 #: minutes to compile); the general form takes over.
 SMALL_D, SMALL_K = 8, 4

@@ -206,7 +206,6 @@ def backward_small(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, kto
             _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
 
 
-
 @kernel
 def forward_small_fours(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
     """:func:`forward_small` with rows four at a time, for CPUs with 32 vector registers."""
