@@ -3,9 +3,9 @@
 import math
 import platform
 
+import numba
 import numpy as np
 import pytest
-import numba
 from numba import typeof
 
 from fastspiral import _layers, _loops, _loss, _numerics, _tiles, _update, reference
@@ -46,6 +46,8 @@ def test_dims_tokens_pick_the_form():
     # LLVM leaves the small backward pass scalar there (tests/test_codegen.py)
     assert _layers.is_general(_layers.dims_token(_layers.SMALL_D, _layers.SMALL_K, np.float64))
     assert _layers.is_general(_layers.dims_token(7, _layers.SMALL_K, np.float64))
+    assert _layers.is_general(_layers.dims_token(_layers.SMALL_D + 1, 3, np.float64))
+    assert _layers.is_general(_layers.dims_token(2, _layers.SMALL_K + 1, np.float64))
 
 
 @pytest.mark.parametrize("features,registers", [("+avx2,+fma,-avx512f", 16), ("+avx2,+avx512f", 32)])
@@ -57,8 +59,6 @@ def test_row_groups_follow_the_target_registers(monkeypatch, features, registers
     assert _tiles.vector_registers() == registers
     assert _tiles.small_row_group(2, 3) == (4 if registers == 32 else 2)
     assert _tiles.small_row_group(8, 3) == 2  # four rows' values spill even with 32 registers
-    assert _layers.is_general(_layers.dims_token(_layers.SMALL_D + 1, 3, np.float64))
-    assert _layers.is_general(_layers.dims_token(2, _layers.SMALL_K + 1, np.float64))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
