@@ -104,19 +104,31 @@ def _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
         scores[t + 3, k] += a3[k]
 
 
-@kernel
-def forward_small(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+@inline_kernel
+def _forward_tile(group, rows, X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+    """The forward pass of a tile, ``rows`` rows at a time through ``group`` (then one by one)."""
     T, H = hidden.shape
     for t in range(T):
         for k in range(len(ktok)):
             scores[t, k] = b2[k]
-    T2 = T - T % 2
+    Tg = T - T % rows
     for h0 in range(0, H, H_BLOCK):
         lo, hi = h_block_bounds(h0, H)
-        for t in range(0, T2, 2):
-            _forward_two_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
-        for t in range(T2, T):
+        for t in range(0, Tg, rows):
+            group(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
+        for t in range(Tg, T):
             _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
+
+
+@kernel
+def forward_small(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+    _forward_tile(_forward_two_rows, 2, X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
+
+
+@kernel
+def forward_small_fours(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+    """:func:`forward_small` with rows four at a time, for CPUs with 32 vector registers."""
+    _forward_tile(_forward_four_rows, 4, X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
 
 
 @inline_kernel
@@ -191,48 +203,28 @@ def _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok
             dW1[d, h] += (x0[d] * g0 + x1[d] * g1) + (x2[d] * g2 + x3[d] * g3)
 
 
-@kernel
-def backward_small(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+@inline_kernel
+def _backward_tile(group, rows, X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok):
+    """The backward pass of a tile, ``rows`` rows at a time through ``group`` (then one by one)."""
     T, H = hidden.shape
     for t in range(T):
         for k in range(len(ktok)):
             db2[k] += dscores[t, k]
-    T2 = T - T % 2
+    Tg = T - T % rows
     for h0 in range(0, H, H_BLOCK):
         lo, hi = h_block_bounds(h0, H)
-        for t in range(0, T2, 2):
-            _backward_two_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
-        for t in range(T2, T):
+        for t in range(0, Tg, rows):
+            group(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
+        for t in range(Tg, T):
             _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
 
 
 @kernel
-def forward_small_fours(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
-    """:func:`forward_small` with rows four at a time, for CPUs with 32 vector registers."""
-    T, H = hidden.shape
-    for t in range(T):
-        for k in range(len(ktok)):
-            scores[t, k] = b2[k]
-    T4 = T - T % 4
-    for h0 in range(0, H, H_BLOCK):
-        lo, hi = h_block_bounds(h0, H)
-        for t in range(0, T4, 4):
-            _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
-        for t in range(T4, T):
-            _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
+def backward_small(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+    _backward_tile(_backward_two_rows, 2, X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok)
 
 
 @kernel
 def backward_small_fours(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
     """:func:`backward_small` with rows four at a time, for CPUs with 32 vector registers."""
-    T, H = hidden.shape
-    for t in range(T):
-        for k in range(len(ktok)):
-            db2[k] += dscores[t, k]
-    T4 = T - T % 4
-    for h0 in range(0, H, H_BLOCK):
-        lo, hi = h_block_bounds(h0, H)
-        for t in range(0, T4, 4):
-            _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
-        for t in range(T4, T):
-            _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
+    _backward_tile(_backward_four_rows, 4, X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok)
