@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from fastspiral._measure import peak_memory_since, reset_peak_memory, useful_flops
-from fastspiral._setup import net_problem
-from fastspiral._threads import ThreadChooser
+from fastspiral.scaling.measure import peak_memory_since, reset_peak_memory, useful_flops
+from fastspiral._problem import net_problem
+from fastspiral.numba_backend.threads import ThreadChooser
 from fastspiral.backends import BACKENDS
 
 #: (N, H) of each benchmark group; N=300,000 is marked "large" (deselect with -m "not large").
@@ -115,7 +115,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     """The build the kernels ran as and the BLAS NumPy used, for the report's footnote."""
     import numba
 
-    from fastspiral._measure import blas_info, numba_target_cpu
+    from fastspiral.scaling.measure import blas_info, numba_target_cpu
 
     machine_info["numba_cpu"] = numba_target_cpu()
     machine_info["numba_version"] = numba.__version__

@@ -19,7 +19,7 @@ import json
 import re
 import sys
 
-from fastspiral._measure import format_seconds
+from fastspiral.scaling.measure import format_seconds
 
 GROUP = re.compile(r"net N=([\d,]+) H=([\d,]+)")
 

@@ -2,14 +2,14 @@
 
 Each group varies one constant around its chosen value with everything else
 fixed (docs/design.md quotes the results). ``pytest --benchmark-only -m design``
-runs only these; the H block (``fastspiral._tiles.H_BLOCK``) is a compile-time
+runs only these; the H block (``fastspiral.numba_backend.tiles.H_BLOCK``) is a compile-time
 constant of the kernels and is measured by editing it (docs/design.md).
 """
 
 import numba
 import pytest
 
-from fastspiral import _workspace
+from fastspiral.numba_backend import workspace as _workspace
 
 from .conftest import ROUNDS, iterations_per_round, record, registry_runner, reset_peak_memory, settle
 

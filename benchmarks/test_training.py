@@ -13,9 +13,9 @@ import time
 import numba
 import pytest
 
-from fastspiral._threads import usable_threads
+from fastspiral.numba_backend.threads import usable_threads
 
-from fastspiral._measure import useful_flops
+from fastspiral.scaling.measure import useful_flops
 
 from .conftest import (IMPLEMENTATIONS, ROUNDS, SIZES, group_name, iterations_per_round, record,
                        registry_runner, reset_peak_memory, settle, shape_problem, size_id)

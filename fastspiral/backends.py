@@ -1,6 +1,6 @@
 """The registry of training backends, and the contract every backend keeps.
 
-A backend turns a :class:`~fastspiral._setup.Problem` into a *trainer*: an
+A backend turns a :class:`~fastspiral._problem.Problem` into a *trainer*: an
 object holding that training's working parameters and buffers, with
 
 * ``run(start, stop, history) -> int``: iterations ``start..stop-1`` in place;
@@ -26,8 +26,8 @@ from typing import Protocol
 
 import numpy as np
 
-from . import _numba_backend, reference
-from ._setup import Problem
+from . import numba_backend, reference
+from ._problem import Problem
 
 
 class Trainer(Protocol):
@@ -52,7 +52,7 @@ class Backend:
 
 #: Backend name -> backend.
 BACKENDS: dict[str, Backend] = {
-    "numba": Backend("numba", _numba_backend.prepare, _numba_backend.workspace_bytes,
+    "numba": Backend("numba", numba_backend.prepare, numba_backend.workspace_bytes,
                      "compiled, fused, multi-threaded Numba kernels"),
     "numpy": Backend("numpy", reference.prepare, reference.workspace_bytes,
                      "the vectorised NumPy reference"),

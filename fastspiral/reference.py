@@ -14,8 +14,7 @@ import math
 
 import numpy as np
 
-from ._memory import read_only
-from ._setup import Problem
+from ._problem import Problem, read_only
 
 
 def forward(params, X, hidden=None):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._setup import linear_problem, net_problem
+from ._problem import linear_problem, net_problem
 from ._validation import check_int
 from .backends import Trainer, get_backend
 from .model import LinearModel, NetModel

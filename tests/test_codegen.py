@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastspiral import _jit, _loss, _tiles, _tiles_general, _tiles_small
+from fastspiral.numba_backend import general as _tiles_general
+from fastspiral.numba_backend import jit as _jit
+from fastspiral.numba_backend import loss as _loss
+from fastspiral.numba_backend import small as _tiles_small
+from fastspiral.numba_backend import tiles as _tiles
 
 
 def _cpu_flags():
@@ -74,7 +78,7 @@ def _small_shapes(edges_only):
 
 def _group_cases():
     """(shape, helper) for every row group the small form may use at a shape: pairs at all of
-    them, fours where :func:`fastspiral._tiles.small_row_group` can pick them."""
+    them, fours where :func:`fastspiral.numba_backend.tiles.small_row_group` can pick them."""
     edges = _small_shapes(True)
     for D, K in _small_shapes(False):
         marks = () if (D, K) in edges else (pytest.mark.slow,)

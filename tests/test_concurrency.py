@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastspiral as fs
-from fastspiral._workspace import n_slots
+from fastspiral.numba_backend.workspace import n_slots
 
 from .conftest import interrupt, start_interruptible
 

@@ -99,8 +99,8 @@ def test_processes_compiling_at_once_leave_a_loadable_cache(tmp_path):
 SETUP = """
 import numpy as np
 import fastspiral as fs
-from fastspiral import _loops
-from fastspiral._workspace import net_workspace
+from fastspiral.numba_backend import loops as _loops
+from fastspiral.numba_backend.workspace import net_workspace
 X, y = fs.make_spiral(400, 3, seed=0)
 rng = np.random.default_rng(0)
 W1, b1 = 0.01 * rng.standard_normal((2, 100)), np.zeros(100)
@@ -132,7 +132,7 @@ def test_cached_training_loop_loads_in_a_later_process(tmp_path):
 
 WARM = """
 import sys, warnings
-import fastspiral._cache as cache
+import fastspiral.numba_backend.cache as cache
 cache.COMPILE_WAIT = cache.SAVE_WAIT = float(sys.argv[1])
 warnings.simplefilter("always", cache.CacheWarning)
 import fastspiral as fs
@@ -158,7 +158,9 @@ def filled_cache(tmp_path_factory):
 
 def _lock_paths(dtype):
     """The compile-lock files of the case study's first calls in ``dtype``."""
-    from fastspiral import _cache, _numba_backend, _setup
+    from fastspiral import _problem as _setup
+    from fastspiral.numba_backend import cache as _cache
+    from fastspiral.numba_backend import trainer as _numba_backend
 
     X, y = fastspiral.make_spiral(seed=0)
     problems = [_setup.net_problem(X, y, dtype=dtype), _setup.linear_problem(X, y, dtype=dtype)]
@@ -171,7 +173,7 @@ def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(tmp
     (float32 here) and held cache-write locks loads without waiting; a cold one whose own
     compile lock is held waits at most COMPILE_WAIT, cannot save, warns once each, and trains."""
     pytest.importorskip("fcntl", reason="file locks are POSIX's; elsewhere fastspiral takes none")
-    from fastspiral._cache import file_lock
+    from fastspiral.numba_backend.cache import file_lock
 
     cache = tmp_path / "cache"
     shutil.copytree(filled_cache[0], cache)

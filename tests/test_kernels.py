@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 from numba import typeof
 
-from fastspiral import _layers, _loops, _loss, _numerics, _tiles, _update, reference
-from fastspiral._workspace import linear_workspace, net_workspace
+from fastspiral import reference
+from fastspiral.numba_backend import loops as _loops
+from fastspiral.numba_backend import loss as _loss
+from fastspiral.numba_backend import tiles as _tiles
+from fastspiral.numba_backend import update as _update
+from fastspiral.numba_backend.workspace import linear_workspace, net_workspace
 
 from .conftest import assert_close
 
@@ -40,14 +44,14 @@ def _params(p):
 
 
 def test_dims_tokens_pick_the_form():
-    assert _layers.dims_token(2, 3, np.float64) == ((0.0, 0.0), (0.0, 0.0, 0.0))
-    assert not _layers.is_general(_layers.dims_token(_layers.SMALL_D, 3, np.float32))
-    assert not _layers.is_general(_layers.dims_token(6, _layers.SMALL_K, np.float32))
+    assert _tiles.dims_token(2, 3, np.float64) == ((0.0, 0.0), (0.0, 0.0, 0.0))
+    assert not _tiles.is_general(_tiles.dims_token(_tiles.SMALL_D, 3, np.float32))
+    assert not _tiles.is_general(_tiles.dims_token(6, _tiles.SMALL_K, np.float32))
     # LLVM leaves the small backward pass scalar there (tests/test_codegen.py)
-    assert _layers.is_general(_layers.dims_token(_layers.SMALL_D, _layers.SMALL_K, np.float64))
-    assert _layers.is_general(_layers.dims_token(7, _layers.SMALL_K, np.float64))
-    assert _layers.is_general(_layers.dims_token(_layers.SMALL_D + 1, 3, np.float64))
-    assert _layers.is_general(_layers.dims_token(2, _layers.SMALL_K + 1, np.float64))
+    assert _tiles.is_general(_tiles.dims_token(_tiles.SMALL_D, _tiles.SMALL_K, np.float64))
+    assert _tiles.is_general(_tiles.dims_token(7, _tiles.SMALL_K, np.float64))
+    assert _tiles.is_general(_tiles.dims_token(_tiles.SMALL_D + 1, 3, np.float64))
+    assert _tiles.is_general(_tiles.dims_token(2, _tiles.SMALL_K + 1, np.float64))
 
 
 @pytest.mark.parametrize("features,registers", [("+avx2,+fma,-avx512f", 16), ("+avx2,+avx512f", 32)])
@@ -66,8 +70,8 @@ def test_net_forward(shape, dtype):
     p = _problem(shape, dtype)
     T, D, H, K = shape
     hidden, scores = np.full((T, H), np.nan, dtype), np.full((T, K), np.nan, dtype)
-    _layers.net_forward(p["X"], p["W1"], p["b1"], p["W2T"], p["b2"], hidden, scores,
-                        *_layers.dims_token(D, K, dtype))
+    _loops.net_forward(p["X"], p["W1"], p["b1"], p["W2T"], p["b2"], hidden, scores,
+                        *_tiles.dims_token(D, K, dtype))
     ref_hidden, ref_scores = reference.forward(_params(p), p["X"])
     assert_close(hidden, ref_hidden, dtype)
     assert_close(scores, ref_scores, dtype)
@@ -87,7 +91,7 @@ def test_relu_keeps_nan(D, K):
     W1, b1 = np.ones((D, 3)), np.zeros(3)
     W2T, b2 = np.ones((K, 3)), np.zeros(K)
     hidden, scores = np.empty((2, 3)), np.empty((2, K))
-    _layers.net_forward(X, W1, b1, W2T, b2, hidden, scores, *_layers.dims_token(D, K, np.float64))
+    _loops.net_forward(X, W1, b1, W2T, b2, hidden, scores, *_tiles.dims_token(D, K, np.float64))
     ref_hidden, ref_scores = reference.forward({"W1": W1, "b1": b1, "W2": W2T.T, "b2": b2}, X)
     for h, s in ((hidden, scores), (ref_hidden, ref_scores)):
         assert np.isnan(h[0]).all() and np.isnan(s[0]).all()
@@ -100,7 +104,7 @@ def test_softmax_xent_grad(shape, dtype):
     T, D, _, K = shape
     scores = np.ascontiguousarray(np.random.default_rng(1).standard_normal((T, K)) * 3, dtype=dtype)
     ds = np.empty((T, K), dtype)
-    loss = _loss.softmax_xent_grad(scores, p["y"], 1.0 / T, ds, _layers.dims_token(D, K, dtype)[1])
+    loss = _loss.softmax_xent_grad(scores, p["y"], 1.0 / T, ds, _tiles.dims_token(D, K, dtype)[1])
     loss_r, ds_r = reference.softmax_loss(scores, p["y"])
     assert_close(ds, ds_r, dtype)
     assert_close(loss, loss_r, dtype)
@@ -131,7 +135,7 @@ def test_softmax_is_stable_for_huge_scores(ktok):
 
 def test_exp_matches_numpy_to_one_ulp():
     """The softmax's vectorisable exp, on [-708, 0] and at its edges."""
-    exp = _numerics.exp_nonpositive
+    exp = _loss.exp_nonpositive
     x = np.concatenate([-np.linspace(0, 708, 2_001), -np.random.default_rng(6).exponential(3, 500),
                         [-0.0, -1e-300, -5e-324, -0.5 * np.log(2), -np.log(2), -707.99]])
     got = np.array([exp(v) for v in x])
@@ -175,8 +179,8 @@ def test_net_backward(shape, dtype):
     hidden = np.ascontiguousarray(np.maximum(rng.standard_normal((T, H)), 0), dtype=dtype)
     grads = [np.ascontiguousarray(rng.standard_normal(s), dtype=dtype) for s in ((D, H), (H,), (K, H), (K,))]
     fast = [g.copy() for g in grads]
-    _layers.net_backward(p["X"], hidden.copy(), ds, p["W2T"], *fast, np.empty((4, H), dtype),
-                         *_layers.dims_token(D, K, dtype))
+    _loops.net_backward(p["X"], hidden.copy(), ds, p["W2T"], *fast, np.empty((4, H), dtype),
+                         *_tiles.dims_token(D, K, dtype))
     # The math, written out independently in float64: gradients are *added*.
     X, h, g, W2T = (a.astype(np.float64) for a in (p["X"], hidden, ds, p["W2T"]))
     dh = (g @ W2T) * (h > 0)
@@ -191,11 +195,11 @@ def test_linear_forward_backward(shape, dtype):
     T, D, _, K = shape
     WT = np.ascontiguousarray(np.random.default_rng(3).standard_normal((K, D)), dtype=dtype)
     scores = np.full((T, K), np.nan, dtype)
-    _layers.linear_forward(p["X"], WT, p["b2"], scores)
+    _loops.linear_forward(p["X"], WT, p["b2"], scores)
     assert_close(scores, reference.scores({"W": WT.T, "b": p["b2"]}, p["X"]), dtype)
     assert_close(scores, p["X"].astype(np.float64) @ WT.T + p["b2"], dtype, factor=10)
     dWT, db = np.ones((K, D), dtype), np.ones(K, dtype)
-    _layers.linear_backward(p["X"], scores, dWT, db)
+    _loops.linear_backward(p["X"], scores, dWT, db)
     assert_close(dWT, 1 + scores.T.astype(np.float64) @ p["X"], dtype, factor=10)
     assert_close(db, 1 + scores.astype(np.float64).sum(0), dtype, factor=10)
 
@@ -346,7 +350,7 @@ def _reference_steps(p, iters, step_size=1.0):
 
 
 def _as_problem(p, params, step_size):
-    from fastspiral._setup import Problem
+    from fastspiral._problem import Problem
 
     return Problem("net", p["X"], p["y"], {k: v.copy() for k, v in params.items()}, step_size, 1e-3)
 
@@ -386,7 +390,7 @@ def test_train_net_steps_stops_at_the_first_non_finite_loss(n):
 def test_is_finite():
     """The training loops' divergence check, immune to the kernels' fastmath flags."""
     values = [0.0, -0.0, 1.0, -1e308, np.finfo(np.float64).max, 5e-324, np.inf, -np.inf, np.nan, -np.nan]
-    assert [_numerics.is_finite(v) for v in values] == [math.isfinite(v) for v in values]
+    assert [_loss.is_finite(v) for v in values] == [math.isfinite(v) for v in values]
 
 
 def test_loop_kernels_are_built_once_per_set_of_types():

@@ -19,6 +19,7 @@ import pytest
 
 import fastspiral as fs
 from fastspiral import scaling
+from fastspiral.scaling import driver
 from fastspiral.cli import main
 
 from .conftest import interrupt, start_interruptible
@@ -79,7 +80,7 @@ def test_rerun_skips_finished_rows_and_force_recomputes(local_run, monkeypatch):
         return dict(cfg, seconds_per_iter=1.0, gflops=0.0, peak_mem_mib=0.0, final_loss=0.0,
                     accuracy=0.0, host="x", worker="local", threads=1, status="ok")
 
-    monkeypatch.setattr(scaling, "run_config_in_fresh_process", fake)
+    monkeypatch.setattr(driver, "run_config_in_fresh_process", fake)
     again = scaling.sweep(**SMALL, out=out)
     assert calls == [] and again == records
     scaling.sweep(**dict(SMALL, hidden=[8, 9]), out=out)  # only the new H runs
@@ -90,7 +91,7 @@ def test_rerun_skips_finished_rows_and_force_recomputes(local_run, monkeypatch):
 
 
 def test_configuration_too_big_for_memory_is_skipped(tmp_path, monkeypatch):
-    monkeypatch.setattr(scaling, "run_config_in_fresh_process",
+    monkeypatch.setattr(driver, "run_config_in_fresh_process",
                         lambda cfg: pytest.fail("a configuration that cannot fit was run"))
     need = scaling.estimate_memory("numpy", 3_000_000, 4096, "float64")
     assert need > 2 * 8 * 3_000_000 * 4096  # two (N, H) float64 arrays at least
@@ -253,7 +254,7 @@ def test_sigterm_and_sighup_stop_the_worker(tmp_path, sig):
 @pytest.mark.slow  # worker processes, signals or a cluster: see the module docstring
 def test_a_worker_ends_when_its_sweep_is_killed_outright():
     """SIGKILL runs no cleanup at all; the worker notices that its parent is gone and exits."""
-    code = ("import sys, threading, time; from fastspiral import _sweep_run; "
+    code = ("import sys, threading, time; from fastspiral.scaling import run as _sweep_run; "
             "threading.Thread(target=_sweep_run._exit_with_parent, args=(int(sys.argv[1]),)).start(); "
             "time.sleep(60)")
     # Parent: a shell that starts the worker in the background (telling it the shell's PID, as
@@ -309,7 +310,7 @@ def test_threads_are_an_axis(tmp_path):
 
 
 def _figure(records):
-    from fastspiral.plot import plot_scaling
+    from fastspiral.scaling.figure import plot_scaling
 
     return plot_scaling(records, scaling.speedups(records), {"cpu": "Test CPU", "cores": 2})
 

@@ -8,7 +8,7 @@ import textwrap
 import numba
 import pytest
 
-from fastspiral._threads import ThreadChooser, usable_threads
+from fastspiral.numba_backend.threads import ThreadChooser, usable_threads
 
 
 def _simulate(chooser, seconds_per_iter, chunks, extra=None):
@@ -138,7 +138,7 @@ def test_usable_threads_never_exceed_the_cpus():
 
 PINNED = textwrap.dedent("""
     import os, numba
-    from fastspiral._threads import usable_threads
+    from fastspiral.numba_backend.threads import usable_threads
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     print(numba.get_num_threads(), usable_threads())
 """)
@@ -177,7 +177,7 @@ def test_a_busy_neighbour_cannot_make_training_hang():
 def test_short_trainings_of_one_shape_share_what_was_learnt():
     """Fifty 50-iteration trainings beside busy programs (a sweep's repeats, a grid search's fits):
     with one chooser per call each started by probing two threads; shared, the first calls learn."""
-    from fastspiral import _threads
+    from fastspiral.numba_backend import threads as _threads
 
     key = ("test", 300, 2, 100, 3)
     _threads._CHOOSERS.pop(key, None)

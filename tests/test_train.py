@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastspiral as fs
-from fastspiral._workspace import MAX_SLOTS, n_slots, net_workspace
+from fastspiral.numba_backend.workspace import MAX_SLOTS, n_slots, net_workspace
 
 from .conftest import assert_close
 
@@ -122,9 +122,9 @@ def test_slot_count_does_not_depend_on_the_workers():
 @pytest.mark.parametrize("workers", [2, 3, 8])
 def test_compiled_loop_gives_the_same_bits_on_any_number_of_workers(workers):
     """The compiled loop itself, on 1 worker and on ``workers`` (more than this machine's cores)."""
-    from fastspiral import _loops
-    from fastspiral._numba_backend import NetTrainer
-    from fastspiral._setup import net_problem
+    from fastspiral.numba_backend import loops as _loops
+    from fastspiral.numba_backend.trainer import NetTrainer
+    from fastspiral._problem import net_problem
 
     X, y = fs.make_spiral(400, 3, seed=2)
     problem = net_problem(X, y, seed=1)

@@ -3,20 +3,20 @@
 The loops over D and K sit inside the loop over H and are unrolled; the K
 score sums ride in tuples (registers). Rows go in groups so each weight
 load serves several rows, as many as the registers hold
-(:func:`fastspiral._tiles.small_row_group`): four (``*_fours``) where the
+(:func:`~fastspiral.numba_backend.tiles.small_row_group`): four (``*_fours``) where the
 CPU has 32 vector registers and 4·(D + K) values fit, else pairs. On AVX2's
 16 registers four rows spilled, and the case study ran 1.3x slower per
 iteration; with AVX-512, pairs ran 7-15% slower at H=1,000, loading each
 weight twice as often (docs/design.md, "Two forms"). One specialisation per
-(D, K, dtype), for the shapes :func:`fastspiral._tiles.is_small_shape` admits.
+(D, K, dtype), for the shapes :func:`~fastspiral.numba_backend.tiles.is_small_shape` admits.
 """
 
 from __future__ import annotations
 
 from numba.cpython.unsafe.tuple import tuple_setitem
 
-from ._jit import inline_kernel, kernel
-from ._tiles import H_BLOCK, h_block_bounds, row_values
+from .jit import inline_kernel, kernel
+from .tiles import H_BLOCK, h_block_bounds, row_values
 
 
 @inline_kernel

@@ -19,7 +19,7 @@ Forcing "workqueue" at import was tried and rejected: it is fork-safe but
 costs about 100 us per parallel launch here (vs a few us for omp), which
 made the case-study size slower on two threads than on one.
 
-The compile cache's own safety between processes is :mod:`fastspiral._cache`'s.
+The compile cache's own safety between processes is :mod:`~fastspiral.numba_backend.cache`'s.
 """
 
 from __future__ import annotations

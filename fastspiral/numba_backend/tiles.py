@@ -1,20 +1,38 @@
-"""What the tile kernels share: the blocking of the hidden units and the dims tokens.
+"""Tile kernels of the two layers: the fused forward pass and the fused backward pass.
 
-Every loop over the hidden units runs along a contiguous row (W1 (D, H),
-W2T (K, H)) in blocks of ``H_BLOCK`` units whose weights and gradients stay
-in L1/L2 while all rows of a tile pass (docs/design.md, "Constants").
+Layout: X (T, D) C-contiguous rows of a tile; first layer W1 (D, H), b1 (H,);
+second layer stored transposed, W2T (K, H), so every loop over the hidden
+units runs along a contiguous row and vectorises over H. Kernels write into
+buffers the caller owns and allocate nothing.
+
+Two forms of each pass, picked from the dims tokens (:func:`dims_token`)
+in Python, when the training loops get their kernels as function pointers
+(:class:`~fastspiral.numba_backend.jit.KernelPointer`):
+
+* small D and K (the spiral's 2 and 3): D and K are compile-time constants,
+  the loops over them sit inside the loop over H and are unrolled, and rows
+  go in groups of two or four (as many as the vector registers hold) so each
+  weight load serves several rows;
+* any other D and K: runtime loops over D and K outside vectorised loops over
+  H, features four at a time. One compiled specialisation per dtype serves
+  every such shape, so a new shape costs no compile.
+
+The forms live in :mod:`~fastspiral.numba_backend.small` and
+:mod:`~fastspiral.numba_backend.general`; why each was shaped as it is, with the
+benchmark that measures it: docs/design.md.
+
+This module holds what they share: the blocks of hidden units (every loop over
+the hidden units runs along a contiguous row in blocks of ``H_BLOCK`` units
+whose weights and gradients stay in L1/L2 while all rows of a tile pass), the
+shapes each form admits, and the dims tokens that select it.
 """
 
 from __future__ import annotations
 
-import platform
-
-import llvmlite.binding
-import numba
 import numpy as np
 from numba.cpython.unsafe.tuple import tuple_setitem
 
-from ._jit import inline_kernel
+from .jit import inline_kernel, vector_registers
 
 #: Hidden units per block of the fused passes (docs/design.md, "Constants").
 H_BLOCK = 512
@@ -27,23 +45,6 @@ SMALL_D, SMALL_K = 8, 4
 #: 1.1-1.3x slower than in the general form
 #: (tests/test_codegen.py::test_small_form_is_vectorised_at_every_shape).
 SMALL_D_PLUS_2K = 14
-
-
-def vector_registers() -> int:
-    """Vector registers of the CPU Numba compiles for: 32 with AVX-512 or on 64-bit ARM, else 16.
-
-    Read from ``NUMBA_CPU_FEATURES`` where set, else from the host; a
-    ``NUMBA_CPU_NAME`` without features counts as 16 (what it implies is not
-    known here, and 16 is safe: the code is then only slower with 32).
-    """
-    if platform.machine().lower() in ("arm64", "aarch64"):
-        return 32
-    features = numba.config.CPU_FEATURES
-    if features is None:
-        if numba.config.CPU_NAME not in (None, "host"):
-            return 16
-        features = llvmlite.binding.get_host_cpu_features().flatten()
-    return 32 if "+avx512f" in features.split(",") else 16
 
 
 #: Largest D + K whose four-row groups fit in 32 vector registers: 4·(D + K)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ._files import replace_text
-from ._measure import format_seconds
+from .._files import replace_text
+from .measure import format_seconds
 
 #: Columns of results.csv, in order; every record has these keys.
 FIELDS = ("backend", "dtype", "n_samples", "hidden", "iters", "repeats", "thread_limit",

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import inline_kernel, kernel
-from ._tiles import H_BLOCK
+from .jit import inline_kernel, kernel
+from .tiles import H_BLOCK
 
 
 @inline_kernel

@@ -1,6 +1,6 @@
 """The compiled training loops: the net's slots, their fixed-order sum, the update.
 
-One iteration: every slot of rows (:mod:`fastspiral._workspace`) runs the
+One iteration: every slot of rows (:mod:`~fastspiral.numba_backend.workspace`) runs the
 fused forward pass, the softmax gradient and the fused backward pass tile by
 tile into its own gradient buffers; the slots are summed in slot order; the
 weights take one gradient-descent step. With one slot the loop never enters
@@ -10,7 +10,7 @@ the workers runs the slots and the main thread sums and steps
 buffers, then a serial reduction, no atomics.
 
 The loops call the slot kernel, and the slot the tile passes, through
-:class:`~fastspiral._pointers.KernelPointer` s (:class:`NetKernels`), so each
+:class:`~fastspiral.numba_backend.jit.KernelPointer` s (:class:`NetKernels`), so each
 is compiled once rather than again inside every caller; the Python
 functions at the end build them from the arguments' types. (Linking the
 passes into the slot instead ran no faster, and the first D=1,024, K=1,000
@@ -24,13 +24,76 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange, typeof, types
 
-from ._jit import inline_kernel, kernel, parallel_kernel
-from ._layers import linear_backward, linear_forward, net_forms
-from ._loss import l2_penalty, softmax_xent_grad, sum_squares
-from ._numerics import is_finite
-from ._pointers import KernelPointer
-from ._update import fill_zero, sgd_update, sum_slots
+from .general import backward_general, forward_general
+from .jit import KernelPointer, inline_kernel, kernel, parallel_kernel
+from .loss import is_finite, l2_penalty, softmax_xent_grad, sum_squares
+from .small import backward_small, backward_small_fours, forward_small, forward_small_fours
+from .tiles import small_row_group
+from .update import fill_zero, sgd_update, sum_slots
 
+
+# -- the passes of one tile --------------------------------------------------------------
+
+def net_forms(dtok, ktok):
+    """``(forward, backward)``: the compiled passes for the shape the dims tokens select."""
+    if len(ktok) == 0:
+        return forward_general, backward_general
+    if small_row_group(len(dtok), len(ktok)) == 4:
+        return forward_small_fours, backward_small_fours
+    return forward_small, backward_small
+
+
+def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+    """Fused forward pass of a tile: ``hidden = max(X @ W1 + b1, 0)``, ``scores = hidden @ W2T.T + b2``.
+
+    Writes hidden (T, H) and scores (T, K). A NaN pre-activation stays NaN
+    (NaN < 0 is false), as with ``np.maximum``.
+    """
+    net_forms(dtok, ktok)[0](X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
+
+
+def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+    """Fused backward pass of a tile; *adds* the tile's gradient to dW1, db1, dW2T, db2.
+
+    With ``dhidden = (dscores @ W2T) * (hidden > 0)`` (the case study's
+    ``dhidden[hidden <= 0] = 0``)::
+
+        dW2T += dscores.T @ hidden      db2 += dscores.sum(0)
+        dW1  += X.T @ dhidden           db1 += dhidden.sum(0)
+
+    ``hidden`` is scratch afterwards (the general form stores dhidden in it)
+    and ``grow`` (4, H) holds scratch rows.
+    """
+    net_forms(dtok, ktok)[1](X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
+
+
+@kernel
+def linear_forward(X, WT, b, scores):
+    """Scores of the linear classifier, ``scores = X @ WT.T + b``; X (T, D), WT (K, D), b (K,)."""
+    T, D = X.shape
+    K = WT.shape[0]
+    for t in range(T):
+        for k in range(K):
+            acc = b[k]
+            for d in range(D):
+                acc += X[t, d] * WT[k, d]
+            scores[t, k] = acc
+
+
+@kernel
+def linear_backward(X, dscores, dWT, db):
+    """Adds ``dscores.T @ X`` to dWT (K, D) and ``dscores.sum(0)`` to db (K,)."""
+    T, D = X.shape
+    K = dscores.shape[1]
+    for t in range(T):
+        for k in range(K):
+            g = dscores[t, k]
+            db[k] += g
+            for d in range(D):
+                dWT[k, d] += g * X[t, d]
+
+
+# -- the net's iteration ----------------------------------------------------------------
 
 @kernel
 def _net_slot(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,

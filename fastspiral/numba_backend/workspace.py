@@ -12,8 +12,59 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._memory import aligned_empty, slot_length
-from ._tiles import dims_token
+from .tiles import dims_token
+
+# -- cache-line-aligned arrays ------------------------------------------------------
+#
+# Cache-line-aligned arrays for the buffers the Numba kernels stream through.
+#
+# NumPy's allocator only promises 16-byte alignment, so a 32- or 64-byte
+# vector load or store into an array it returns can straddle two cache lines,
+# and such split accesses cost the kernels 6-9% (docs/design.md). The trainers
+# keep their working weights, and :func:`net_workspace`
+# its buffers, at the start of a 64-byte cache line.
+
+#: Bytes per cache line on x86-64 (and most other CPUs numba targets).
+CACHE_LINE = 64
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a cache-line boundary.
+
+    The usual idiom (NumPy has no alignment argument): a byte buffer one
+    cache line longer than needed, viewed from its first aligned byte. The
+    returned array keeps the buffer alive through its ``base``.
+    """
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = np.empty(nbytes + CACHE_LINE, np.uint8)
+    start = -buffer.ctypes.data % CACHE_LINE
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_copy(a: np.ndarray) -> np.ndarray:
+    """A cache-line-aligned, C-contiguous copy of ``a`` (same dtype and shape)."""
+    out = aligned_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
+def slot_length(length: int, unit_bytes: int, min_pad_bytes: int = 0) -> int:
+    """Units per thread slot: ``length`` plus padding, filling whole cache lines.
+
+    A slot of a per-thread buffer holds ``length`` units (rows or elements) of
+    ``unit_bytes`` each; it gets at least ``min_pad_bytes`` of padding and
+    then as many units more as make it a whole number of cache lines, so that
+    when slot 0 is aligned, every slot is.
+    """
+    n = length + -(-min_pad_bytes // unit_bytes)
+    while (n * unit_bytes) % CACHE_LINE:
+        n += 1
+    return n
+
+
+# -- slots and the named workspaces ---------------------------------------------------
 
 #: The work of a net iteration is counted as N * (H + ROW_COST): the per-row
 #: costs (softmax, the ends of the vectorised loops) weigh like ~60 hidden units.
@@ -91,10 +142,10 @@ class LinearWorkspace(NamedTuple):
 
 
 def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) -> NetWorkspace:
-    """The buffers for the net's compiled loops (:mod:`fastspiral._loops`), for up to ``n_workers`` threads.
+    """The buffers for the net's compiled loops (:mod:`~fastspiral.numba_backend.loops`), for up to ``n_workers`` threads.
 
     Size O((P * T + S * (D + K)) * H), independent of N * H. Every buffer and
-    slot starts on a cache line (:mod:`fastspiral._memory`).
+    slot starts on a cache line.
     """
     N, D, H, K = n_samples, n_features, n_hidden, n_classes
     S = n_slots(N, H)
@@ -117,7 +168,7 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) 
 
 
 def linear_workspace(n_samples, n_features, n_classes, dtype) -> LinearWorkspace:
-    """The buffers for :func:`fastspiral._loops.train_linear_steps`."""
+    """The buffers for :func:`~fastspiral.numba_backend.loops.train_linear_steps`."""
     T = min(n_samples, 1024)
     return LinearWorkspace(
         aligned_empty((T, n_classes), dtype), aligned_empty((T, n_classes), dtype),

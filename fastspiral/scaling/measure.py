@@ -76,7 +76,7 @@ def machine_info(measure_matmul: bool = True) -> dict[str, Any]:
     """:func:`host_info` plus the versions of Python, NumPy, Numba and fastspiral."""
     import numba
 
-    from ._version import __version__
+    from .._version import __version__
 
     return {**host_info(measure_matmul), "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "fastspiral": __version__}

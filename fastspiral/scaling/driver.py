@@ -1,8 +1,8 @@
-"""Scaling experiments: time, GFLOP/s and memory of net training over N, H and threads.
+"""The sweep: every configuration of a scaling experiment, each in a fresh process, locally or on Dask.
 
 :func:`sweep` runs every combination of sizes, backends, dtypes and thread
 counts. Each configuration runs alone in a fresh process
-(:mod:`fastspiral._sweep_run`), locally or on a Dask worker (one at a time
+(:mod:`fastspiral.scaling.run`), locally or on a Dask worker (one at a time
 per worker), so timings do not disturb each other and the peak memory is
 the run's own. With ``out=DIR`` every finished configuration is written to
 DIR/results.csv and DIR/results.json at once, and a rerun skips what is
@@ -19,26 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from ._measure import N_CLASSES, N_FEATURES, machine_info, useful_flops  # noqa: F401
-from ._signals import signals_interrupt
-from ._sweep_run import make_record, now, run_config, run_config_in_fresh_process  # noqa: F401
-from ._validation import DTYPES, check_int
-from .backends import BACKENDS
-from .model import PREDICT_ELEMENTS
+from .measure import N_CLASSES, N_FEATURES, machine_info
+from .._signals import signals_interrupt
+from .results import load_results, record_key, save_results, speedups
+from .run import make_record, now, run_config_in_fresh_process
+from .._validation import DTYPES, check_int
+from ..backends import BACKENDS
+from ..model import PREDICT_ELEMENTS
 
-# The results files and summaries live in scaling_results; the sweep's users find them here too.
-from .scaling_results import (  # noqa: F401
-    FIELDS,
-    compare_markdown,
-    fit_exponents,
-    load_results,
-    noise_warnings,
-    record_key,
-    save_results,
-    speedups,
-    summary_markdown,
-    to_dataframe,
-)
 
 #: Fraction of the available memory a configuration may be estimated to use.
 MEMORY_HEADROOM = 0.8
@@ -225,7 +213,8 @@ def sweep(
 
     records = [results[record_key(c)] for c in configs]
     if out is not None:
-        from .plot import plot_scaling, save_figure
+        from ..plot import save_figure
+        from .figure import plot_scaling
 
         save_figure(plot_scaling(records, speedups(records), machine), os.path.join(out, "scaling.png"))
     return records
@@ -234,7 +223,7 @@ def sweep(
 def _task(config: dict[str, Any]) -> dict[str, Any]:
     """What a worker runs: the configuration in a fresh process, and (once per worker process)
     this host's information, matmul rate included, for results.json."""
-    from ._measure import host_info
+    from .measure import host_info
 
     record = run_config_in_fresh_process(dict(config, host_info=host_info()))
     record["host_info"] = host_info()

@@ -21,10 +21,10 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from ._measure import (N_CLASSES, CpuShare, host_info, others_cpu_now, peak_memory_since, reset_peak_memory,
+from .measure import (N_CLASSES, CpuShare, host_info, others_cpu_now, peak_memory_since, reset_peak_memory,
                        useful_flops)
-from ._workspace import n_slots
-from .scaling_results import FIELDS
+from ..numba_backend.workspace import n_slots
+from .results import FIELDS
 
 #: Marks the child's one line of output that carries its record.
 _RECORD = "fastspiral-record "
@@ -73,9 +73,9 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     import numba
 
-    from . import _threads
-    from .data import make_spiral
-    from .train import train_net
+    from ..numba_backend import threads as numba_threads
+    from ..data import make_spiral
+    from ..train import train_net
 
     host = config.get("host_info") or host_info(measure_matmul=True)
     record = make_record(config, "ok", host=socket.gethostname(), cpu=host.get("cpu"),
@@ -116,7 +116,7 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
             peak_mem_mib=None if peak is None else peak / 2**20,
             final_loss=net.final_loss,
             accuracy=net.score(X, y),
-            threading_layer=_threads.threading_layer() or f"none ({numba.config.THREADING_LAYER})",
+            threading_layer=numba_threads.threading_layer() or f"none ({numba.config.THREADING_LAYER})",
         )
     except Exception as exc:  # noqa: BLE001 - reported in the record: one bad configuration must not end a sweep
         record["status"] = f"failed: {type(exc).__name__}: {exc}"
@@ -155,7 +155,7 @@ def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
         config.update(worker=worker.address, worker_threads=worker.state.nthreads)
     except (ImportError, ValueError):
         pass
-    code = "from fastspiral._sweep_run import child_main; child_main()"
+    code = "from fastspiral.scaling.run import child_main; child_main()"
     proc = subprocess.Popen([sys.executable, "-c", code, str(os.getpid())], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

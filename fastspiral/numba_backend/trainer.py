@@ -1,4 +1,4 @@
-"""The ``"numba"`` backend: trainers that run the compiled loops of :mod:`fastspiral._loops`."""
+"""The ``"numba"`` backend's trainers: they run the compiled loops of :mod:`~fastspiral.numba_backend.loops`."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import time
 
 import numpy as np
 
-from . import _loops
-from ._cache import first_call
-from ._memory import aligned_copy, read_only
-from ._setup import Problem
-from ._threads import parallel_section, shared_chooser, threads_allowed, usable_threads
-from ._tiles import is_general
-from ._workspace import buffer_bytes, linear_workspace, n_slots, net_workspace
+from .._problem import Problem, read_only
+from . import loops
+from .cache import first_call
+from .threads import parallel_section, shared_chooser, threads_allowed, usable_threads
+from .tiles import is_general
+from .workspace import aligned_copy, buffer_bytes, linear_workspace, n_slots, net_workspace
 
 
 def _writeable(a: np.ndarray) -> np.ndarray:
@@ -25,7 +24,7 @@ class NetTrainer:
     """A net training: cache-line-aligned working weights (second layer as W2T (K, H)) and workspace.
 
     With one slot the serial loop runs; with more the parallel loop, on as
-    many threads as :class:`~fastspiral._threads.ThreadChooser` picks for each
+    many threads as :class:`~fastspiral.numba_backend.threads.ThreadChooser` picks for each
     run (the result does not depend on it).
     """
 
@@ -51,15 +50,15 @@ class NetTrainer:
         args = (self.X, self.y, self.W1, self.b1, self.W2T, self.b2, self.step, self.reg, history)
         with first_call(self._key):
             if self._kernels is None:
-                self._kernels = _loops.net_kernels(*args[:6], self.ws)
+                self._kernels = loops.net_kernels(*args[:6], self.ws)
             if not self.parallel:
-                return _loops.train_net_serial(*args, start, stop, self.ws, self._kernels)
+                return loops.train_net_serial(*args, start, stop, self.ws, self._kernels)
             it = start
             while it < stop:
                 threads, n, timed = self.chooser.next(stop - it)
                 t0 = time.perf_counter()
                 with parallel_section(threads):
-                    bad = _loops.train_net_parallel(*args, it, it + n, threads, self.ws, self._kernels)
+                    bad = loops.train_net_parallel(*args, it, it + n, threads, self.ws, self._kernels)
                 self.chooser.record(threads, n, time.perf_counter() - t0, timed)
                 if bad >= 0:
                     return bad
@@ -88,7 +87,7 @@ class LinearTrainer:
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
         with first_call(self._key):
-            return _loops.train_linear_steps(self.X, self.y, self.WT, self.b, self.step, self.reg,
+            return loops.train_linear_steps(self.X, self.y, self.WT, self.b, self.step, self.reg,
                                              history, start, stop, self.ws)
 
     def params(self) -> dict[str, np.ndarray]:

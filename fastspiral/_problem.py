@@ -1,4 +1,4 @@
-"""One description of a training set-up, shared by the trainers, the benchmarks and the memory estimate.
+"""What a backend is given and hands back: a validated training set-up, and read-only views.
 
 :func:`net_problem` and :func:`linear_problem` validate and normalise their
 arguments once (errors name the argument) and draw or copy the initial
@@ -162,3 +162,10 @@ def linear_problem(X: Any, y: Any, *, step_size: float = 1.0, reg: float = 1e-3,
     K = _n_classes(y, source, "W")
     params = _init_params(source, SHAPES["linear"](X.shape[1], 0, K), dt, seed)
     return Problem("linear", X, y, params, step_size, reg)
+
+
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A view of ``a`` that cannot be written through (``a`` itself stays writeable)."""
+    view = a.view()
+    view.flags.writeable = False
+    return view

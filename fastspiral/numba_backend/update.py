@@ -10,7 +10,7 @@ share one compiled loop (docs/design.md, "Compile time").
 
 from __future__ import annotations
 
-from ._jit import inline_kernel, kernel
+from .jit import inline_kernel, kernel
 
 
 @kernel
