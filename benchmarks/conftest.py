@@ -10,14 +10,19 @@ import time
 import numpy as np
 import pytest
 
-from fastspiral.scaling.measure import peak_memory_since, reset_peak_memory, useful_flops
 from fastspiral._problem import net_problem
-from fastspiral.numba_backend.threads import ThreadChooser
 from fastspiral.backends import BACKENDS
+from fastspiral.numba_backend.threads import ThreadChooser
+from fastspiral.scaling.measure import peak_memory_since, reset_peak_memory, useful_flops
 
 #: (N, H) of each benchmark group; N=300,000 is marked "large" (deselect with -m "not large").
 SIZES = [
-    (300, 100), (300, 1000), (3000, 100), (3000, 1000), (30_000, 100), (30_000, 1000),
+    (300, 100),
+    (300, 1000),
+    (3000, 100),
+    (3000, 1000),
+    (30_000, 100),
+    (30_000, 1000),
     pytest.param((300_000, 100), marks=pytest.mark.large, id="300000x100"),
     pytest.param((300_000, 1000), marks=pytest.mark.large, id="300000x1000"),
 ]
@@ -99,7 +104,9 @@ def record(benchmark, n_samples, hidden, iters, mark, **info):
     median = benchmark.stats.stats.median
     peak = peak_memory_since(mark)
     benchmark.extra_info.update(
-        n_samples=n_samples, hidden=hidden, iters_per_round=iters,
+        n_samples=n_samples,
+        hidden=hidden,
+        iters_per_round=iters,
         seconds_per_iter=median / iters,
         gflops=useful_flops(n_samples, hidden) * iters / median / 1e9,
         peak_mem_mib=None if peak is None else peak / 2**20,
@@ -107,8 +114,19 @@ def record(benchmark, n_samples, hidden, iters, mark, **info):
     )
 
 
-__all__ = ["IMPLEMENTATIONS", "ROUNDS", "SIZES", "group_name", "iterations_per_round", "record",
-           "registry_runner", "reset_peak_memory", "shape_problem", "size_id", "spiral_problem"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "ROUNDS",
+    "SIZES",
+    "group_name",
+    "iterations_per_round",
+    "record",
+    "registry_runner",
+    "reset_peak_memory",
+    "shape_problem",
+    "size_id",
+    "spiral_problem",
+]
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

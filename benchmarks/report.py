@@ -56,7 +56,9 @@ def merge(docs: list[dict]) -> dict:
     for runs in by_name.values():
         runs = sorted(runs, key=seconds)
         pick = dict(runs[(len(runs) - 1) // 2])
-        pick["extra_info"] = dict(pick["extra_info"], range=(seconds(runs[0]), seconds(runs[-1])), runs=len(runs))
+        pick["extra_info"] = dict(
+            pick["extra_info"], range=(seconds(runs[0]), seconds(runs[-1])), runs=len(runs)
+        )
         merged.append(pick)
     return dict(docs[0], benchmarks=merged)
 
@@ -87,39 +89,60 @@ def matmul_rate(doc: dict) -> float | None:
 
 def markdown(doc: dict, command: str) -> str:
     rate = matmul_rate(doc)
-    out = ["| N | H | implementation | time / iteration | vs NumPy | GFLOP/s | % of matmul | peak MiB |",
-           "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    out = [
+        "| N | H | implementation | time / iteration | vs NumPy | GFLOP/s | % of matmul | peak MiB |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for (n, h), benches in training_groups(doc).items():
-        base = next((b["extra_info"]["seconds_per_iter"] for b in benches
-                     if b["extra_info"].get("backend") == "numpy"), None)
+        base = next(
+            (
+                b["extra_info"]["seconds_per_iter"]
+                for b in benches
+                if b["extra_info"].get("backend") == "numpy"
+            ),
+            None,
+        )
         for b in sorted(benches, key=lambda b: b["extra_info"]["seconds_per_iter"]):
             info = b["extra_info"]
             t = info["seconds_per_iter"]
             speedup = f"{base / t:.1f}x" if base else "n/a"
             share = f"{100 * info['gflops'] / rate:.0f}%" if rate else "n/a"
-            out.append(f"| {n:,} | {h:,} | {_label(b)} | {format_seconds(t)}{_range(info)} | {speedup} | "
-                       f"{info['gflops']:.1f} | {share} | {_mem(info)} |")
+            out.append(
+                f"| {n:,} | {h:,} | {_label(b)} | {format_seconds(t)}{_range(info)} | {speedup} | "
+                f"{info['gflops']:.1f} | {share} | {_mem(info)} |"
+            )
     sections = ["\n".join(out)]
 
     threads = [b for b in doc["benchmarks"] if (b.get("group") or "").startswith("threads")]
     if threads:
         rows = sorted(threads, key=lambda b: b["extra_info"]["threads"])
         one = rows[0]["extra_info"]["seconds_per_iter"]
-        lines = [f"Thread scaling ({threads[0]['group']}): " + ", ".join(
-            f"{b['extra_info']['threads']} thread(s) {format_seconds(b['extra_info']['seconds_per_iter'])}"
-            f" ({one / b['extra_info']['seconds_per_iter']:.2f}x)" for b in rows)]
+        lines = [
+            f"Thread scaling ({threads[0]['group']}): "
+            + ", ".join(
+                f"{b['extra_info']['threads']} thread(s) {format_seconds(b['extra_info']['seconds_per_iter'])}"
+                f" ({one / b['extra_info']['seconds_per_iter']:.2f}x)"
+                for b in rows
+            )
+        ]
         sections.append("\n".join(lines))
     sections.extend(_shapes(doc) + _busy(doc) + _design(doc))
     startup = [b for b in doc["benchmarks"] if b.get("group") == "start-up"]
     if startup:
-        sections.append("Start-up (fresh process: import, train 10 iterations): " + ", ".join(
-            f"{b['extra_info']['cache']} cache {b['stats']['median']:.2f} s" for b in startup))
+        sections.append(
+            "Start-up (fresh process: import, train 10 iterations): "
+            + ", ".join(
+                f"{b['extra_info']['cache']} cache {b['stats']['median']:.2f} s" for b in startup
+            )
+        )
     memory = [b for b in doc["benchmarks"] if (b.get("group") or "").startswith("memory")]
     for b in memory:
-        sections.append(f"Peak memory, one iteration at {b['group'][len('memory '):]}: "
-                        f"+{b['extra_info']['peak_mem_mib']:.1f} MiB over the process before training "
-                        f"({format_seconds(b['extra_info']['seconds_per_iter'])}, "
-                        f"{b['extra_info']['gflops']:.1f} GFLOP/s).")
+        sections.append(
+            f"Peak memory, one iteration at {b['group'][len('memory ') :]}: "
+            f"+{b['extra_info']['peak_mem_mib']:.1f} MiB over the process before training "
+            f"({format_seconds(b['extra_info']['seconds_per_iter'])}, "
+            f"{b['extra_info']['gflops']:.1f} GFLOP/s)."
+        )
 
     m = doc.get("machine_info", {})
     cpu = m.get("cpu", {})
@@ -152,15 +175,25 @@ def _shapes(doc: dict) -> list[str]:
         t = {b["extra_info"]["backend"]: b["extra_info"] for b in benches}
         if {"numba", "numpy"} <= set(t):
             n, k = t["numba"]["n_features"], t["numba"]["n_classes"]
-            rows.append((n, k, f"| {n} | {k} | {t['numba']['hidden']} | "
-                               f"{format_seconds(t['numba']['seconds_per_iter'])} | "
-                               f"{format_seconds(t['numpy']['seconds_per_iter'])} | "
-                               f"{t['numpy']['seconds_per_iter'] / t['numba']['seconds_per_iter']:.2f}x | "
-                               f"{t['numba']['gflops']:.1f} |"))
+            rows.append(
+                (
+                    n,
+                    k,
+                    f"| {n} | {k} | {t['numba']['hidden']} | "
+                    f"{format_seconds(t['numba']['seconds_per_iter'])} | "
+                    f"{format_seconds(t['numpy']['seconds_per_iter'])} | "
+                    f"{t['numpy']['seconds_per_iter'] / t['numba']['seconds_per_iter']:.2f}x | "
+                    f"{t['numba']['gflops']:.1f} |",
+                )
+            )
     if not rows:
         return []
-    head = ["Other shapes (N=2,000, float64):", "",
-            "| D | K | H | numba | NumPy | numba vs NumPy | numba GFLOP/s |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    head = [
+        "Other shapes (N=2,000, float64):",
+        "",
+        "| D | K | H | numba | NumPy | numba vs NumPy | numba GFLOP/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     return ["\n".join(head + [r for _, _, r in sorted(rows)])]
 
 
@@ -171,17 +204,23 @@ def _busy(doc: dict) -> list[str]:
         t = {}
         for b in benches:
             e = b["extra_info"]
-            if e["threads"] == "paired":  # one-thread and default rounds alternated in one benchmark
-                t[e["machine"], "one"], t[e["machine"], "default"] = e["one_thread_seconds_per_iter"], \
-                    e["seconds_per_iter"]
+            if (
+                e["threads"] == "paired"
+            ):  # one-thread and default rounds alternated in one benchmark
+                t[e["machine"], "one"], t[e["machine"], "default"] = (
+                    e["one_thread_seconds_per_iter"],
+                    e["seconds_per_iter"],
+                )
             else:  # older runs: the two counts in benchmarks of their own
                 t[e["machine"], e["threads"]] = e["seconds_per_iter"]
         parts = []
         for machine in ("quiet", "busy"):
             one, default = t.get((machine, "one")), t.get((machine, "default"))
             if one and default:
-                parts.append(f"{machine}: one thread {format_seconds(one)}, default {format_seconds(default)} "
-                             f"({default / one:.2f}x one thread)")
+                parts.append(
+                    f"{machine}: one thread {format_seconds(one)}, default {format_seconds(default)} "
+                    f"({default / one:.2f}x one thread)"
+                )
         if parts:
             lines.append(f"{group[0].upper()}{group[1:]}: " + "; ".join(parts))
     return ["\n".join(lines)] if lines else []
@@ -192,19 +231,31 @@ def _design(doc: dict) -> list[str]:
     lines = []
     for group, benches in sorted(_grouped(doc, "design: ").items()):
         key = "tile" if "tile" in group else "threads"
-        parts = [f"{b['extra_info'][key]}: {format_seconds(b['extra_info']['seconds_per_iter'])}"
-                 for b in sorted(benches, key=lambda b: b["extra_info"][key])]
-        lines.append(f"{group[len('design: '):]}: " + ", ".join(parts))
-    return ["Design constants (docs/design.md):\n" + "\n".join(f"- {line}" for line in lines)] if lines else []
+        parts = [
+            f"{b['extra_info'][key]}: {format_seconds(b['extra_info']['seconds_per_iter'])}"
+            for b in sorted(benches, key=lambda b: b["extra_info"][key])
+        ]
+        lines.append(f"{group[len('design: ') :]}: " + ", ".join(parts))
+    return (
+        ["Design constants (docs/design.md):\n" + "\n".join(f"- {line}" for line in lines)]
+        if lines
+        else []
+    )
 
 
 def _runs(doc: dict) -> str:
     runs = {b["extra_info"].get("runs", 1) for b in doc["benchmarks"]}
-    return f"; the median of {max(runs)} runs of the suite, with their range in brackets" if max(runs) > 1 else ""
+    return (
+        f"; the median of {max(runs)} runs of the suite, with their range in brackets"
+        if max(runs) > 1
+        else ""
+    )
 
 
 def _rounds(doc: dict) -> str:
-    counts = sorted({b["stats"]["rounds"] for b in doc["benchmarks"] if GROUP.fullmatch(b.get("group") or "")})
+    counts = sorted(
+        {b["stats"]["rounds"] for b in doc["benchmarks"] if GROUP.fullmatch(b.get("group") or "")}
+    )
     return "/".join(map(str, counts)) or "?"
 
 
@@ -238,14 +289,22 @@ def figure(doc: dict, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", nargs="+", help="file(s) written by pytest --benchmark-json (runs of one suite)")
+    parser.add_argument(
+        "json", nargs="+", help="file(s) written by pytest --benchmark-json (runs of one suite)"
+    )
     parser.add_argument("--figure", help="also write a PNG of GFLOP/s against N")
-    parser.add_argument("--command", default="pytest --benchmark-only --benchmark-json FILE",
-                        help="the command that produced the JSON, for the footnote")
+    parser.add_argument(
+        "--command",
+        default="pytest --benchmark-only --benchmark-json FILE",
+        help="the command that produced the JSON, for the footnote",
+    )
     args = parser.parse_args(argv)
     doc = merge([load(path) for path in args.json])
     if not training_groups(doc):
-        print(f"report: no 'net N=.. H=..' benchmark groups in {', '.join(args.json)}", file=sys.stderr)
+        print(
+            f"report: no 'net N=.. H=..' benchmark groups in {', '.join(args.json)}",
+            file=sys.stderr,
+        )
         return 1
     sys.stdout.write(markdown(doc, args.command))
     if args.figure:

@@ -12,8 +12,16 @@ float64 with the loss recorded every iteration, as fastspiral does:
 import numpy as np
 import pytest
 
-from .conftest import (ROUNDS, SIZES, group_name, iterations_per_round, record, reset_peak_memory, settle,
-                       size_id)
+from .conftest import (
+    ROUNDS,
+    SIZES,
+    group_name,
+    iterations_per_round,
+    record,
+    reset_peak_memory,
+    settle,
+    size_id,
+)
 
 STEP, REG = 1.0, 1e-3
 
@@ -36,12 +44,19 @@ def _jax_runner(n_samples, hidden, iters):
         scores = hidden_ @ W2 + b2
         shifted = scores - scores.max(axis=1, keepdims=True)
         logsum = jnp.log(jnp.exp(shifted).sum(axis=1, keepdims=True))
-        loss = -(onehot * (shifted - logsum)).sum() / n + 0.5 * REG * ((W1 * W1).sum() + (W2 * W2).sum())
+        loss = -(onehot * (shifted - logsum)).sum() / n + 0.5 * REG * (
+            (W1 * W1).sum() + (W2 * W2).sum()
+        )
         dscores = (jnp.exp(shifted - logsum) - onehot) / n
         dW2 = hidden_.T @ dscores + REG * W2
         dhidden = jnp.where(hidden_ > 0, dscores @ W2.T, 0.0)
         dW1 = X.T @ dhidden + REG * W1
-        params = (W1 - STEP * dW1, b1 - STEP * dhidden.sum(0), W2 - STEP * dW2, b2 - STEP * dscores.sum(0))
+        params = (
+            W1 - STEP * dW1,
+            b1 - STEP * dhidden.sum(0),
+            W2 - STEP * dW2,
+            b2 - STEP * dscores.sum(0),
+        )
         return params, history.at[i].set(loss)
 
     @jax.jit
@@ -106,7 +121,9 @@ def test_train_net_alternative(benchmark, size, library):
     run = make(n_samples, hidden, iters)
     settle()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)  # warm-up: JIT compile
-    record(benchmark, n_samples, hidden, iters, mark, backend=library, dtype="float64", threads=None)
+    record(
+        benchmark, n_samples, hidden, iters, mark, backend=library, dtype="float64", threads=None
+    )
 
 
 @pytest.mark.parametrize("library", ["jax", "torch"])

@@ -11,7 +11,14 @@ import pytest
 
 from fastspiral.numba_backend import workspace as _workspace
 
-from .conftest import ROUNDS, iterations_per_round, record, registry_runner, reset_peak_memory, settle
+from .conftest import (
+    ROUNDS,
+    iterations_per_round,
+    record,
+    registry_runner,
+    reset_peak_memory,
+    settle,
+)
 
 pytestmark = pytest.mark.design
 
@@ -49,4 +56,6 @@ def test_threads_at_small_sizes(benchmark, monkeypatch, n_samples, threads):
     run = registry_runner("numba", "float64", n_samples, hidden, iters, pin_threads=threads)
     settle()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
-    record(benchmark, n_samples, hidden, iters, mark, backend="numba", dtype="float64", threads=threads)
+    record(
+        benchmark, n_samples, hidden, iters, mark, backend="numba", dtype="float64", threads=threads
+    )

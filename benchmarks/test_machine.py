@@ -20,8 +20,7 @@ def test_numpy_matmul(benchmark):
     benchmark.extra_info["gflops"] = 2 * 2048**3 / benchmark.stats.stats.median / 1e9
 
 
-STARTUP = ("import fastspiral as fs; X, y = fs.make_spiral(seed=0); "
-           "fs.train_net(X, y, iters=10)")
+STARTUP = "import fastspiral as fs; X, y = fs.make_spiral(seed=0); fs.train_net(X, y, iters=10)"
 
 
 @pytest.mark.parametrize("cache", ["warm", "cold"])
@@ -49,8 +48,15 @@ def test_peak_memory_one_iteration(benchmark):
     cache-sized tiles.
     """
     benchmark.group = "memory N=1,000,000 H=4,096"
-    config = dict(backend="numba", dtype="float64", n_samples=1_000_000, hidden=4096, iters=1,
-                  repeats=1, seed=0)
+    config = dict(
+        backend="numba",
+        dtype="float64",
+        n_samples=1_000_000,
+        hidden=4096,
+        iters=1,
+        repeats=1,
+        seed=0,
+    )
     result = {}
 
     def run():
@@ -58,5 +64,10 @@ def test_peak_memory_one_iteration(benchmark):
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     assert result["status"] == "ok", result["status"]
-    benchmark.extra_info.update(peak_mem_mib=result["peak_mem_mib"], n_samples=1_000_000, hidden=4096,
-                                seconds_per_iter=result["seconds_per_iter"], gflops=result["gflops"])
+    benchmark.extra_info.update(
+        peak_mem_mib=result["peak_mem_mib"],
+        n_samples=1_000_000,
+        hidden=4096,
+        seconds_per_iter=result["seconds_per_iter"],
+        gflops=result["gflops"],
+    )

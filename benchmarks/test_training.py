@@ -14,11 +14,21 @@ import numba
 import pytest
 
 from fastspiral.numba_backend.threads import usable_threads
-
 from fastspiral.scaling.measure import useful_flops
 
-from .conftest import (IMPLEMENTATIONS, ROUNDS, SIZES, group_name, iterations_per_round, record,
-                       registry_runner, reset_peak_memory, settle, shape_problem, size_id)
+from .conftest import (
+    IMPLEMENTATIONS,
+    ROUNDS,
+    SIZES,
+    group_name,
+    iterations_per_round,
+    record,
+    registry_runner,
+    reset_peak_memory,
+    settle,
+    shape_problem,
+    size_id,
+)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: f"{i[0]}-{i[1]}")
@@ -34,8 +44,16 @@ def test_train_net(benchmark, size, impl):
     run = registry_runner(backend, dtype, n_samples, hidden, iters)
     settle()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
-    record(benchmark, n_samples, hidden, iters, mark, backend=backend, dtype=dtype,
-           threads=usable_threads() if backend == "numba" else None)
+    record(
+        benchmark,
+        n_samples,
+        hidden,
+        iters,
+        mark,
+        backend=backend,
+        dtype=dtype,
+        threads=usable_threads() if backend == "numba" else None,
+    )
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -55,7 +73,9 @@ def test_thread_scaling(benchmark, threads):
         benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    record(benchmark, n_samples, hidden, iters, mark, backend="numba", dtype="float64", threads=threads)
+    record(
+        benchmark, n_samples, hidden, iters, mark, backend="numba", dtype="float64", threads=threads
+    )
 
 
 #: Rounds of the busy-machine benchmark: beside CPU-bound programs two consecutive one-thread
@@ -91,16 +111,26 @@ def test_busy_machine(benchmark, size, machine):
     hogs = []
     try:
         if machine == "busy":
-            hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+            hogs = [
+                subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(os.cpu_count() or 2)
+            ]
             time.sleep(0.3)
-        benchmark.pedantic(default, setup=one_thread_round, rounds=BUSY_ROUNDS, warmup_rounds=0, iterations=1)
+        benchmark.pedantic(
+            default, setup=one_thread_round, rounds=BUSY_ROUNDS, warmup_rounds=0, iterations=1
+        )
     finally:
         for h in hogs:
             h.kill()
             h.wait()
-    benchmark.extra_info.update(n_samples=n_samples, hidden=hidden, machine=machine, threads="paired",
-                                seconds_per_iter=benchmark.stats.stats.median / iters,
-                                one_thread_seconds_per_iter=statistics.median(one_thread) / iters)
+    benchmark.extra_info.update(
+        n_samples=n_samples,
+        hidden=hidden,
+        machine=machine,
+        threads="paired",
+        seconds_per_iter=benchmark.stats.stats.median / iters,
+        one_thread_seconds_per_iter=statistics.median(one_thread) / iters,
+    )
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
@@ -119,9 +149,16 @@ def test_other_shapes(benchmark, n_features, n_classes, backend):
     settle()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=0, iterations=1)
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update(n_samples=n_samples, hidden=hidden, n_features=n_features, n_classes=n_classes,
-                                backend=backend, dtype="float64", seconds_per_iter=median / iters,
-                                gflops=flops * iters / median / 1e9)
+    benchmark.extra_info.update(
+        n_samples=n_samples,
+        hidden=hidden,
+        n_features=n_features,
+        n_classes=n_classes,
+        backend=backend,
+        dtype="float64",
+        seconds_per_iter=median / iters,
+        gflops=flops * iters / median / 1e9,
+    )
 
 
 @pytest.mark.parametrize("mode", ["plain", "snapshots"])

@@ -23,8 +23,10 @@ def main(n_samples: int, label: str) -> None:
         fs.train_net(X, y, iters=50, seed=0)
         times.append((time.perf_counter() - t0) / 50)
     q1, _, q3 = statistics.quantiles(times, n=4)
-    print(f"{label} N={n_samples}: median {statistics.median(times) * 1e6:.0f} us/iter, "
-          f"IQR {q1 * 1e6:.0f}-{q3 * 1e6:.0f}")
+    print(
+        f"{label} N={n_samples}: median {statistics.median(times) * 1e6:.0f} us/iter, "
+        f"IQR {q1 * 1e6:.0f}-{q3 * 1e6:.0f}"
+    )
 
 
 if __name__ == "__main__":

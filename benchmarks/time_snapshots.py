@@ -28,9 +28,11 @@ def main(pairs: int = 30) -> None:
         kept.append(t2 - t1)
         ratios.append((t2 - t1) / (t1 - t0))
     q1, _, q3 = statistics.quantiles(ratios, n=4)
-    print(f"train_net median {statistics.median(plain) * 1e3:.1f} ms, record_snapshots(20) median "
-          f"{statistics.median(kept) * 1e3:.1f} ms; paired ratio median {statistics.median(ratios):.3f} "
-          f"(IQR {q1:.3f}-{q3:.3f}, {pairs} pairs)")
+    print(
+        f"train_net median {statistics.median(plain) * 1e3:.1f} ms, record_snapshots(20) median "
+        f"{statistics.median(kept) * 1e3:.1f} ms; paired ratio median {statistics.median(ratios):.3f} "
+        f"(IQR {q1:.3f}-{q3:.3f}, {pairs} pairs)"
+    )
 
 
 if __name__ == "__main__":

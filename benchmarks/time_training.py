@@ -18,7 +18,9 @@ def main(argv):
     n, hidden, dtype, iters = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
     backend = argv[4] if len(argv) > 4 else "numba"
     X, y = fs.make_spiral(n // 3, 3, seed=0)
-    fs.train_net(X, y, hidden=hidden, iters=3, seed=0, dtype=dtype, backend=backend)  # compile or load
+    fs.train_net(
+        X, y, hidden=hidden, iters=3, seed=0, dtype=dtype, backend=backend
+    )  # compile or load
     times = []
     for _ in range(5):
         t0 = time.perf_counter()

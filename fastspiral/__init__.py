@@ -12,13 +12,13 @@ cache cannot be used (no writable folder, a damaged entry, a lock held too
 long) training goes on and a :class:`CacheWarning` says so once.
 """
 
+from ._version import __version__
 from .animate import Snapshot, animate_training, record_snapshots
 from .data import make_spiral
 from .model import LinearModel, NetModel, load
 from .numba_backend.cache import CacheWarning
 from .plot import plot_data, plot_decision_regions, plot_grid, plot_loss
 from .scaling import sweep
-from ._version import __version__
 from .train import train_linear, train_net
 
 __all__ = [

@@ -41,7 +41,9 @@ def check_writable_path(path: str | os.PathLike, what: str) -> str:
     target = os.path.realpath(path)  # through symlinks, as open() goes
     folder = os.path.dirname(target)
     if os.path.lexists(target) and not stat.S_ISREG(os.stat(target).st_mode):
-        raise ValueError(f"{what} {path!r} exists and is not a regular file; refusing to replace it")
+        raise ValueError(
+            f"{what} {path!r} exists and is not a regular file; refusing to replace it"
+        )
     if not os.path.isdir(folder):
         raise OSError(f"cannot write {what} {path!r}: the folder {folder!r} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -49,14 +51,18 @@ def check_writable_path(path: str | os.PathLike, what: str) -> str:
     return target
 
 
-def replace_file(path: str | os.PathLike, write: Callable[[IO[bytes]], None], what: str = "file") -> None:
+def replace_file(
+    path: str | os.PathLike, write: Callable[[IO[bytes]], None], what: str = "file"
+) -> None:
     """Call ``write(fh)`` on a binary temporary file, flushed to disk, then move it to ``path`` atomically."""
 
     def to_path(tmp: str) -> None:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot write {what} {os.fspath(path)!r}: {exc.strerror}") from exc
+            raise OSError(
+                exc.errno, f"cannot write {what} {os.fspath(path)!r}: {exc.strerror}"
+            ) from exc
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -93,8 +99,11 @@ def replace_text(path: str | os.PathLike, text: str, what: str = "file") -> None
     replace_file(path, lambda fh: fh.write(text.encode("utf-8")), what)
 
 
-def check_npz(path: str | os.PathLike, names: Collection[str] | None = None,
-              max_bytes: Mapping[str, int] | None = None) -> None:
+def check_npz(
+    path: str | os.PathLike,
+    names: Collection[str] | None = None,
+    max_bytes: Mapping[str, int] | None = None,
+) -> None:
     """Refuse an .npz archive whose arrays would need more memory than the file accounts for.
 
     Each member must be an .npy array whose declared shape and dtype account
@@ -114,10 +123,14 @@ def check_npz(path: str | os.PathLike, names: Collection[str] | None = None,
                 raise ValueError(f"unexpected member {member.filename!r}")
             limit = (max_bytes or {}).get(member.filename)
             if limit is not None and member.file_size > limit:
-                raise ValueError(f"{member.filename} is {member.file_size:,} bytes (at most {limit:,})")
+                raise ValueError(
+                    f"{member.filename} is {member.file_size:,} bytes (at most {limit:,})"
+                )
             if member.file_size > MAX_EXPANSION * member.compress_size + 2**20:
-                raise ValueError(f"{member.filename} expands from {member.compress_size:,} to "
-                                 f"{member.file_size:,} bytes")
+                raise ValueError(
+                    f"{member.filename} expands from {member.compress_size:,} to "
+                    f"{member.file_size:,} bytes"
+                )
             with zf.open(member) as fh:
                 version = np.lib.format.read_magic(fh)
                 if version == (1, 0):
@@ -128,4 +141,6 @@ def check_npz(path: str | os.PathLike, names: Collection[str] | None = None,
                     raise ValueError(f"{member.filename} has .npy format version {version}")
                 declared, held = math.prod(shape) * dtype.itemsize, member.file_size - fh.tell()
                 if declared != held:
-                    raise ValueError(f"{member.filename} declares {declared:,} bytes of data but holds {held:,}")
+                    raise ValueError(
+                        f"{member.filename} declares {declared:,} bytes of data but holds {held:,}"
+                    )

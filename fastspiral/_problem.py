@@ -74,7 +74,9 @@ def _init_source(init: Any) -> Mapping | None:
         return None
     source = init.params if hasattr(init, "params") else init
     if not isinstance(source, Mapping):
-        raise TypeError(f"init must be a fitted model or a dict of arrays, got {type(init).__name__}")
+        raise TypeError(
+            f"init must be a fitted model or a dict of arrays, got {type(init).__name__}"
+        )
     return source
 
 
@@ -85,8 +87,9 @@ def _init_dim(source: Mapping, key: str, axis: int) -> int:
     return int(np.shape(source[key])[axis])
 
 
-def _init_params(source: Mapping | None, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
-                 seed: Any) -> dict[str, np.ndarray]:
+def _init_params(
+    source: Mapping | None, shapes: dict[str, tuple[int, ...]], dtype: np.dtype, seed: Any
+) -> dict[str, np.ndarray]:
     """Copies of ``source`` (shape-checked), or the case study's ``0.01 * randn`` weights and zero biases.
 
     Drawn in float64 from :func:`fastspiral.data.random_source`, so a seed
@@ -138,8 +141,17 @@ def _common(X, y, step_size, reg, dtype):
     return dt, X, y, step_size, reg
 
 
-def net_problem(X: Any, y: Any, *, hidden: int | None = None, step_size: float = 1.0, reg: float = 1e-3,
-                seed: Any = None, init: Any = None, dtype: Any = "float64") -> Problem:
+def net_problem(
+    X: Any,
+    y: Any,
+    *,
+    hidden: int | None = None,
+    step_size: float = 1.0,
+    reg: float = 1e-3,
+    seed: Any = None,
+    init: Any = None,
+    dtype: Any = "float64",
+) -> Problem:
     """The set-up of :func:`fastspiral.train_net` (same arguments, same checks)."""
     dt, X, y, step_size, reg = _common(X, y, step_size, reg, dtype)
     source = _init_source(init)
@@ -154,8 +166,16 @@ def net_problem(X: Any, y: Any, *, hidden: int | None = None, step_size: float =
     return Problem("net", X, y, params, step_size, reg)
 
 
-def linear_problem(X: Any, y: Any, *, step_size: float = 1.0, reg: float = 1e-3, seed: Any = None,
-                   init: Any = None, dtype: Any = "float64") -> Problem:
+def linear_problem(
+    X: Any,
+    y: Any,
+    *,
+    step_size: float = 1.0,
+    reg: float = 1e-3,
+    seed: Any = None,
+    init: Any = None,
+    dtype: Any = "float64",
+) -> Problem:
     """The set-up of :func:`fastspiral.train_linear` (same arguments, same checks)."""
     dt, X, y, step_size, reg = _common(X, y, step_size, reg, dtype)
     source = _init_source(init)

@@ -49,11 +49,15 @@ def check_fits(value: float, name: str, dtype: np.dtype) -> float:
     """
     cast = dtype.type(value) if abs(value) <= float(np.finfo(dtype).max) else dtype.type(np.inf)
     if not np.isfinite(cast):
-        raise ValueError(f"{name}={value:g} does not fit in {dtype.name} "
-                         f"(largest {np.finfo(dtype).max:.3g}); use a smaller {name} or float64")
+        raise ValueError(
+            f"{name}={value:g} does not fit in {dtype.name} "
+            f"(largest {np.finfo(dtype).max:.3g}); use a smaller {name} or float64"
+        )
     if value != 0 and cast == 0:
-        raise ValueError(f"{name}={value:g} rounds to 0 in {dtype.name} "
-                         f"(smallest {np.finfo(dtype).smallest_subnormal:.3g}); use float64")
+        raise ValueError(
+            f"{name}={value:g} rounds to 0 in {dtype.name} "
+            f"(smallest {np.finfo(dtype).smallest_subnormal:.3g}); use float64"
+        )
     return value
 
 
@@ -68,7 +72,9 @@ def check_dtype(dtype: Any) -> np.dtype:
     return DTYPES[resolved.name]
 
 
-def check_X(X: Any, dtype: np.dtype, *, name: str = "X", n_features: int | None = None) -> np.ndarray:
+def check_X(
+    X: Any, dtype: np.dtype, *, name: str = "X", n_features: int | None = None
+) -> np.ndarray:
     """Return X as a C-contiguous 2-D array of ``dtype``; never a view the kernels could write to.
 
     Lists, integer arrays, other float widths, Fortran-ordered and strided
@@ -96,8 +102,10 @@ def check_X(X: Any, dtype: np.dtype, *, name: str = "X", n_features: int | None 
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(out).all():  # finite before the cast: too large for dtype
-        raise ValueError(f"{name} holds values too large for {dtype.name} "
-                         f"(largest {np.finfo(dtype).max:.3g}); scale X or use float64")
+        raise ValueError(
+            f"{name} holds values too large for {dtype.name} "
+            f"(largest {np.finfo(dtype).max:.3g}); scale X or use float64"
+        )
     return out
 
 

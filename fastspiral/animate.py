@@ -27,8 +27,9 @@ class Snapshot(NamedTuple):
     params: dict[str, np.ndarray]
 
 
-def record_snapshots(X: Any, y: Any, *, model: str = "net", snapshots: int = 20,
-                     **train_kwargs: Any) -> tuple[NetModel | LinearModel, list[Snapshot]]:
+def record_snapshots(
+    X: Any, y: Any, *, model: str = "net", snapshots: int = 20, **train_kwargs: Any
+) -> tuple[NetModel | LinearModel, list[Snapshot]]:
     """Train as :func:`fastspiral.train_net` (``model="net"``) or :func:`~fastspiral.train_linear`
     does, keeping about ``snapshots`` evenly spaced copies of the parameters, plus the start.
 
@@ -54,8 +55,9 @@ def record_snapshots(X: Any, y: Any, *, model: str = "net", snapshots: int = 20,
     def keep(iteration: int, loss: float, params: dict[str, np.ndarray]) -> None:
         kept.append(Snapshot(iteration, loss, {k: v.copy() for k, v in params.items()}))
 
-    fitted = trainers[model](X, y, callback=keep, callback_every=max(1, iters // snapshots),
-                             **train_kwargs)
+    fitted = trainers[model](
+        X, y, callback=keep, callback_every=max(1, iters // snapshots), **train_kwargs
+    )
     return fitted, kept
 
 
@@ -67,13 +69,23 @@ def _writer(path: str, fps: float):
         return animation.PillowWriter(fps=fps)
     if suffix == ".mp4":
         if not animation.writers.is_available("ffmpeg"):
-            raise ValueError(f"writing {path!r} needs ffmpeg, which was not found; write a .gif instead")
+            raise ValueError(
+                f"writing {path!r} needs ffmpeg, which was not found; write a .gif instead"
+            )
         return animation.FFMpegWriter(fps=fps)
     raise ValueError(f"path must end in .gif (or .mp4 where ffmpeg is installed), got {path!r}")
 
 
-def animate_training(X: Any, y: Any, snapshots: Any, path: str | os.PathLike, *, fps: float = 4,
-                     resolution: float = 0.03, title: str | None = None) -> str:
+def animate_training(
+    X: Any,
+    y: Any,
+    snapshots: Any,
+    path: str | os.PathLike,
+    *,
+    fps: float = 4,
+    resolution: float = 0.03,
+    title: str | None = None,
+) -> str:
     """Write the decision regions of each snapshot as one frame of an animated GIF (or MP4).
 
     Each frame shows the regions (colours as in
@@ -119,8 +131,11 @@ def animate_training(X: Any, y: Any, snapshots: Any, path: str | os.PathLike, *,
                 miss = model.predict(X) != y
                 wrong.set_offsets(X[miss] if miss.any() else np.empty((0, 2)))
                 loss = "start" if not np.isfinite(frame.loss) else f"loss {frame.loss:.3f}"
-                ax.set_title(f"{heading}\niteration {frame.iteration:,}: {loss}, "
-                             f"training accuracy {1 - miss.mean():.1%}", fontsize=10)
+                ax.set_title(
+                    f"{heading}\niteration {frame.iteration:,}: {loss}, "
+                    f"training accuracy {1 - miss.mean():.1%}",
+                    fontsize=10,
+                )
                 writer.grab_frame()
 
     replace_path(path, write, "animation")

@@ -52,10 +52,15 @@ class Backend:
 
 #: Backend name -> backend.
 BACKENDS: dict[str, Backend] = {
-    "numba": Backend("numba", numba_backend.prepare, numba_backend.workspace_bytes,
-                     "compiled, fused, multi-threaded Numba kernels"),
-    "numpy": Backend("numpy", reference.prepare, reference.workspace_bytes,
-                     "the vectorised NumPy reference"),
+    "numba": Backend(
+        "numba",
+        numba_backend.prepare,
+        numba_backend.workspace_bytes,
+        "compiled, fused, multi-threaded Numba kernels",
+    ),
+    "numpy": Backend(
+        "numpy", reference.prepare, reference.workspace_bytes, "the vectorised NumPy reference"
+    ),
 }
 
 

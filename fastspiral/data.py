@@ -24,7 +24,9 @@ def random_source(seed: Any) -> np.random.Generator | np.random.RandomState:
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"seed must be an int, a numpy Generator/RandomState or None, got {seed!r}") from exc
+        raise TypeError(
+            f"seed must be an int, a numpy Generator/RandomState or None, got {seed!r}"
+        ) from exc
 
 
 def make_spiral(

@@ -36,7 +36,7 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
     def _train(self, X: np.ndarray, y: np.ndarray, init: Any) -> NetModel | LinearModel:
         raise NotImplementedError
 
-    def fit(self, X: Any, y: Any) -> "_SpiralClassifier":
+    def fit(self, X: Any, y: Any) -> _SpiralClassifier:
         """Train on X (n_samples, n_features) and labels y (any hashable values).
 
         With ``warm_start=True`` and a previous fit on the same classes and
@@ -79,9 +79,15 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.model_.predict(X)]
 
     def _common(self) -> dict[str, Any]:
-        return dict(step_size=self.step_size, reg=self.reg, iters=self.iters,
-                    seed=self.random_state, backend=self.backend, dtype=self.dtype,
-                    verbose=self.verbose)
+        return dict(
+            step_size=self.step_size,
+            reg=self.reg,
+            iters=self.iters,
+            seed=self.random_state,
+            backend=self.backend,
+            dtype=self.dtype,
+            verbose=self.verbose,
+        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -115,9 +121,19 @@ class NetClassifier(_SpiralClassifier):
         The trained network (labels encoded as 0..K-1).
     """
 
-    def __init__(self, hidden: int = 100, *, step_size: float = 1.0, reg: float = 1e-3,
-                 iters: int = 10_000, random_state: Any = None, backend: str = "numba",
-                 dtype: str = "float64", warm_start: bool = False, verbose: bool = False):
+    def __init__(
+        self,
+        hidden: int = 100,
+        *,
+        step_size: float = 1.0,
+        reg: float = 1e-3,
+        iters: int = 10_000,
+        random_state: Any = None,
+        backend: str = "numba",
+        dtype: str = "float64",
+        warm_start: bool = False,
+        verbose: bool = False,
+    ):
         self.hidden = hidden
         self.step_size = step_size
         self.reg = reg
@@ -139,9 +155,18 @@ class LinearClassifier(_SpiralClassifier):
     ``hidden``; ``model_`` is a :class:`fastspiral.LinearModel`.
     """
 
-    def __init__(self, *, step_size: float = 1.0, reg: float = 1e-3, iters: int = 200,
-                 random_state: Any = None, backend: str = "numba", dtype: str = "float64",
-                 warm_start: bool = False, verbose: bool = False):
+    def __init__(
+        self,
+        *,
+        step_size: float = 1.0,
+        reg: float = 1e-3,
+        iters: int = 200,
+        random_state: Any = None,
+        backend: str = "numba",
+        dtype: str = "float64",
+        warm_start: bool = False,
+        verbose: bool = False,
+    ):
         self.step_size = step_size
         self.reg = reg
         self.iters = iters

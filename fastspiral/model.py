@@ -41,7 +41,9 @@ def _loss_history(value: Any) -> np.ndarray:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"loss_history could not be converted to an array: {exc}") from None
-    if arr.size and not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.size and not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
         raise TypeError(f"loss_history must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"loss_history must be 1-D, got shape {arr.shape}")
@@ -57,8 +59,12 @@ class _Model:
     kind: str = ""
     param_names: tuple[str, ...] = ()
 
-    def __init__(self, params: Mapping[str, Any], loss_history: Any = (),
-                 info: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        loss_history: Any = (),
+        info: Mapping[str, Any] | None = None,
+    ):
         # The trainers' checks, applied to parameters from anywhere (a user, a
         # file): integer weights would make prediction cast X to integers
         # (tests/test_model.py::test_models_refuse_what_trainers_never_return).
@@ -67,8 +73,10 @@ class _Model:
         missing = [name for name in self.param_names if name not in params]
         extra = [name for name in params if name not in self.param_names]
         if missing or extra:
-            raise ValueError(f"a {self.kind} model has params {list(self.param_names)}; "
-                             f"missing {missing}, unexpected {extra}")
+            raise ValueError(
+                f"a {self.kind} model has params {list(self.param_names)}; "
+                f"missing {missing}, unexpected {extra}"
+            )
         self.params = {name: _param(params[name], name) for name in self.param_names}
         dtypes = sorted({v.dtype.name for v in self.params.values()})
         if len(dtypes) > 1:
@@ -81,7 +89,9 @@ class _Model:
         try:  # save writes it as JSON: fail here, not when saving
             json.dumps(self.info, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"info must hold JSON values (str, numbers, lists, dicts): {exc}") from None
+            raise TypeError(
+                f"info must hold JSON values (str, numbers, lists, dicts): {exc}"
+            ) from None
 
     # -- shapes -----------------------------------------------------------------
     def _check_shapes(self) -> None:
@@ -113,7 +123,7 @@ class _Model:
         """Class scores (unnormalised log-probabilities), shape (n_samples, K)."""
         X = check_X(X, self.dtype, n_features=self.n_features)
         step = self._block_rows()
-        return np.concatenate([self._scores(X[i:i + step]) for i in range(0, X.shape[0], step)])
+        return np.concatenate([self._scores(X[i : i + step]) for i in range(0, X.shape[0], step)])
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (softmax of the scores), shape (n_samples, K); rows sum to 1."""
@@ -146,13 +156,19 @@ class _Model:
         """
         header = {"format": FORMAT, "version": VERSION, "kind": self.kind, "info": self.info}
         arrays = {f"param_{name}": value for name, value in self.params.items()}
-        replace_file(path, lambda fh: np.savez(fh, header=np.array(json.dumps(header)),
-                                               loss_history=self.loss_history, **arrays),
-                     "model file")
+        replace_file(
+            path,
+            lambda fh: np.savez(
+                fh, header=np.array(json.dumps(header)), loss_history=self.loss_history, **arrays
+            ),
+            "model file",
+        )
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
-        return f"{type(self).__name__}({shapes}, dtype={self.dtype}, iters={self.loss_history.size})"
+        return (
+            f"{type(self).__name__}({shapes}, dtype={self.dtype}, iters={self.loss_history.size})"
+        )
 
 
 class LinearModel(_Model):
@@ -174,7 +190,9 @@ class LinearModel(_Model):
     def _check_shapes(self) -> None:
         W, b = self.params["W"], self.params["b"]
         if W.ndim != 2 or b.shape != (W.shape[1],):
-            raise ValueError(f"linear params need W (D, K) and b (K,), got W {W.shape}, b {b.shape}")
+            raise ValueError(
+                f"linear params need W (D, K) and b (K,), got W {W.shape}, b {b.shape}"
+            )
 
     @property
     def n_features(self) -> int:
@@ -183,7 +201,6 @@ class LinearModel(_Model):
     @property
     def n_classes(self) -> int:
         return self.params["W"].shape[1]
-
 
 
 class NetModel(_Model):
@@ -204,8 +221,13 @@ class NetModel(_Model):
 
     def _check_shapes(self) -> None:
         W1, b1, W2, b2 = (self.params[k] for k in self.param_names)
-        if (W1.ndim != 2 or W2.ndim != 2 or W2.shape[0] != W1.shape[1]
-                or b1.shape != (W1.shape[1],) or b2.shape != (W2.shape[1],)):
+        if (
+            W1.ndim != 2
+            or W2.ndim != 2
+            or W2.shape[0] != W1.shape[1]
+            or b1.shape != (W1.shape[1],)
+            or b2.shape != (W2.shape[1],)
+        ):
             raise ValueError(
                 "net params need W1 (D, H), b1 (H,), W2 (H, K), b2 (K,); got "
                 f"W1 {W1.shape}, b1 {b1.shape}, W2 {W2.shape}, b2 {b2.shape}"
@@ -228,11 +250,12 @@ class NetModel(_Model):
         return max(1, PREDICT_ELEMENTS // max(self.n_hidden, self.n_classes))
 
 
-
 MODEL_TYPES: dict[str, type[_Model]] = {"linear": LinearModel, "net": NetModel}
 #: The members of a saved model's archive.
-MEMBERS = frozenset({"header.npy", "loss_history.npy"}
-                    | {f"param_{n}.npy" for cls in MODEL_TYPES.values() for n in cls.param_names})
+MEMBERS = frozenset(
+    {"header.npy", "loss_history.npy"}
+    | {f"param_{n}.npy" for cls in MODEL_TYPES.values() for n in cls.param_names}
+)
 
 
 def _read_header(archive) -> dict[str, Any]:
@@ -243,7 +266,9 @@ def _read_header(archive) -> dict[str, Any]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError("not a fastspiral model archive")
     if header.get("version") != VERSION:
-        raise ValueError(f"model format version {header.get('version')!r}; this fastspiral reads {VERSION}")
+        raise ValueError(
+            f"model format version {header.get('version')!r}; this fastspiral reads {VERSION}"
+        )
     if header.get("kind") not in MODEL_TYPES:
         raise ValueError(f"unknown model kind {header.get('kind')!r}")
     return header
@@ -268,6 +293,14 @@ def load(path: str | os.PathLike) -> LinearModel | NetModel:
             return cls(params, archive["loss_history"], header.get("info"))
     except OSError as exc:
         raise OSError(f"could not read model file {path!r}: {exc}") from exc
-    except (ValueError, KeyError, TypeError, EOFError, RecursionError, zipfile.BadZipFile,
-            zipfile.LargeZipFile, NotImplementedError) as exc:
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        RecursionError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+    ) as exc:
         raise ValueError(f"{path!r} is not a readable fastspiral model: {exc}") from exc

@@ -52,12 +52,22 @@ def _check_2d(X: Any, y: Any):
     return X, check_y(y, X.shape[0])
 
 
-def _scatter_classes(ax: Any, X: np.ndarray, y: np.ndarray, colors: np.ndarray, legend: bool) -> None:
+def _scatter_classes(
+    ax: Any, X: np.ndarray, y: np.ndarray, colors: np.ndarray, legend: bool
+) -> None:
     for k in range(colors.shape[0]):
         rows = y == k
         if rows.any():
-            ax.scatter(X[rows, 0], X[rows, 1], s=28, color=colors[k], edgecolors="k", linewidths=0.4,
-                       label=f"class {k}", zorder=2)
+            ax.scatter(
+                X[rows, 0],
+                X[rows, 1],
+                s=28,
+                color=colors[k],
+                edgecolors="k",
+                linewidths=0.4,
+                label=f"class {k}",
+                zorder=2,
+            )
     if legend:
         ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
 
@@ -92,7 +102,9 @@ class RegionGrid:
             raise ValueError(f"resolution must be a positive number, got {resolution!r}")
         lo, hi = X.min(axis=0) - 1, X.max(axis=0) + 1
         if np.prod((hi - lo) / resolution) > 4e6:
-            raise ValueError(f"resolution={resolution:g} makes a grid of more than 4 million points")
+            raise ValueError(
+                f"resolution={resolution:g} makes a grid of more than 4 million points"
+            )
         self.x0 = np.arange(lo[0], hi[0], resolution)
         self.x1 = np.arange(lo[1], hi[1], resolution)
         xx, yy = np.meshgrid(self.x0, self.x1)
@@ -109,8 +121,14 @@ class RegionGrid:
 
     def draw(self, ax: Any, labels: np.ndarray, colors: np.ndarray):
         """The regions as an image, no interpolation between cells (so no seams of other classes)."""
-        return ax.imshow(self.colours(labels, colors), origin="lower", extent=self.extent,
-                         interpolation="nearest", aspect="auto", zorder=0)
+        return ax.imshow(
+            self.colours(labels, colors),
+            origin="lower",
+            extent=self.extent,
+            interpolation="nearest",
+            aspect="auto",
+            zorder=0,
+        )
 
 
 def model_summary(model: Any, X: np.ndarray, y: np.ndarray) -> str:
@@ -126,8 +144,16 @@ def model_summary(model: Any, X: np.ndarray, y: np.ndarray) -> str:
     return f"{parts[0]}: " + ", ".join(parts[1:] + [f"training accuracy {accuracy:.1%}"])
 
 
-def plot_decision_regions(model: Any, X: Any, y: Any, *, ax: Any = None,
-                          resolution: float = 0.02, title: str | None = None, legend: bool = True):
+def plot_decision_regions(
+    model: Any,
+    X: Any,
+    y: Any,
+    *,
+    ax: Any = None,
+    resolution: float = 0.02,
+    title: str | None = None,
+    legend: bool = True,
+):
     """Colour the plane by the class ``model`` predicts, with the data on top.
 
     The case study's spiral_linear.png / spiral_net.png: each region has its
@@ -148,8 +174,16 @@ def plot_decision_regions(model: Any, X: Any, y: Any, *, ax: Any = None,
     _scatter_classes(ax, X, y, colors, legend=False)
     wrong = model.predict(X) != y
     if wrong.any():
-        ax.scatter(X[wrong, 0], X[wrong, 1], s=90, facecolors="none", edgecolors="k", linewidths=1.2,
-                   label=f"misclassified ({int(wrong.sum())})", zorder=3)
+        ax.scatter(
+            X[wrong, 0],
+            X[wrong, 1],
+            s=90,
+            facecolors="none",
+            edgecolors="k",
+            linewidths=1.2,
+            label=f"misclassified ({int(wrong.sum())})",
+            zorder=3,
+        )
     if legend:
         ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
     ax.set_xlim(grid.extent[:2])
@@ -197,8 +231,15 @@ def plot_loss(models: Any, *, ax: Any = None, title: str | None = "loss during t
     return fig
 
 
-def plot_grid(X: Any, y: Any, *, hidden: Any = (10, 100), reg: Any = (1e-4, 1e-3, 1e-2),
-              resolution: float = 0.03, **train_kwargs: Any):
+def plot_grid(
+    X: Any,
+    y: Any,
+    *,
+    hidden: Any = (10, 100),
+    reg: Any = (1e-4, 1e-3, 1e-2),
+    resolution: float = 0.03,
+    **train_kwargs: Any,
+):
     """Decision regions of nets trained with every (reg, hidden) pair, side by side.
 
     One row per ``reg``, one column per ``hidden``: what regularisation and
@@ -216,15 +257,27 @@ def plot_grid(X: Any, y: Any, *, hidden: Any = (10, 100), reg: Any = (1e-4, 1e-3
     if not hidden or not reg:
         raise ValueError("hidden and reg must each name at least one value")
     train_kwargs.setdefault("seed", 0)
-    fig, axes = plt.subplots(len(reg), len(hidden), figsize=(3.6 * len(hidden), 3.4 * len(reg)),
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        len(reg),
+        len(hidden),
+        figsize=(3.6 * len(hidden), 3.4 * len(reg)),
+        layout="constrained",
+        squeeze=False,
+    )
     for i, r in enumerate(reg):
         for j, h in enumerate(hidden):
             model = train_net(X, y, hidden=int(h), reg=float(r), **train_kwargs)
             accuracy = model.score(X, y)
-            plot_decision_regions(model, X, y, ax=axes[i, j], resolution=resolution, legend=False,
-                                  title=f"H={int(h)}, reg={float(r):g}\nloss {model.final_loss:.3f}, "
-                                        f"accuracy {accuracy:.1%}")
+            plot_decision_regions(
+                model,
+                X,
+                y,
+                ax=axes[i, j],
+                resolution=resolution,
+                legend=False,
+                title=f"H={int(h)}, reg={float(r):g}\nloss {model.final_loss:.3f}, "
+                f"accuracy {accuracy:.1%}",
+            )
             axes[i, j].set_xlabel("")
             axes[i, j].set_ylabel("")
     fig.suptitle("2-layer net: hidden units (columns) and regularisation (rows)")
@@ -239,8 +292,10 @@ def figure_format(path: str | os.PathLike) -> str:
     suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
     supported = FigureCanvasBase.get_supported_filetypes()
     if suffix and suffix not in supported:
-        raise ValueError(f"cannot write a figure as {os.fspath(path)!r}: matplotlib writes "
-                         f"{', '.join('.' + s for s in sorted(supported))}")
+        raise ValueError(
+            f"cannot write a figure as {os.fspath(path)!r}: matplotlib writes "
+            f"{', '.join('.' + s for s in sorted(supported))}"
+        )
     return suffix or "png"
 
 

@@ -64,8 +64,15 @@ def softmax_loss(scores, y):
 
 def l2_penalty(params, reg):
     """``0.5 * reg * sum(W**2)`` over the weight matrices (not the biases), in float64."""
-    return 0.5 * reg * sum(float(np.sum(np.square(w, dtype=np.float64)))
-                           for name, w in params.items() if name.startswith("W"))
+    return (
+        0.5
+        * reg
+        * sum(
+            float(np.sum(np.square(w, dtype=np.float64)))
+            for name, w in params.items()
+            if name.startswith("W")
+        )
+    )
 
 
 def net_loss_grad(params, X, y, reg, hidden=None):
@@ -80,8 +87,12 @@ def net_loss_grad(params, X, y, reg, hidden=None):
     loss, ds = softmax_loss(s, y)
     dhidden = ds @ params["W2"].T
     dhidden[hidden <= 0] = 0
-    grads = {"W1": X.T @ dhidden + reg * params["W1"], "b1": dhidden.sum(axis=0),
-             "W2": hidden.T @ ds + reg * params["W2"], "b2": ds.sum(axis=0)}
+    grads = {
+        "W1": X.T @ dhidden + reg * params["W1"],
+        "b1": dhidden.sum(axis=0),
+        "W2": hidden.T @ ds + reg * params["W2"],
+        "b2": ds.sum(axis=0),
+    }
     return loss + l2_penalty(params, reg), grads
 
 
@@ -106,7 +117,9 @@ class Trainer:
         self.current = {k: v.copy() for k, v in problem.params.items()}
         dt = problem.dtype
         self.step, self.reg = dt.type(problem.step_size), dt.type(problem.reg)
-        self.hidden = np.empty((problem.n_samples, problem.n_hidden), dt) if problem.model == "net" else None
+        self.hidden = (
+            np.empty((problem.n_samples, problem.n_hidden), dt) if problem.model == "net" else None
+        )
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
         """Iterations ``start..stop-1`` (see :mod:`fastspiral.backends`).
@@ -141,8 +154,9 @@ def prepare(problem: Problem) -> Trainer:
     return Trainer(problem)
 
 
-def workspace_bytes(model: str, n_samples: int, n_features: int, n_hidden: int, n_classes: int,
-                    dtype) -> int:
+def workspace_bytes(
+    model: str, n_samples: int, n_features: int, n_hidden: int, n_classes: int, dtype
+) -> int:
     """Bytes of the arrays one iteration holds: hidden, its gradient and mask, scores and their copies."""
     item = np.dtype(dtype).itemsize
     N, H, K = n_samples, n_hidden, n_classes

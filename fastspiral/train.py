@@ -29,13 +29,21 @@ def _advice(step_size: float, reg: float) -> str:
     1e-3) is named; otherwise step_size.
     """
     if step_size * reg > 2 and reg / 1e-3 > step_size:
-        return (f"gradient descent diverged: step_size * reg = {step_size * reg:g} > 2 makes the "
-                f"weight decay grow the weights; try a smaller reg (got {reg:g})")
+        return (
+            f"gradient descent diverged: step_size * reg = {step_size * reg:g} > 2 makes the "
+            f"weight decay grow the weights; try a smaller reg (got {reg:g})"
+        )
     return f"gradient descent diverged, try a smaller step_size (got {step_size:g})"
 
 
-def _finished(cls: type[NetModel | LinearModel], params: dict[str, np.ndarray],
-              history: np.ndarray, info: dict[str, Any], X: np.ndarray, what: str) -> NetModel | LinearModel:
+def _finished(
+    cls: type[NetModel | LinearModel],
+    params: dict[str, np.ndarray],
+    history: np.ndarray,
+    info: dict[str, Any],
+    X: np.ndarray,
+    what: str,
+) -> NetModel | LinearModel:
     """The fitted model, or FloatingPointError unless its parameters and their scores on X are finite.
 
     The loss is checked before each update, so the last update is checked
@@ -46,7 +54,9 @@ def _finished(cls: type[NetModel | LinearModel], params: dict[str, np.ndarray],
     advice = _advice(info["step_size"], info["reg"])
     for name, value in params.items():
         if not np.isfinite(value).all():
-            raise FloatingPointError(f"{what}: {name} became non-finite in the last update; {advice}")
+            raise FloatingPointError(
+                f"{what}: {name} became non-finite in the last update; {advice}"
+            )
     model = cls(params, history, info)
     # Scores are computed only when a bound says they might overflow: a NumPy forward
     # pass cost 62 ms at N=30,000, H=1,000, and its BLAS threads, spinning on after it,
@@ -57,7 +67,9 @@ def _finished(cls: type[NetModel | LinearModel], params: dict[str, np.ndarray],
         with np.errstate(all="ignore"):
             finite = np.isfinite(model.decision_function(X)).all()
         if not finite:
-            raise FloatingPointError(f"{what}: the trained parameters give non-finite scores on X; {advice}")
+            raise FloatingPointError(
+                f"{what}: the trained parameters give non-finite scores on X; {advice}"
+            )
     return model
 
 
@@ -68,6 +80,7 @@ def _scores_bound(params: dict[str, np.ndarray], X: np.ndarray) -> float:
     in size and each score at most that times ``||W2||_F`` plus ``max |b2|``
     (the same for the linear classifier with W, b); O(N D + D H + H K) work.
     """
+
     def norm(a):
         # einsum, not np.linalg.norm: from ~10,000 elements norm's BLAS dot started OpenBLAS's
         # threads, which spun on for ~0.1 s and made the next training's thread choice pick one
@@ -86,13 +99,26 @@ def _scores_bound(params: dict[str, np.ndarray], X: np.ndarray) -> float:
 def _check_callback(callback: Any, callback_every: Any, default_every: int) -> int:
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    return default_every if callback_every is None else check_int(callback_every, "callback_every",
-                                                                  minimum=1)
+    return (
+        default_every
+        if callback_every is None
+        else check_int(callback_every, "callback_every", minimum=1)
+    )
 
 
-def _run(trainer: Trainer, iters: int, history: np.ndarray, every: int, verbose: bool,
-         progress: bool, step_size: float, reg: float, what: str,
-         callback: Callable[[int, float, dict], Any] | None = None, callback_every: int = 1) -> int:
+def _run(
+    trainer: Trainer,
+    iters: int,
+    history: np.ndarray,
+    every: int,
+    verbose: bool,
+    progress: bool,
+    step_size: float,
+    reg: float,
+    what: str,
+    callback: Callable[[int, float, dict], Any] | None = None,
+    callback_every: int = 1,
+) -> int:
     """Drive ``trainer.run(start, stop, history)`` over ``range(iters)`` in chunks of about
     CHUNK_SECONDS; returns the number of iterations run (fewer if the callback stopped it).
 
@@ -129,13 +155,20 @@ def _run(trainer: Trainer, iters: int, history: np.ndarray, every: int, verbose:
                     print(f"iteration {i}: loss {history[i]:f}", flush=True)
             if bar is not None:
                 bar.update(end - start)
-                bar.set_postfix(loss=f"{history[end - 1]:.6f}" if end > start else None, refresh=False)
+                bar.set_postfix(
+                    loss=f"{history[end - 1]:.6f}" if end > start else None, refresh=False
+                )
             if bad >= 0:
-                raise FloatingPointError(f"{what}: the loss became {history[bad]} at iteration "
-                                         f"{bad}; {_advice(step_size, reg)}")
+                raise FloatingPointError(
+                    f"{what}: the loss became {history[bad]} at iteration "
+                    f"{bad}; {_advice(step_size, reg)}"
+                )
             start = stop
-            if (callback is not None and (stop % callback_every == 0 or stop == iters)
-                    and callback(stop, float(history[stop - 1]), trainer.views()) is False):
+            if (
+                callback is not None
+                and (stop % callback_every == 0 or stop == iters)
+                and callback(stop, float(history[stop - 1]), trainer.views()) is False
+            ):
                 return stop
             if elapsed < CHUNK_SECONDS / 2:
                 chunk *= 2
@@ -240,15 +273,35 @@ def train_net(
     impl = get_backend(backend)
     iters = check_int(iters, "iters", minimum=0)
     callback_every = _check_callback(callback, callback_every, 1000)
-    problem = net_problem(X, y, hidden=hidden, step_size=step_size, reg=reg, seed=seed, init=init,
-                          dtype=dtype)
+    problem = net_problem(
+        X, y, hidden=hidden, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype
+    )
     trainer = impl.prepare(problem)
     history = np.empty(iters, np.float64)
-    done = _run(trainer, iters, history, 1000, verbose, progress, problem.step_size, problem.reg,
-                "train_net", callback, callback_every)
+    done = _run(
+        trainer,
+        iters,
+        history,
+        1000,
+        verbose,
+        progress,
+        problem.step_size,
+        problem.reg,
+        "train_net",
+        callback,
+        callback_every,
+    )
     history = history[:done]
-    info = dict(model="net", hidden=problem.n_hidden, step_size=problem.step_size, reg=problem.reg,
-                iters=done, seed=_seed_info(seed), backend=backend, dtype=problem.dtype.name)
+    info = dict(
+        model="net",
+        hidden=problem.n_hidden,
+        step_size=problem.step_size,
+        reg=problem.reg,
+        iters=done,
+        seed=_seed_info(seed),
+        backend=backend,
+        dtype=problem.dtype.name,
+    )
     return _finished(NetModel, trainer.params(), history, info, problem.X, "train_net")
 
 
@@ -288,9 +341,27 @@ def train_linear(
     problem = linear_problem(X, y, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype)
     trainer = impl.prepare(problem)
     history = np.empty(iters, np.float64)
-    done = _run(trainer, iters, history, 10, verbose, progress, problem.step_size, problem.reg,
-                "train_linear", callback, callback_every)
+    done = _run(
+        trainer,
+        iters,
+        history,
+        10,
+        verbose,
+        progress,
+        problem.step_size,
+        problem.reg,
+        "train_linear",
+        callback,
+        callback_every,
+    )
     history = history[:done]
-    info = dict(model="linear", step_size=problem.step_size, reg=problem.reg, iters=done,
-                seed=_seed_info(seed), backend=backend, dtype=problem.dtype.name)
+    info = dict(
+        model="linear",
+        step_size=problem.step_size,
+        reg=problem.reg,
+        iters=done,
+        seed=_seed_info(seed),
+        backend=backend,
+        dtype=problem.dtype.name,
+    )
     return _finished(LinearModel, trainer.params(), history, info, problem.X, "train_linear")

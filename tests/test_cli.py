@@ -27,8 +27,10 @@ def test_demo_prints_case_study_and_writes_pictures(tmp_path, capsys):
     # they are checked against the case study's 0.245292 with a tolerance.
     last = [s for s in lines if s.startswith("iteration 9000: loss ")]
     assert len(last) == 1 and abs(float(last[0].split()[-1]) - 0.245292) < 1e-3
-    assert [s for s in lines if s.startswith("training accuracy")] == \
-        ["training accuracy: 0.49", "training accuracy: 0.98"]
+    assert [s for s in lines if s.startswith("training accuracy")] == [
+        "training accuracy: 0.49",
+        "training accuracy: 0.98",
+    ]
     assert sum(s.startswith("trained ") for s in lines) == 2
     for name in ("spiral_raw.png", "spiral_linear.png", "spiral_net.png", "loss.png"):
         data = (tmp_path / name).read_bytes()
@@ -39,8 +41,21 @@ def test_demo_prints_case_study_and_writes_pictures(tmp_path, capsys):
 
 def test_train_saves_and_plots(tmp_path, capsys):
     model_path, png = tmp_path / "m.npz", tmp_path / "m.png"
-    argv = ["train", "--model", "linear", "--iters", "50", "--seed", "1", "--dtype", "float32",
-            "--save", str(model_path), "--plot", str(png)]
+    argv = [
+        "train",
+        "--model",
+        "linear",
+        "--iters",
+        "50",
+        "--seed",
+        "1",
+        "--dtype",
+        "float32",
+        "--save",
+        str(model_path),
+        "--plot",
+        str(png),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "linear: 50 iterations" in out and "training accuracy:" in out
@@ -51,7 +66,9 @@ def test_train_saves_and_plots(tmp_path, capsys):
 
 def test_train_continues_from_a_saved_model(tmp_path, capsys):
     first = tmp_path / "first.npz"
-    assert main(["train", "--iters", "100", "--hidden", "7", "--seed", "3", "--save", str(first)]) == 0
+    assert (
+        main(["train", "--iters", "100", "--hidden", "7", "--seed", "3", "--save", str(first)]) == 0
+    )
     second = tmp_path / "second.npz"
     assert main(["train", "--iters", "100", "--init", str(first), "--save", str(second)]) == 0
     X, y = fs.make_spiral(100, 3, seed=0)  # the CLI's default data
@@ -69,14 +86,17 @@ def test_train_reads_npz_data(tmp_path, capsys):
     assert "net: 10 iterations" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,status", [
-    (["demo", "--hidden", "0"], 2),
-    (["demo", "--backend", "cuda"], 2),
-    (["train", "--step-size", "-1"], 2),
-    (["train", "--step-size", "1e8", "--iters", "100"], 1),
-    (["train", "--data", "/nonexistent/d.npz"], 2),
-    (["frobnicate"], 2),
-])
+@pytest.mark.parametrize(
+    "argv,status",
+    [
+        (["demo", "--hidden", "0"], 2),
+        (["demo", "--backend", "cuda"], 2),
+        (["train", "--step-size", "-1"], 2),
+        (["train", "--step-size", "1e8", "--iters", "100"], 1),
+        (["train", "--data", "/nonexistent/d.npz"], 2),
+        (["frobnicate"], 2),
+    ],
+)
 def test_bad_options_give_one_line_errors(argv, status, capsys):
     assert main(argv) == status
     err = capsys.readouterr().err.strip().splitlines()
@@ -84,28 +104,39 @@ def test_bad_options_give_one_line_errors(argv, status, capsys):
 
 
 def test_module_entry_point_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "fastspiral", "train", "--iters", "-3"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastspiral", "train", "--iters", "-3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "--iters" in proc.stderr
 
 
-@pytest.mark.parametrize("extra,msg", [
-    (["--save", "{tmp}/no/such/dir/m.npz"], "does not exist"),
-    (["--save", "{tmp}"], "not a regular file"),
-    (["--plot", "{tmp}/out.xyz"], "cannot write a figure as"),
-    (["--plot", "{tmp}/no/such/dir/m.png"], "does not exist"),
-    (["--plot", "{tmp}/m.png", "--data", "{tmp}/d5.npz"], "--plot draws 2-D data only"),
-    (["--model", "linear", "--hidden", "50"], "--hidden applies to --model net only"),
-    (["--init", "{tmp}/h7.npz", "--hidden", "50"], "hidden=50 but init has 7 hidden units"),
-    (["--dtype", "float32", "--step-size", "1e200"], "step_size=1e[+]200 does not fit in float32"),
-])
+@pytest.mark.parametrize(
+    "extra,msg",
+    [
+        (["--save", "{tmp}/no/such/dir/m.npz"], "does not exist"),
+        (["--save", "{tmp}"], "not a regular file"),
+        (["--plot", "{tmp}/out.xyz"], "cannot write a figure as"),
+        (["--plot", "{tmp}/no/such/dir/m.png"], "does not exist"),
+        (["--plot", "{tmp}/m.png", "--data", "{tmp}/d5.npz"], "--plot draws 2-D data only"),
+        (["--model", "linear", "--hidden", "50"], "--hidden applies to --model net only"),
+        (["--init", "{tmp}/h7.npz", "--hidden", "50"], "hidden=50 but init has 7 hidden units"),
+        (
+            ["--dtype", "float32", "--step-size", "1e200"],
+            "step_size=1e[+]200 does not fit in float32",
+        ),
+    ],
+)
 def test_train_refuses_what_would_fail_after_training(tmp_path, monkeypatch, capsys, extra, msg):
     """Each bad option is reported in one line before a single iteration runs."""
     X, y = fs.make_spiral(10, 3, seed=0)
     np.savez(tmp_path / "d5.npz", X=np.c_[X, X, X[:, :1]], y=y)
-    fs.NetModel({"W1": np.zeros((2, 7)), "b1": np.zeros(7), "W2": np.zeros((7, 3)),
-                 "b2": np.zeros(3)}, []).save(tmp_path / "h7.npz")
+    fs.NetModel(
+        {"W1": np.zeros((2, 7)), "b1": np.zeros(7), "W2": np.zeros((7, 3)), "b2": np.zeros(3)}, []
+    ).save(tmp_path / "h7.npz")
     monkeypatch.setattr("fastspiral.train._run", lambda *a, **k: pytest.fail("a training loop ran"))
     argv = ["train", "--iters", "5"] + [a.format(tmp=tmp_path) for a in extra]
     assert main(argv) == 2
@@ -145,9 +176,15 @@ def test_version_help_and_a_closed_pipe(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: fastspiral") and "demo" in out and "train" in out
     # `fastspiral train --verbose | head -1`: quiet, status 141 (128 + SIGPIPE) as a killed writer
-    proc = subprocess.run(f"{sys.executable} -m fastspiral train --verbose --iters 20000 | head -1; "
-                          "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        f"{sys.executable} -m fastspiral train --verbose --iters 20000 | head -1; "
+        "exit ${PIPESTATUS[0]}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.stdout.startswith("iteration 0: loss ") and proc.stdout.count("\n") == 1
     assert proc.stderr == "", proc.stderr
     assert proc.returncode == 141
@@ -155,6 +192,9 @@ def test_version_help_and_a_closed_pipe(capsys):
 
 def test_grid_command(tmp_path, capsys):
     out = tmp_path / "g.png"
-    assert main(["grid", "--hidden", "4", "8", "--reg", "1e-3", "--iters", "50", "--out", str(out)]) == 0
+    assert (
+        main(["grid", "--hidden", "4", "8", "--reg", "1e-3", "--iters", "50", "--out", str(out)])
+        == 0
+    )
     assert out.read_bytes().startswith(PNG_MAGIC)
     assert main(["grid", "--out", str(tmp_path / "g.xyz")]) == 2

@@ -26,8 +26,10 @@ def _cpu_flags():
         return set()
 
 
-pytestmark = pytest.mark.skipif(not {"avx2", "fma"} <= _cpu_flags(),
-                                reason="checks for AVX2/FMA code; this CPU (or OS) does not report both")
+pytestmark = pytest.mark.skipif(
+    not {"avx2", "fma"} <= _cpu_flags(),
+    reason="checks for AVX2/FMA code; this CPU (or OS) does not report both",
+)
 
 
 def _asm(kernel, *args):
@@ -52,8 +54,14 @@ def _small_asm(name, D, K, dtype):
     return _asm(getattr(_tiles_small, name), *args)
 
 
-_SMALL_HELPERS = ["_forward_four_rows", "_forward_two_rows", "_forward_one_row", "_backward_four_rows",
-                  "_backward_two_rows", "_backward_one_row"]
+_SMALL_HELPERS = [
+    "_forward_four_rows",
+    "_forward_two_rows",
+    "_forward_one_row",
+    "_backward_four_rows",
+    "_backward_two_rows",
+    "_backward_one_row",
+]
 
 
 @pytest.mark.parametrize("dtype,suffix", [(np.float64, "pd"), (np.float32, "ps")])
@@ -69,8 +77,12 @@ def test_hot_loops_use_packed_fma(name, dtype, suffix):
 
 def _small_shapes(edges_only):
     """Every (D, K) the small form admits, or only the largest D for each K (where LLVM gives up first)."""
-    shapes = [(D, K) for K in range(1, _tiles.SMALL_K + 1) for D in range(1, _tiles.SMALL_D + 1)
-              if _tiles.is_small_shape(D, K)]
+    shapes = [
+        (D, K)
+        for K in range(1, _tiles.SMALL_K + 1)
+        for D in range(1, _tiles.SMALL_D + 1)
+        if _tiles.is_small_shape(D, K)
+    ]
     if edges_only:
         shapes = [(max(D for D, k in shapes if k == K), K) for K in sorted({K for _, K in shapes})]
     return shapes
@@ -82,8 +94,10 @@ def _group_cases():
     edges = _small_shapes(True)
     for D, K in _small_shapes(False):
         marks = () if (D, K) in edges else (pytest.mark.slow,)
-        for rows, names in ((2, ["_forward_two_rows", "_backward_two_rows"]),
-                            (4, ["_forward_four_rows", "_backward_four_rows"])):
+        for rows, names in (
+            (2, ["_forward_two_rows", "_backward_two_rows"]),
+            (4, ["_forward_four_rows", "_backward_four_rows"]),
+        ):
             if rows == 2 or D + K <= _tiles.FOURS_D_PLUS_K:
                 for name in names:
                     yield pytest.param((D, K), name, id=f"D{D}K{K}-{name}", marks=marks)
@@ -98,7 +112,9 @@ def test_small_form_is_vectorised_at_every_shape(shape, name, dtype, suffix):
     # runs in the main suite, the rest of the envelope in the slow step.
     D, K = shape
     packed = re.findall(rf"vfmadd\w*{suffix}\s[^\n]*%[yz]mm", _small_asm(name, D, K, dtype))
-    assert len(packed) >= D + K, f"{name} at D={D}, K={K}: {len(packed)} packed FMAs, fewer than D + K"
+    assert len(packed) >= D + K, (
+        f"{name} at D={D}, K={K}: {len(packed)} packed FMAs, fewer than D + K"
+    )
 
 
 def _general_asm(name, dtype):
@@ -130,7 +146,9 @@ def test_general_form_never_branches_on_a_value(name, dtype, suffix):
     # D=4, K=10 ran 2.8x slower per iteration (every result test passed).
     asm = _general_asm(name, dtype)
     branches = re.findall(rf"\bv?u?comi{suffix}\b", asm)
-    assert not branches, f"{name}: {len(branches)} scalar compares for a branch in the generated code"
+    assert not branches, (
+        f"{name}: {len(branches)} scalar compares for a branch in the generated code"
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -141,7 +159,9 @@ def test_softmax_exponentials_are_vectorised(dtype):
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((64, 3)).astype(dtype)
     ktok = _tiles.dims_token(1, 3, dtype)[1]
-    asm = _asm(_loss.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores), ktok)
+    asm = _asm(
+        _loss.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores), ktok
+    )
     packed = re.findall(r"vfmadd\w*pd\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 10, "softmax_xent_grad: the exponentials are not vectorised"
     # 2**k comes from k's float bits: a float-to-int64 conversion has no packed

@@ -27,7 +27,9 @@ def _train(seed, n_per_class=BIG["n_per_class"], hidden=BIG["hidden"], iters=200
     return net.params["W1"], net.loss_history
 
 
-@pytest.mark.parametrize("size", [dict(n_per_class=100, hidden=30), BIG], ids=["serial", "parallel"])
+@pytest.mark.parametrize(
+    "size", [dict(n_per_class=100, hidden=30), BIG], ids=["serial", "parallel"]
+)
 def test_concurrent_threads_match_calls_made_alone(size):
     seeds = [0, 1, 2, 3]
     alone = [_train(s, **size) for s in seeds]
@@ -55,8 +57,9 @@ SCRIPT_THREADS = textwrap.dedent("""
 def test_threads_are_safe_on_the_workqueue_layer():
     """workqueue aborts on concurrent launches; fastspiral serialises them."""
     env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT_THREADS], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT_THREADS], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "workqueue"
 
@@ -86,8 +89,12 @@ SCRIPT_LONG = textwrap.dedent("""
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("model", ["net", "linear"])
 def test_ctrl_c_stops_a_long_training_within_a_second(backend, model):
-    proc = start_interruptible([sys.executable, "-c", SCRIPT_LONG.format(model=model, backend=backend)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_interruptible(
+        [sys.executable, "-c", SCRIPT_LONG.format(model=model, backend=backend)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "started"
         time.sleep(1.0)  # well into the long run

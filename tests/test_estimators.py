@@ -18,8 +18,12 @@ from fastspiral.estimators import LinearClassifier, NetClassifier
 # compile kernels of their own (about two minutes); .ci/run runs them after
 # the README's test command.
 @pytest.mark.slow
-@parametrize_with_checks([NetClassifier(iters=300, hidden=20, random_state=0),
-                          LinearClassifier(iters=100, random_state=0)])
+@parametrize_with_checks(
+    [
+        NetClassifier(iters=300, hidden=20, random_state=0),
+        LinearClassifier(iters=100, random_state=0),
+    ]
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -63,9 +67,11 @@ def test_pipeline_and_grid_search_on_the_spiral():
     X, y = fs.make_spiral(seed=2)
     pipe = make_pipeline(StandardScaler(), NetClassifier(iters=3000, random_state=0))
     assert pipe.fit(X, y).score(X, y) >= 0.95
-    search = GridSearchCV(NetClassifier(iters=1500, random_state=0),
-                          {"hidden": [2, 50], "reg": [1e-3, 1.0]},
-                          cv=StratifiedKFold(3, shuffle=True, random_state=0))
+    search = GridSearchCV(
+        NetClassifier(iters=1500, random_state=0),
+        {"hidden": [2, 50], "reg": [1e-3, 1.0]},
+        cv=StratifiedKFold(3, shuffle=True, random_state=0),
+    )
     search.fit(X, y)
     assert search.best_params_ == {"hidden": 50, "reg": 1e-3}
     assert search.best_score_ > 0.8

@@ -18,8 +18,10 @@ import pytest
 
 import fastspiral
 
-TRAIN = ("import fastspiral as fs; X, y = fs.make_spiral(seed=0); "
-         "fs.train_net(X, y, iters=10); fs.train_linear(X, y, iters=10); print(fs.__file__)")
+TRAIN = (
+    "import fastspiral as fs; X, y = fs.make_spiral(seed=0); "
+    "fs.train_net(X, y, iters=10); fs.train_linear(X, y, iters=10); print(fs.__file__)"
+)
 
 
 def _run_read_only(site, command, env, cwd):
@@ -27,12 +29,23 @@ def _run_read_only(site, command, env, cwd):
     ``command`` there (sh); skips the test where unshare or read-only bind mounts are not permitted."""
     if shutil.which("unshare") is None:
         pytest.skip("needs util-linux unshare to make a read-only bind mount")
-    shutil.copytree(Path(fastspiral.__file__).parent, site / "fastspiral",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
-    script = (f"mount --bind {site} {site} && mount -o remount,bind,ro {site} || exit 77; "
-              f"touch {site}/probe 2>/dev/null && exit 78; {command}")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    shutil.copytree(
+        Path(fastspiral.__file__).parent,
+        site / "fastspiral",
+        ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"),
+    )
+    script = (
+        f"mount --bind {site} {site} && mount -o remount,bind,ro {site} || exit 77; "
+        f"touch {site}/probe 2>/dev/null && exit 78; {command}"
+    )
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode in (77, 78) or "unshare failed" in proc.stderr:
         pytest.skip(f"read-only bind mounts are not permitted here: {proc.stderr.strip()[:200]}")
     return proc
@@ -43,10 +56,16 @@ def test_cache_falls_back_to_the_user_cache_when_the_package_is_read_only(tmp_pa
     """Installed read-only (a system site-packages), the kernels still cache and reload."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     site = tmp_path / "site"
-    env.update(PYTHONPATH=str(site), XDG_CACHE_HOME=str(tmp_path / "user-cache"), NUMBA_DEBUG_CACHE="1")
+    env.update(
+        PYTHONPATH=str(site), XDG_CACHE_HOME=str(tmp_path / "user-cache"), NUMBA_DEBUG_CACHE="1"
+    )
     py = f"{shlex.quote(sys.executable)} -c {shlex.quote(TRAIN)}"
-    proc = _run_read_only(site, f"{py} > {tmp_path}/first.log 2>&1 && {py} > {tmp_path}/second.log 2>&1",
-                          env, tmp_path)
+    proc = _run_read_only(
+        site,
+        f"{py} > {tmp_path}/first.log 2>&1 && {py} > {tmp_path}/second.log 2>&1",
+        env,
+        tmp_path,
+    )
     assert proc.returncode == 0, (proc.stderr, (tmp_path / "first.log").read_text()[-2000:])
     first = (tmp_path / "first.log").read_text()
     second = (tmp_path / "second.log").read_text()
@@ -57,8 +76,10 @@ def test_cache_falls_back_to_the_user_cache_when_the_package_is_read_only(tmp_pa
 
 
 def test_import_is_light():
-    code = ("import sys, fastspiral; "
-            "print(*[m in sys.modules for m in ('sklearn', 'distributed', 'matplotlib', 'tqdm')])")
+    code = (
+        "import sys, fastspiral; "
+        "print(*[m in sys.modules for m in ('sklearn', 'distributed', 'matplotlib', 'tqdm')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"] * 4
 
@@ -83,14 +104,28 @@ def test_processes_compiling_at_once_leave_a_loadable_cache(tmp_path):
     segfaults); fastspiral serialises first calls with a file lock.
     """
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, order], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for order in "abab"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, order],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for order in "abab"
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
-    later = subprocess.run([sys.executable, "-c", CONCURRENT, "a"], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=600)
+    later = subprocess.run(
+        [sys.executable, "-c", CONCURRENT, "a"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert later.returncode == 0, later.stderr[-2000:]
     assert sorted(later.stdout.splitlines()) == sorted(outs[0][0].splitlines())
     assert list(tmp_path.joinpath("cache").rglob("*.nbc"))
@@ -110,7 +145,8 @@ ws = net_workspace(1200, 2, 100, 3, np.dtype(np.float64), 2)
 STEPS = {
     "kernel": SETUP + "print(_loops.net_loss_grad(X, y, W1, b1, W2T, b2, 1e-3, ws))",
     "train": "import fastspiral as fs; X, y = fs.make_spiral(400, 3, seed=0); print(fs.train_net(X, y, iters=10).final_loss)",
-    "loop": SETUP + "h = np.empty(10); _loops.train_net_parallel(X, y, W1, b1, W2T, b2, 1.0, 1e-3, h, 0, 10, 2, ws); print(h[-1])",
+    "loop": SETUP
+    + "h = np.empty(10); _loops.train_net_parallel(X, y, W1, b1, W2T, b2, 1.0, 1e-3, h, 0, 10, 2, ws); print(h[-1])",
 }
 
 
@@ -125,8 +161,14 @@ def test_cached_training_loop_loads_in_a_later_process(tmp_path):
     """
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     for name in ("kernel", "train", "loop", "loop"):
-        proc = subprocess.run([sys.executable, "-c", STEPS[name]], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", STEPS[name]],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, (name, proc.returncode, proc.stderr[-2000:])
 
 
@@ -142,8 +184,13 @@ print(repr(fs.train_linear(X, y, iters=10, seed=0).final_loss))
 
 
 def _run_python(code, env, *args, timeout=600):
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +215,9 @@ def _lock_paths(dtype):
 
 
 @pytest.mark.slow  # compiles into empty caches in subprocesses
-def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(tmp_path, filled_cache):
+def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(
+    tmp_path, filled_cache
+):
     """An outside process holds fastspiral's locks. A warm process beside an unrelated compile
     (float32 here) and held cache-write locks loads without waiting; a cold one whose own
     compile lock is held waits at most COMPILE_WAIT, cannot save, warns once each, and trains."""
@@ -206,7 +255,7 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, filled_cache):
     shutil.copytree(filled_cache[0], cache)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
     rng = np.random.default_rng(0)
-    damage = [lambda d: d[:len(d) // 2], lambda d: b"", lambda d: rng.bytes(len(d)), lambda d: d]
+    damage = [lambda d: d[: len(d) // 2], lambda d: b"", lambda d: rng.bytes(len(d)), lambda d: d]
     for i, path in enumerate(sorted(cache.rglob("*.nb[ic]"))):
         path.write_bytes(damage[i % len(damage)](path.read_bytes()))
     healing = _run_python(WARM, env, 60)
@@ -224,9 +273,16 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, filled_cache):
 def test_no_writable_cache_folder_compiles_in_memory(tmp_path):
     """Read-only package, unwritable NUMBA_CACHE_DIR and user cache: import and train, one warning."""
     site = tmp_path / "site"
-    env = dict(os.environ, PYTHONPATH=str(site), NUMBA_CACHE_DIR="/dev/null/cache",
-               XDG_CACHE_HOME="/dev/null/cache", HOME="/dev/null")
-    proc = _run_read_only(site, f"{shlex.quote(sys.executable)} -c {shlex.quote(WARM)} 60", env, tmp_path)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(site),
+        NUMBA_CACHE_DIR="/dev/null/cache",
+        XDG_CACHE_HOME="/dev/null/cache",
+        HOME="/dev/null",
+    )
+    proc = _run_read_only(
+        site, f"{shlex.quote(sys.executable)} -c {shlex.quote(WARM)} 60", env, tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout.split()) == 1
     assert proc.stderr.count("no writable folder for the compile cache") == 1

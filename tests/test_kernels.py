@@ -19,8 +19,17 @@ from .conftest import assert_close
 
 # (T rows, D features, H hidden, K classes): the case study's shape, edges, and shapes
 # that take the general form of the kernels (D > SMALL_D or K > SMALL_K).
-SHAPES = [(300, 2, 100, 3), (1, 2, 100, 3), (6, 2, 1000, 3), (7, 5, 1, 2), (13, 2, 10, 7), (33, 3, 17, 4),
-          (64, 5, 33, 2), (37, 13, 21, 3), (19, 64, 9, 10)]
+SHAPES = [
+    (300, 2, 100, 3),
+    (1, 2, 100, 3),
+    (6, 2, 1000, 3),
+    (7, 5, 1, 2),
+    (13, 2, 10, 7),
+    (33, 3, 17, 4),
+    (64, 5, 33, 2),
+    (37, 13, 21, 3),
+    (19, 64, 9, 10),
+]
 
 
 def _problem(shape, dtype, seed=0):
@@ -54,7 +63,9 @@ def test_dims_tokens_pick_the_form():
     assert _tiles.is_general(_tiles.dims_token(2, _tiles.SMALL_K + 1, np.float64))
 
 
-@pytest.mark.parametrize("features,registers", [("+avx2,+fma,-avx512f", 16), ("+avx2,+avx512f", 32)])
+@pytest.mark.parametrize(
+    "features,registers", [("+avx2,+fma,-avx512f", 16), ("+avx2,+avx512f", 32)]
+)
 def test_row_groups_follow_the_target_registers(monkeypatch, features, registers):
     # the rows per group depend on what Numba compiles for (NUMBA_CPU_FEATURES), not on the host
     if platform.machine().lower() in ("arm64", "aarch64"):
@@ -70,8 +81,9 @@ def test_net_forward(shape, dtype):
     p = _problem(shape, dtype)
     T, D, H, K = shape
     hidden, scores = np.full((T, H), np.nan, dtype), np.full((T, K), np.nan, dtype)
-    _loops.net_forward(p["X"], p["W1"], p["b1"], p["W2T"], p["b2"], hidden, scores,
-                        *_tiles.dims_token(D, K, dtype))
+    _loops.net_forward(
+        p["X"], p["W1"], p["b1"], p["W2T"], p["b2"], hidden, scores, *_tiles.dims_token(D, K, dtype)
+    )
     ref_hidden, ref_scores = reference.forward(_params(p), p["X"])
     assert_close(hidden, ref_hidden, dtype)
     assert_close(scores, ref_scores, dtype)
@@ -136,8 +148,13 @@ def test_softmax_is_stable_for_huge_scores(ktok):
 def test_exp_matches_numpy_to_one_ulp():
     """The softmax's vectorisable exp, on [-708, 0] and at its edges."""
     exp = _loss.exp_nonpositive
-    x = np.concatenate([-np.linspace(0, 708, 2_001), -np.random.default_rng(6).exponential(3, 500),
-                        [-0.0, -1e-300, -5e-324, -0.5 * np.log(2), -np.log(2), -707.99]])
+    x = np.concatenate(
+        [
+            -np.linspace(0, 708, 2_001),
+            -np.random.default_rng(6).exponential(3, 500),
+            [-0.0, -1e-300, -5e-324, -0.5 * np.log(2), -np.log(2), -707.99],
+        ]
+    )
     got = np.array([exp(v) for v in x])
     want = np.exp(x)
     assert np.all(np.abs(got - want) <= np.spacing(want))
@@ -177,10 +194,20 @@ def test_net_backward(shape, dtype):
     rng = np.random.default_rng(2)
     ds = np.ascontiguousarray(rng.standard_normal((T, K)), dtype=dtype)
     hidden = np.ascontiguousarray(np.maximum(rng.standard_normal((T, H)), 0), dtype=dtype)
-    grads = [np.ascontiguousarray(rng.standard_normal(s), dtype=dtype) for s in ((D, H), (H,), (K, H), (K,))]
+    grads = [
+        np.ascontiguousarray(rng.standard_normal(s), dtype=dtype)
+        for s in ((D, H), (H,), (K, H), (K,))
+    ]
     fast = [g.copy() for g in grads]
-    _loops.net_backward(p["X"], hidden.copy(), ds, p["W2T"], *fast, np.empty((4, H), dtype),
-                         *_tiles.dims_token(D, K, dtype))
+    _loops.net_backward(
+        p["X"],
+        hidden.copy(),
+        ds,
+        p["W2T"],
+        *fast,
+        np.empty((4, H), dtype),
+        *_tiles.dims_token(D, K, dtype),
+    )
     # The math, written out independently in float64: gradients are *added*.
     X, h, g, W2T = (a.astype(np.float64) for a in (p["X"], hidden, ds, p["W2T"]))
     dh = (g @ W2T) * (h > 0)
@@ -214,7 +241,9 @@ def test_sgd_update_and_sum_squares(shape, dtype):
     reference.sgd_step(ref, {"W": dW + reg * p["W1"]}, step)
     assert_close(W, ref["W"], dtype)
     assert_close(W, p["W1"] - 0.7 * (dW + 1e-2 * p["W1"].astype(np.float64)), dtype, factor=10)
-    assert np.array_equal(dW, np.ascontiguousarray(p["W1"][::-1]))  # the gradient is read, not written
+    assert np.array_equal(
+        dW, np.ascontiguousarray(p["W1"][::-1])
+    )  # the gradient is read, not written
     assert_close(_loss.sum_squares(p["W1"]), 2 * reference.l2_penalty({"W": p["W1"]}, 1.0), dtype)
 
 
@@ -251,14 +280,18 @@ def test_net_loss_grad(shape, dtype):
     assert_close(loss, loss_r, dtype)
     for name in grad_r:
         l2 = reg * _params(p)[name] if name.startswith("W") else 0
-        assert_close(grad[name], grad_r[name] - l2, dtype, scale=np.abs(grad_r[name]).max(), factor=10)
+        assert_close(
+            grad[name], grad_r[name] - l2, dtype, scale=np.abs(grad_r[name]).max(), factor=10
+        )
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_linear_loss_grad(shape, dtype):
     T, D, _, K = shape
     p = _problem(shape, dtype)
-    WT = np.ascontiguousarray(p["W2T"][:, :D] if p["W2T"].shape[1] >= D else np.ones((K, D)), dtype=dtype)
+    WT = np.ascontiguousarray(
+        p["W2T"][:, :D] if p["W2T"].shape[1] >= D else np.ones((K, D)), dtype=dtype
+    )
     ws = linear_workspace(T, D, K, dtype)
     loss = _loops.linear_loss_grad(p["X"], p["y"], WT, p["b2"], 1e-3, ws)
     loss_r, grad_r = reference.linear_loss_grad({"W": WT.T, "b": p["b2"]}, p["X"], p["y"], 1e-3)
@@ -267,15 +300,21 @@ def test_linear_loss_grad(shape, dtype):
     assert_close(ws.db, grad_r["b"], dtype, factor=10)
 
 
-@pytest.mark.parametrize("shape", [(20, 2, 6, 3), (9, 5, 4, 7), (1, 3, 5, 2), (11, 10, 3, 5)], ids=str)
+@pytest.mark.parametrize(
+    "shape", [(20, 2, 6, 3), (9, 5, 4, 7), (1, 3, 5, 2), (11, 10, 3, 5)], ids=str
+)
 def test_net_gradient_matches_finite_differences(shape):
     """Central differences of the loss against the kernel's gradient plus the L2 term."""
     p = _problem(shape, np.float64, seed=3)
     reg = 0.1
     _, grad = _loss_grad(p, reg)
     params = _params(p)
-    analytic = {"W1": grad["W1"] + reg * params["W1"], "b1": grad["b1"],
-                "W2": grad["W2"] + reg * params["W2"], "b2": grad["b2"]}
+    analytic = {
+        "W1": grad["W1"] + reg * params["W1"],
+        "b1": grad["b1"],
+        "W2": grad["W2"] + reg * params["W2"],
+        "b2": grad["b2"],
+    }
     eps = 1e-6
     for name, g in analytic.items():
         numeric = np.zeros_like(g)
@@ -389,12 +428,24 @@ def test_train_net_steps_stops_at_the_first_non_finite_loss(n):
 
 def test_is_finite():
     """The training loops' divergence check, immune to the kernels' fastmath flags."""
-    values = [0.0, -0.0, 1.0, -1e308, np.finfo(np.float64).max, 5e-324, np.inf, -np.inf, np.nan, -np.nan]
+    values = [
+        0.0,
+        -0.0,
+        1.0,
+        -1e308,
+        np.finfo(np.float64).max,
+        5e-324,
+        np.inf,
+        -np.inf,
+        np.nan,
+        -np.nan,
+    ]
     assert [_loss.is_finite(v) for v in values] == [math.isfinite(v) for v in values]
 
 
 def test_loop_kernels_are_built_once_per_set_of_types():
     """Trainings with arrays of the same types share the kernel pointers; other types get their own."""
+
     def kernels(dtype, shape=(30, 2, 8, 3), seed=0):
         p = _problem(shape, dtype, seed)
         T, D, H, K = shape

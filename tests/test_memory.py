@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 
 import fastspiral as fs
-from fastspiral.numba_backend.workspace import CACHE_LINE, aligned_copy, aligned_empty, slot_length
-from fastspiral.numba_backend.workspace import net_workspace
+from fastspiral.numba_backend.workspace import (
+    CACHE_LINE,
+    aligned_copy,
+    aligned_empty,
+    net_workspace,
+    slot_length,
+)
 
 
 @pytest.mark.parametrize("shape", [7, (3,), (2, 5), (4, 3, 33), (1, 1)], ids=str)

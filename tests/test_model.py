@@ -22,7 +22,9 @@ def test_predict_matches_forward_pass(models):
     p = net.params
     scores = np.maximum(X @ p["W1"] + p["b1"], 0) @ p["W2"] + p["b2"]
     probs = net.predict_proba(X)
-    np.testing.assert_allclose(probs, np.exp(scores) / np.exp(scores).sum(1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(
+        probs, np.exp(scores) / np.exp(scores).sum(1, keepdims=True), rtol=1e-12
+    )
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-12)
     assert np.array_equal(net.predict(X), scores.argmax(axis=1))
     assert net.score(X, y) == np.mean(scores.argmax(axis=1) == y)
@@ -37,11 +39,14 @@ def test_predict_in_blocks_matches_one_block(models, monkeypatch):
     np.testing.assert_allclose(net.predict_proba(X), full, rtol=1e-13)
 
 
-@pytest.mark.parametrize("bad,exc,msg", [
-    (np.zeros((4, 3)), ValueError, "X has 3 features .* trained on 2"),
-    (np.array([[0.0, np.nan]]), ValueError, "NaN or infinite"),
-    (np.zeros(2), ValueError, "must be 2-D"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,msg",
+    [
+        (np.zeros((4, 3)), ValueError, "X has 3 features .* trained on 2"),
+        (np.array([[0.0, np.nan]]), ValueError, "NaN or infinite"),
+        (np.zeros(2), ValueError, "must be 2-D"),
+    ],
+)
 def test_predict_rejects_bad_X(models, bad, exc, msg):
     _, _, net, lin = models
     for model in (net, lin):
@@ -53,8 +58,10 @@ def test_predict_rejects_bad_X(models, bad, exc, msg):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_save_load_round_trip_is_exact(tmp_path, dtype):
     X, y = fs.make_spiral(seed=1)
-    for model in (fs.train_net(X, y, seed=1, iters=50, hidden=9, dtype=dtype),
-                  fs.train_linear(X, y, seed=1, dtype=dtype)):
+    for model in (
+        fs.train_net(X, y, seed=1, iters=50, hidden=9, dtype=dtype),
+        fs.train_linear(X, y, seed=1, dtype=dtype),
+    ):
         path = tmp_path / f"{model.kind}.model"  # no .npz suffix: saved exactly there
         model.save(path)
         assert os.listdir(tmp_path).count(path.name) == 1
@@ -89,22 +96,49 @@ def test_load_errors_name_the_path(tmp_path, models):
 
 
 def _net_params(dtype=np.float64):
-    return {"W1": np.ones((2, 4), dtype), "b1": np.zeros(4, dtype), "W2": np.ones((4, 3), dtype),
-            "b2": np.zeros(3, dtype)}
+    return {
+        "W1": np.ones((2, 4), dtype),
+        "b1": np.zeros(4, dtype),
+        "W2": np.ones((4, 3), dtype),
+        "b2": np.zeros(3, dtype),
+    }
 
 
-@pytest.mark.parametrize("change,exc,msg", [
-    (lambda p: p.update(W1=np.ones((2, 4), np.int64)), TypeError, r"params\['W1'\] must be float32 or float64"),
-    (lambda p: p.update(b2=np.zeros(3, np.float16)), TypeError, r"params\['b2'\] must be float32 or float64"),
-    (lambda p: p.update(W2=np.ones((4, 3), complex)), TypeError, r"params\['W2'\] must be float32 or float64"),
-    (lambda p: p.update(W1=np.ones((2, 4), bool)), TypeError, r"params\['W1'\] must be float32 or float64"),
-    (lambda p: p.update(b1=np.zeros(4, object)), TypeError, r"params\['b1'\] must be float32 or float64"),
-    (lambda p: p.update(b1=np.zeros(4, np.float32)), TypeError, "share one dtype"),
-    (lambda p: p["W1"].__setitem__((0, 0), np.nan), ValueError, r"params\['W1'\] contains NaN"),
-    (lambda p: p.update(W2=np.ones((5, 3))), ValueError, "net params need"),
-    (lambda p: p.pop("b2"), ValueError, r"missing \['b2'\]"),
-    (lambda p: p.update(W3=np.ones(2)), ValueError, r"unexpected \['W3'\]"),
-])
+@pytest.mark.parametrize(
+    "change,exc,msg",
+    [
+        (
+            lambda p: p.update(W1=np.ones((2, 4), np.int64)),
+            TypeError,
+            r"params\['W1'\] must be float32 or float64",
+        ),
+        (
+            lambda p: p.update(b2=np.zeros(3, np.float16)),
+            TypeError,
+            r"params\['b2'\] must be float32 or float64",
+        ),
+        (
+            lambda p: p.update(W2=np.ones((4, 3), complex)),
+            TypeError,
+            r"params\['W2'\] must be float32 or float64",
+        ),
+        (
+            lambda p: p.update(W1=np.ones((2, 4), bool)),
+            TypeError,
+            r"params\['W1'\] must be float32 or float64",
+        ),
+        (
+            lambda p: p.update(b1=np.zeros(4, object)),
+            TypeError,
+            r"params\['b1'\] must be float32 or float64",
+        ),
+        (lambda p: p.update(b1=np.zeros(4, np.float32)), TypeError, "share one dtype"),
+        (lambda p: p["W1"].__setitem__((0, 0), np.nan), ValueError, r"params\['W1'\] contains NaN"),
+        (lambda p: p.update(W2=np.ones((5, 3))), ValueError, "net params need"),
+        (lambda p: p.pop("b2"), ValueError, r"missing \['b2'\]"),
+        (lambda p: p.update(W3=np.ones(2)), ValueError, r"unexpected \['W3'\]"),
+    ],
+)
 def test_models_refuse_what_trainers_never_return(change, exc, msg):
     params = _net_params()
     change(params)
@@ -112,11 +146,14 @@ def test_models_refuse_what_trainers_never_return(change, exc, msg):
         fs.NetModel(params, [1.0])
 
 
-@pytest.mark.parametrize("history,exc,msg", [
-    ([1.0, np.nan], ValueError, "loss_history contains NaN"),
-    ([[1.0]], ValueError, "loss_history must be 1-D"),
-    (["a"], TypeError, "loss_history must hold real numbers"),
-])
+@pytest.mark.parametrize(
+    "history,exc,msg",
+    [
+        ([1.0, np.nan], ValueError, "loss_history contains NaN"),
+        ([[1.0]], ValueError, "loss_history must be 1-D"),
+        (["a"], TypeError, "loss_history must hold real numbers"),
+    ],
+)
 def test_models_refuse_a_bad_loss_history(history, exc, msg):
     with pytest.raises(exc, match=msg):
         fs.NetModel(_net_params(), history)
@@ -137,11 +174,16 @@ def test_model_constructors_copy_and_type_check():
 
 def _archive(path, header, **arrays):
     """An .npz like save writes, with any header and arrays."""
-    np.savez(path, header=np.array(header if isinstance(header, str) else json.dumps(header)), **arrays)
+    np.savez(
+        path, header=np.array(header if isinstance(header, str) else json.dumps(header)), **arrays
+    )
 
 
 def test_load_refuses_damaged_and_hostile_files(tmp_path, models):
-    good_arrays = {"loss_history": np.ones(3), **{f"param_{k}": v for k, v in _net_params().items()}}
+    good_arrays = {
+        "loss_history": np.ones(3),
+        **{f"param_{k}": v for k, v in _net_params().items()},
+    }
     ok = {"format": "fastspiral-model", "version": 1, "kind": "net", "info": {}}
     cases = {
         "list": ([1, 2], good_arrays, "not a fastspiral model"),
@@ -151,7 +193,11 @@ def test_load_refuses_damaged_and_hostile_files(tmp_path, models):
         "info-list": (dict(ok, info=[1]), good_arrays, "info must be a dict"),
         "kind": (dict(ok, kind="tree"), good_arrays, "unknown model kind"),
         "version": (dict(ok, version=99), good_arrays, "format version 99"),
-        "int-params": (ok, {**good_arrays, "param_W1": np.ones((2, 4), np.int64)}, "float32 or float64"),
+        "int-params": (
+            ok,
+            {**good_arrays, "param_W1": np.ones((2, 4), np.int64)},
+            "float32 or float64",
+        ),
         "extra": (ok, {**good_arrays, "other": np.ones(2)}, "unexpected member 'other.npy'"),
     }
     for name, (header, arrays, msg) in cases.items():

@@ -6,10 +6,19 @@ from benchmarks import report
 
 
 def _bench(group, backend, dtype, seconds, gflops, name="b"):
-    return {"group": group, "name": name, "fullname": f"{group}::{backend}-{dtype}-{name}",
-            "stats": {"median": seconds, "rounds": 5},
-            "extra_info": {"backend": backend, "dtype": dtype, "seconds_per_iter": seconds,
-                           "gflops": gflops, "peak_mem_mib": 1.5}}
+    return {
+        "group": group,
+        "name": name,
+        "fullname": f"{group}::{backend}-{dtype}-{name}",
+        "stats": {"median": seconds, "rounds": 5},
+        "extra_info": {
+            "backend": backend,
+            "dtype": dtype,
+            "seconds_per_iter": seconds,
+            "gflops": gflops,
+            "peak_mem_mib": 1.5,
+        },
+    }
 
 
 def test_table_ratios_and_figure(tmp_path, capsys):
@@ -17,8 +26,12 @@ def test_table_ratios_and_figure(tmp_path, capsys):
         "benchmarks": [
             _bench("net N=300 H=100", "numpy", "float64", 150e-6, 5.2),
             _bench("net N=300 H=100", "numba", "float64", 30e-6, 26.0),
-            {"group": "machine", "name": "mm", "stats": {"median": 0.1, "rounds": 10},
-             "extra_info": {"gflops": 200.0}},
+            {
+                "group": "machine",
+                "name": "mm",
+                "stats": {"median": 0.1, "rounds": 10},
+                "extra_info": {"gflops": 200.0},
+            },
         ],
         "machine_info": {"cpu": {"brand_raw": "Test CPU", "count": 2}, "python_version": "3.11"},
         "datetime": "2026-11-25T00:00:00",
@@ -51,11 +64,18 @@ def test_shapes_and_busy_sections(tmp_path, capsys):
         b["extra_info"].update(machine=machine, threads=threads)
         return b
 
-    doc = {"benchmarks": [_bench("net N=300 H=100", "numba", "float64", 30e-6, 26.0),
-                          shape("numba", 1e-3), shape("numpy", 2.5e-3),
-                          busy("quiet", "one", 30e-6), busy("quiet", "default", 15e-6),
-                          busy("busy", "one", 60e-6), busy("busy", "default", 66e-6)],
-           "machine_info": {"numba_cpu": "haswell", "blas": "openblas 0.3 (Haswell)"}}
+    doc = {
+        "benchmarks": [
+            _bench("net N=300 H=100", "numba", "float64", 30e-6, 26.0),
+            shape("numba", 1e-3),
+            shape("numpy", 2.5e-3),
+            busy("quiet", "one", 30e-6),
+            busy("quiet", "default", 15e-6),
+            busy("busy", "one", 60e-6),
+            busy("busy", "default", 66e-6),
+        ],
+        "machine_info": {"numba_cpu": "haswell", "blas": "openblas 0.3 (Haswell)"},
+    }
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(doc))
     assert report.main([str(path)]) == 0
@@ -68,26 +88,38 @@ def test_shapes_and_busy_sections(tmp_path, capsys):
 
 def test_busy_section_of_paired_rounds(tmp_path, capsys):
     """One benchmark per machine state, one-thread rounds alternated with the default's."""
+
     def paired(machine, one, default):
         b = _bench("busy machine N=3,000 H=100", "numba", "float64", default, 1.0)
         b["extra_info"].update(machine=machine, threads="paired", one_thread_seconds_per_iter=one)
         return b
 
-    doc = {"benchmarks": [_bench("net N=300 H=100", "numba", "float64", 30e-6, 26.0),
-                          paired("quiet", 200e-6, 120e-6), paired("busy", 400e-6, 480e-6)]}
+    doc = {
+        "benchmarks": [
+            _bench("net N=300 H=100", "numba", "float64", 30e-6, 26.0),
+            paired("quiet", 200e-6, 120e-6),
+            paired("busy", 400e-6, 480e-6),
+        ]
+    }
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(doc))
     assert report.main([str(path)]) == 0
     out = capsys.readouterr().out
-    assert ("Busy machine N=3,000 H=100: quiet: one thread 200.0 us, default 120.0 us (0.60x one thread); "
-            "busy: one thread 400.0 us, default 480.0 us (1.20x one thread)") in out
+    assert (
+        "Busy machine N=3,000 H=100: quiet: one thread 200.0 us, default 120.0 us (0.60x one thread); "
+        "busy: one thread 400.0 us, default 480.0 us (1.20x one thread)"
+    ) in out
 
 
 def test_several_runs_report_the_median_run_and_the_range(tmp_path, capsys):
     paths = []
     for i, t in enumerate([30e-6, 20e-6, 50e-6]):
-        doc = {"benchmarks": [_bench("net N=300 H=100", "numba", "float64", t, 1e-3 / t),
-                              _bench("net N=300 H=100", "numpy", "float64", 150e-6, 5.2)]}
+        doc = {
+            "benchmarks": [
+                _bench("net N=300 H=100", "numba", "float64", t, 1e-3 / t),
+                _bench("net N=300 H=100", "numpy", "float64", 150e-6, 5.2),
+            ]
+        }
         paths.append(tmp_path / f"run{i}.json")
         paths[-1].write_text(json.dumps(doc))
     assert report.main([str(p) for p in paths]) == 0

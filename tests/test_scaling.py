@@ -19,8 +19,8 @@ import pytest
 
 import fastspiral as fs
 from fastspiral import scaling
-from fastspiral.scaling import driver
 from fastspiral.cli import main
+from fastspiral.scaling import driver
 
 from .conftest import interrupt, start_interruptible
 
@@ -28,10 +28,24 @@ SMALL = dict(n_per_class=[20, 60], hidden=[8], iters=5, repeats=2, progress=Fals
 
 
 def _without_timings(records):
-    drop = {"seconds_per_iter", "gflops", "peak_mem_mib", "worker", "threads", "host", "seconds_min",
-            "seconds_max", "spread", "others_cpu", "others_cpu_before", "repeat_seconds", "started",
-            "finished", "blas",
-            "threading_layer"}
+    drop = {
+        "seconds_per_iter",
+        "gflops",
+        "peak_mem_mib",
+        "worker",
+        "threads",
+        "host",
+        "seconds_min",
+        "seconds_max",
+        "spread",
+        "others_cpu",
+        "others_cpu_before",
+        "repeat_seconds",
+        "started",
+        "finished",
+        "blas",
+        "threading_layer",
+    }
     return [{k: v for k, v in r.items() if k not in drop} for r in records]
 
 
@@ -43,13 +57,19 @@ def local_run(tmp_path_factory):
 
 def test_records_hold_measurements(local_run):
     out, records = local_run
-    assert [(r["backend"], r["n_samples"]) for r in records] == \
-        [("numba", 60), ("numpy", 60), ("numba", 180), ("numpy", 180)]
+    assert [(r["backend"], r["n_samples"]) for r in records] == [
+        ("numba", 60),
+        ("numpy", 60),
+        ("numba", 180),
+        ("numpy", 180),
+    ]
     for r in records:
         assert set(scaling.FIELDS) <= set(r)
         assert r["status"] == "ok" and r["iters"] == 5 and r["host"] == socket.gethostname()
         assert r["seconds_per_iter"] > 0
-        assert r["gflops"] == pytest.approx(scaling.useful_flops(r["n_samples"], 8) / r["seconds_per_iter"] / 1e9)
+        assert r["gflops"] == pytest.approx(
+            scaling.useful_flops(r["n_samples"], 8) / r["seconds_per_iter"] / 1e9
+        )
         assert r["peak_mem_mib"] is not None and r["peak_mem_mib"] >= 0
         X, y = fs.make_spiral(r["n_samples"] // 3, seed=0)
         net = fs.train_net(X, y, hidden=8, seed=0, iters=5)
@@ -64,8 +84,9 @@ def test_files_are_written_and_parse(local_run):
     assert {"cpu", "cores", "python", "numpy", "numba", "matmul_gflops"} <= set(doc["machine"])
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["backend"], int(r["n_samples"]), r["status"]) for r in rows] == \
-        [(r["backend"], r["n_samples"], r["status"]) for r in records]
+    assert [(r["backend"], int(r["n_samples"]), r["status"]) for r in rows] == [
+        (r["backend"], r["n_samples"], r["status"]) for r in records
+    ]
     assert (out / "scaling.png").read_bytes().startswith(b"\x89PNG")
     text = scaling.summary_markdown(records, doc["machine"])
     assert "| numba | float64 | 180 | 8 |" in text and "k = " in text and "x" in text
@@ -77,8 +98,18 @@ def test_rerun_skips_finished_rows_and_force_recomputes(local_run, monkeypatch):
 
     def fake(cfg):
         calls.append(cfg)
-        return dict(cfg, seconds_per_iter=1.0, gflops=0.0, peak_mem_mib=0.0, final_loss=0.0,
-                    accuracy=0.0, host="x", worker="local", threads=1, status="ok")
+        return dict(
+            cfg,
+            seconds_per_iter=1.0,
+            gflops=0.0,
+            peak_mem_mib=0.0,
+            final_loss=0.0,
+            accuracy=0.0,
+            host="x",
+            worker="local",
+            threads=1,
+            status="ok",
+        )
 
     monkeypatch.setattr(driver, "run_config_in_fresh_process", fake)
     again = scaling.sweep(**SMALL, out=out)
@@ -91,37 +122,48 @@ def test_rerun_skips_finished_rows_and_force_recomputes(local_run, monkeypatch):
 
 
 def test_configuration_too_big_for_memory_is_skipped(tmp_path, monkeypatch):
-    monkeypatch.setattr(driver, "run_config_in_fresh_process",
-                        lambda cfg: pytest.fail("a configuration that cannot fit was run"))
+    monkeypatch.setattr(
+        driver,
+        "run_config_in_fresh_process",
+        lambda cfg: pytest.fail("a configuration that cannot fit was run"),
+    )
     need = scaling.estimate_memory("numpy", 3_000_000, 4096, "float64")
     assert need > 2 * 8 * 3_000_000 * 4096  # two (N, H) float64 arrays at least
     assert scaling.estimate_memory("numba", 3_000_000, 4096, "float64") < 256 * 2**20
     records = scaling.sweep([1_000_000], [4096], backends=["numpy"], out=tmp_path, progress=False)
     (r,) = records
     assert r["status"].startswith("skipped: needs about") and "GiB available" in r["status"]
-    assert json.loads((tmp_path / "results.json").read_text())["records"][0]["status"] == r["status"]
+    assert (
+        json.loads((tmp_path / "results.json").read_text())["records"][0]["status"] == r["status"]
+    )
 
 
-@pytest.mark.parametrize("kwargs,exc,msg", [
-    (dict(n_per_class=[100, -1]), ValueError, "n_per_class must be >= 1"),
-    (dict(hidden=[]), ValueError, "hidden must not be empty"),
-    (dict(backends=["jax"]), ValueError, "unknown backend 'jax'"),
-    (dict(dtypes=["float16"]), ValueError, "unknown dtype"),
-    (dict(iters=0), ValueError, "iters must be >= 1"),
-    (dict(executor=object()), TypeError, "executor must be"),
-    (dict(out=__file__), ValueError, "exists and is not a folder"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        (dict(n_per_class=[100, -1]), ValueError, "n_per_class must be >= 1"),
+        (dict(hidden=[]), ValueError, "hidden must not be empty"),
+        (dict(backends=["jax"]), ValueError, "unknown backend 'jax'"),
+        (dict(dtypes=["float16"]), ValueError, "unknown dtype"),
+        (dict(iters=0), ValueError, "iters must be >= 1"),
+        (dict(executor=object()), TypeError, "executor must be"),
+        (dict(out=__file__), ValueError, "exists and is not a folder"),
+    ],
+)
 def test_bad_arguments(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         scaling.sweep(**dict(SMALL, **kwargs))
 
 
-@pytest.mark.parametrize("argv", [
-    ["scale", "--out", "x", "--n-per-class", "-5"],
-    ["scale", "--out", "x", "--backends", "jax"],
-    ["scale", "--n-per-class", "10"],  # --out missing
-    ["scale", "--out", "x", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1s"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["scale", "--out", "x", "--n-per-class", "-5"],
+        ["scale", "--out", "x", "--backends", "jax"],
+        ["scale", "--n-per-class", "10"],  # --out missing
+        ["scale", "--out", "x", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1s"],
+    ],
+)
 def test_cli_bad_arguments_one_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -131,9 +173,28 @@ def test_cli_bad_arguments_one_line(argv, capsys):
 @pytest.mark.slow  # worker processes, signals or a cluster: see the module docstring
 def test_ctrl_c_keeps_finished_rows_and_resumes(tmp_path):
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "fastspiral", "scale", "--out", str(out), "--backends", "numpy",
-            "--n-per-class", "10", "20", "20000", "25000", "--hidden", "100", "--iters", "20",
-            "--repeats", "3", "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "fastspiral",
+        "scale",
+        "--out",
+        str(out),
+        "--backends",
+        "numpy",
+        "--n-per-class",
+        "10",
+        "20",
+        "20000",
+        "25000",
+        "--hidden",
+        "100",
+        "--iters",
+        "20",
+        "--repeats",
+        "3",
+        "--no-progress",
+    ]
     proc = start_interruptible(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = out / "results.json"
     try:
@@ -167,14 +228,18 @@ def test_dask_cluster_gives_the_same_rows(local_run):
     the configuration's own (within 2x of the local figures, not the worker's)."""
     distributed = pytest.importorskip("distributed")  # installed by the test extra
     _, local = local_run
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         remote = scaling.sweep(**dict(SMALL, n_per_class=[20, 60, 40, 20000]), executor=client)
         addresses = set(client.scheduler_info()["workers"])
     remote_rows = {(r["backend"], r["n_samples"]): r for r in remote}
-    assert _without_timings([remote_rows[(r["backend"], r["n_samples"])] for r in local]) == \
-        _without_timings(local)
+    assert _without_timings(
+        [remote_rows[(r["backend"], r["n_samples"])] for r in local]
+    ) == _without_timings(local)
     by_worker = {}
     for r in remote:
         assert r["status"] == "ok"
@@ -189,8 +254,10 @@ def test_dask_cluster_gives_the_same_rows(local_run):
     # itself holds far more (the 0.5 MiB vs 45.75 MiB the old in-worker measurement gave).
     big = scaling.sweep(**dict(SMALL, n_per_class=[20000], backends=["numpy"]))[0]
     twin = remote_rows[("numpy", 60000)]
-    assert big["peak_mem_mib"] > 2 and 0.5 <= twin["peak_mem_mib"] / big["peak_mem_mib"] <= 2, \
-        (big["peak_mem_mib"], twin["peak_mem_mib"])
+    assert big["peak_mem_mib"] > 2 and 0.5 <= twin["peak_mem_mib"] / big["peak_mem_mib"] <= 2, (
+        big["peak_mem_mib"],
+        twin["peak_mem_mib"],
+    )
 
 
 def test_other_executors_get_every_configuration(local_run):
@@ -219,15 +286,34 @@ def _running(pid):
 
 
 @pytest.mark.slow  # worker processes, signals or a cluster: see the module docstring
-@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the worker through Linux's /proc")
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/task"), reason="finds the worker through Linux's /proc"
+)
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
 def test_sigterm_and_sighup_stop_the_worker(tmp_path, sig):
     """Killed during a long configuration, the sweep stops its worker and keeps the finished rows."""
     sig = getattr(signal, sig)
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "fastspiral", "scale", "--out", str(out), "--backends", "numpy",
-            "--n-per-class", "10", "200000", "--hidden", "100", "--iters", "1000", "--repeats", "1",
-            "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "fastspiral",
+        "scale",
+        "--out",
+        str(out),
+        "--backends",
+        "numpy",
+        "--n-per-class",
+        "10",
+        "200000",
+        "--hidden",
+        "100",
+        "--iters",
+        "1000",
+        "--repeats",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = out / "results.json"
     workers = []
@@ -254,13 +340,18 @@ def test_sigterm_and_sighup_stop_the_worker(tmp_path, sig):
 @pytest.mark.slow  # worker processes, signals or a cluster: see the module docstring
 def test_a_worker_ends_when_its_sweep_is_killed_outright():
     """SIGKILL runs no cleanup at all; the worker notices that its parent is gone and exits."""
-    code = ("import sys, threading, time; from fastspiral.scaling import run as _sweep_run; "
-            "threading.Thread(target=_sweep_run._exit_with_parent, args=(int(sys.argv[1]),)).start(); "
-            "time.sleep(60)")
+    code = (
+        "import sys, threading, time; from fastspiral.scaling import run as _sweep_run; "
+        "threading.Thread(target=_sweep_run._exit_with_parent, args=(int(sys.argv[1]),)).start(); "
+        "time.sleep(60)"
+    )
     # Parent: a shell that starts the worker in the background (telling it the shell's PID, as
     # the sweep does), prints the worker's PID and waits.
-    parent = subprocess.Popen(["sh", "-c", f'{shlex.quote(sys.executable)} -c {shlex.quote(code)} $$ & echo $!; wait'],
-                              stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        ["sh", "-c", f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} $$ & echo $!; wait"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     worker = int(parent.stdout.readline())
     assert _running(worker)
     parent.kill()
@@ -271,10 +362,18 @@ def test_a_worker_ends_when_its_sweep_is_killed_outright():
     assert not _running(worker), "the worker outlived its parent"
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", "null", "3", '{"format": "fastspiral-scaling", "records": 5}',
-                                  '{"format": "fastspiral-scaling", "records": [1]}',
-                                  '{"format": "fastspiral-scaling", "records": [{"backend": "numpy"}]}',
-                                  "[" * 100_000 + "]" * 100_000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2]",
+        "null",
+        "3",
+        '{"format": "fastspiral-scaling", "records": 5}',
+        '{"format": "fastspiral-scaling", "records": [1]}',
+        '{"format": "fastspiral-scaling", "records": [{"backend": "numpy"}]}',
+        "[" * 100_000 + "]" * 100_000,
+    ],
+)
 def test_a_results_file_of_the_wrong_shape_is_a_value_error(tmp_path, text):
     (tmp_path / "results.json").write_text(text)
     with pytest.raises(ValueError, match="not a fastspiral results file"):
@@ -286,12 +385,23 @@ def test_records_keep_every_repeat_and_where_they_ran(local_run):
     doc = json.loads((out / "results.json").read_text())
     machine = doc["machine"]
     assert machine["fastspiral"] == fs.__version__ and machine["started"] <= machine["finished"]
-    assert machine["cpu"] and machine["cores"] >= 1 and "blas" in machine and machine["matmul_gflops"] > 0
+    assert (
+        machine["cpu"]
+        and machine["cores"] >= 1
+        and "blas" in machine
+        and machine["matmul_gflops"] > 0
+    )
     assert socket.gethostname() in machine["hosts"]
     for r in records:  # as the sweep returned them (other tests rewrite the folder's rows)
         times = r["repeat_seconds"]
         assert len(times) == r["repeats"] == 2
-        assert r["seconds_min"] == min(times) <= r["seconds_per_iter"] <= max(times) == r["seconds_max"]
+        assert (
+            r["seconds_min"]
+            == min(times)
+            <= r["seconds_per_iter"]
+            <= max(times)
+            == r["seconds_max"]
+        )
         assert r["spread"] == pytest.approx((max(times) - min(times)) / r["seconds_per_iter"])
         assert 0 <= r["others_cpu_before"] <= 1
         assert r["started"] < r["finished"] and r["cpu"] == machine["cpu"] and r["blas"]
@@ -299,8 +409,9 @@ def test_records_keep_every_repeat_and_where_they_ran(local_run):
 
 
 def test_threads_are_an_axis(tmp_path):
-    records = scaling.sweep(**dict(SMALL, n_per_class=[20], backends=["numba"]), threads=[1, 2],
-                            out=tmp_path)
+    records = scaling.sweep(
+        **dict(SMALL, n_per_class=[20], backends=["numba"]), threads=[1, 2], out=tmp_path
+    )
     assert [r["thread_limit"] for r in records] == [1, 2]
     assert records[0]["threads"] == 1 and 1 <= records[1]["threads"] <= 2
     assert len({scaling.record_key(r) for r in records}) == 2
@@ -316,10 +427,28 @@ def _figure(records):
 
 
 def _fake(backend, n, seconds, lo, hi, **extra):
-    return dict(backend=backend, dtype="float64", n_samples=n, hidden=100, iters=50, repeats=3,
-                thread_limit=None, seconds_per_iter=seconds, seconds_min=lo, seconds_max=hi,
-                spread=(hi - lo) / seconds, gflops=1.0, peak_mem_mib=0.01, final_loss=0.7, accuracy=0.5,
-                status="ok", threads=2, others_cpu=0.0, others_cpu_before=0.0, **extra)
+    return dict(
+        backend=backend,
+        dtype="float64",
+        n_samples=n,
+        hidden=100,
+        iters=50,
+        repeats=3,
+        thread_limit=None,
+        seconds_per_iter=seconds,
+        seconds_min=lo,
+        seconds_max=hi,
+        spread=(hi - lo) / seconds,
+        gflops=1.0,
+        peak_mem_mib=0.01,
+        final_loss=0.7,
+        accuracy=0.5,
+        status="ok",
+        threads=2,
+        others_cpu=0.0,
+        others_cpu_before=0.0,
+        **extra,
+    )
 
 
 def test_summary_warns_about_noisy_and_busy_timings():
@@ -327,10 +456,15 @@ def test_summary_warns_about_noisy_and_busy_timings():
     noisy = _fake("numba", 3000, 1e-4, 0.5e-4, 2e-4)
     busy = dict(_fake("numpy", 300, 1e-4, 0.99e-4, 1.01e-4), others_cpu_before=0.6)
     text = scaling.summary_markdown([quiet, noisy, busy])
-    warnings = [line for line in text.splitlines() if line.startswith("- ") and "N=" in line
-                and ("spread" in line or "other programs" in line)]
-    assert warnings == ["- numba float64 N=3,000 H=100: repeats spread 150% of the median",
-                        "- numpy float64 N=300 H=100: other programs used 60% of the CPUs"]
+    warnings = [
+        line
+        for line in text.splitlines()
+        if line.startswith("- ") and "N=" in line and ("spread" in line or "other programs" in line)
+    ]
+    assert warnings == [
+        "- numba float64 N=3,000 H=100: repeats spread 150% of the median",
+        "- numpy float64 N=300 H=100: other programs used 60% of the CPUs",
+    ]
     fig = _figure([quiet, noisy, busy])
     assert any("Test CPU" in t.get_text() for t in fig.texts)  # the footer
     (time_ax,) = [ax for ax in fig.axes if ax.get_title().startswith("time per iteration")]
@@ -340,8 +474,11 @@ def test_summary_warns_about_noisy_and_busy_timings():
 
 def test_compare_marks_differences_inside_the_spread_as_noise(tmp_path, capsys):
     a = [_fake("numba", 300, 1e-5, 0.9e-5, 1.1e-5), _fake("numba", 3000, 1e-4, 0.95e-4, 1.05e-4)]
-    b = [_fake("numba", 300, 1.05e-5, 1.0e-5, 1.2e-5), _fake("numba", 3000, 2e-4, 1.9e-4, 2.1e-4),
-         _fake("numpy", 300, 1e-3, 1e-3, 1e-3)]
+    b = [
+        _fake("numba", 300, 1.05e-5, 1.0e-5, 1.2e-5),
+        _fake("numba", 3000, 2e-4, 1.9e-4, 2.1e-4),
+        _fake("numpy", 300, 1e-3, 1e-3, 1e-3),
+    ]
     table = scaling.compare_markdown(a, b).splitlines()
     assert len(table) == 4  # header, rule, the two configurations both hold
     assert table[2].endswith("| 1.05 | noise (ranges overlap) |")
@@ -363,6 +500,8 @@ def test_to_dataframe_without_pandas(local_run, monkeypatch):
 
 def test_to_dataframe(local_run):
     _, records = local_run
-    pd = pytest.importorskip("pandas", reason="pandas is not a dependency of fastspiral or its extras")
+    pd = pytest.importorskip(
+        "pandas", reason="pandas is not a dependency of fastspiral or its extras"
+    )
     frame = scaling.to_dataframe(records)
     assert isinstance(frame, pd.DataFrame) and len(frame) == len(records)

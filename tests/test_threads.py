@@ -62,7 +62,9 @@ def test_probes_that_stall_cost_a_bounded_share():
     the one-thread time in the busy benchmark; probes now wait until their cost is 5% of the training."""
     busy = {2: 450e-6, 1: 48e-6}
     chunks = [1000] * 80
-    spent, on = _simulate(ThreadChooser(2), busy, chunks, extra=lambda threads, k, on: 0.1 if threads > 1 else 0.0)
+    spent, on = _simulate(
+        ThreadChooser(2), busy, chunks, extra=lambda threads, k, on: 0.1 if threads > 1 else 0.0
+    )
     best = busy[1] * sum(chunks)
     assert spent < 1.3 * best
     assert on[2] < 0.01 * sum(chunks)
@@ -144,11 +146,15 @@ PINNED = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity (Linux)")
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity (Linux)"
+)
 def test_more_numba_threads_than_cpus_are_not_used():
     """NUMBA_NUM_THREADS=8 on one allowed CPU (as under ``taskset -c 0``): one thread."""
     env = dict(os.environ, NUMBA_NUM_THREADS="8")
-    out = subprocess.run([sys.executable, "-c", PINNED], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PINNED], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["8", "1"]
 
@@ -163,9 +169,14 @@ BUSY = textwrap.dedent("""
 
 def test_a_busy_neighbour_cannot_make_training_hang():
     """One CPU-bound program per core beside a threaded training: it still finishes."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
     try:
-        out = subprocess.run([sys.executable, "-c", BUSY], capture_output=True, text=True, timeout=240)
+        out = subprocess.run(
+            [sys.executable, "-c", BUSY], capture_output=True, text=True, timeout=240
+        )
     finally:
         for h in hogs:
             h.kill()
@@ -184,7 +195,9 @@ def test_short_trainings_of_one_shape_share_what_was_learnt():
     busy = {2: 450e-6, 1: 48e-6}
     first = _threads.shared_chooser(key, 2)
     assert _threads.shared_chooser(key, 2) is first and _threads.shared_chooser(key, 1) is not first
-    shared = sum(_simulate(_threads.shared_chooser(key, 2), busy, [1, 2, 4, 8, 16, 19])[0] for _ in range(50))
+    shared = sum(
+        _simulate(_threads.shared_chooser(key, 2), busy, [1, 2, 4, 8, 16, 19])[0] for _ in range(50)
+    )
     alone = sum(_simulate(ThreadChooser(2), busy, [1, 2, 4, 8, 16, 19])[0] for _ in range(50))
     best = 50 * 50 * busy[1]
     assert shared < 1.3 * best < alone
@@ -213,7 +226,7 @@ def test_a_shared_chooser_takes_calls_from_several_threads():
                 assert threads in (1, 2) and k >= 1
                 per_iter = rng.choice([20e-6, 450e-6]) if threads == 2 else 48e-6
                 chooser.record(threads, k, per_iter * k + rng.choice([0.0, 0.05]), timed)
-        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+        except Exception as exc:
             errors.append(exc)
 
     switch = sys.getswitchinterval()

@@ -17,11 +17,17 @@ from .conftest import assert_close
 
 def _fixed_init(D, H, K, seed=5):
     rng = np.random.default_rng(seed)
-    return {"W1": 0.01 * rng.standard_normal((D, H)), "b1": np.zeros(H),
-            "W2": 0.01 * rng.standard_normal((H, K)), "b2": np.zeros(K)}
+    return {
+        "W1": 0.01 * rng.standard_normal((D, H)),
+        "b1": np.zeros(H),
+        "W2": 0.01 * rng.standard_normal((H, K)),
+        "b2": np.zeros(K),
+    }
 
 
-@pytest.mark.parametrize("n_per_class,hidden,n_classes", [(100, 100, 3), (1000, 100, 3), (40, 7, 5)])
+@pytest.mark.parametrize(
+    "n_per_class,hidden,n_classes", [(100, 100, 3), (1000, 100, 3), (40, 7, 5)]
+)
 def test_net_backends_agree_over_300_iterations(n_per_class, hidden, n_classes):
     X, y = fs.make_spiral(n_per_class, n_classes, seed=1)
     init = _fixed_init(2, hidden, n_classes)
@@ -29,8 +35,13 @@ def test_net_backends_agree_over_300_iterations(n_per_class, hidden, n_classes):
     ref = fs.train_net(X, y, init=init, iters=300, backend="numpy")
     np.testing.assert_allclose(fast.loss_history, ref.loss_history, rtol=1e-9)
     for name in ref.params:
-        np.testing.assert_allclose(fast.params[name], ref.params[name], rtol=1e-9,
-                                   atol=1e-9 * np.abs(ref.params[name]).max(), err_msg=name)
+        np.testing.assert_allclose(
+            fast.params[name],
+            ref.params[name],
+            rtol=1e-9,
+            atol=1e-9 * np.abs(ref.params[name]).max(),
+            err_msg=name,
+        )
 
 
 def test_net_backends_agree_in_float32(spiral):
@@ -106,8 +117,9 @@ def test_same_bits_on_any_thread_count():
     """
     assert n_slots(1200, 100) == MAX_SLOTS
     env = dict(os.environ, NUMBA_NUM_THREADS="8")
-    proc = subprocess.run([sys.executable, "-c", SAME_BITS], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", SAME_BITS], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["True"] * 4
 
@@ -122,9 +134,9 @@ def test_slot_count_does_not_depend_on_the_workers():
 @pytest.mark.parametrize("workers", [2, 3, 8])
 def test_compiled_loop_gives_the_same_bits_on_any_number_of_workers(workers):
     """The compiled loop itself, on 1 worker and on ``workers`` (more than this machine's cores)."""
+    from fastspiral._problem import net_problem
     from fastspiral.numba_backend import loops as _loops
     from fastspiral.numba_backend.trainer import NetTrainer
-    from fastspiral._problem import net_problem
 
     X, y = fs.make_spiral(400, 3, seed=2)
     problem = net_problem(X, y, seed=1)
@@ -133,8 +145,9 @@ def test_compiled_loop_gives_the_same_bits_on_any_number_of_workers(workers):
         t = NetTrainer(problem)
         t.ws = net_workspace(1200, 2, 100, 3, np.dtype(np.float64), n)
         history = np.empty(2000)
-        bad = _loops.train_net_parallel(t.X, t.y, t.W1, t.b1, t.W2T, t.b2, t.step, t.reg, history, 0, 2000,
-                                        n, t.ws)
+        bad = _loops.train_net_parallel(
+            t.X, t.y, t.W1, t.b1, t.W2T, t.b2, t.step, t.reg, history, 0, 2000, n, t.ws
+        )
         assert bad == -1
         results.append([history] + list(t.params().values()))
     for a, b in zip(*results):
@@ -160,7 +173,9 @@ def test_headline_numbers(seed):
     assert net.loss_history.shape == (10_000,)
     assert net.final_loss == pytest.approx(0.245, abs=0.012)
     assert net.score(X, y) >= 0.97
-    assert net.loss_history[0] == pytest.approx(np.log(3), abs=0.01)  # small init: uniform probabilities
+    assert net.loss_history[0] == pytest.approx(
+        np.log(3), abs=0.01
+    )  # small init: uniform probabilities
     lin = fs.train_linear(X, y, seed=seed)
     assert lin.loss_history.shape == (200,)
     assert 0.72 <= lin.final_loss <= 0.83
@@ -195,12 +210,15 @@ def test_init_continues_training_and_is_not_modified(spiral):
     straight = fs.train_net(X, y, seed=3, iters=300)
     for name in snapshot:
         assert np.array_equal(first.params[name], snapshot[name])
-        np.testing.assert_allclose(resumed.params[name], straight.params[name], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            resumed.params[name], straight.params[name], rtol=1e-12, atol=1e-15
+        )
     np.testing.assert_allclose(resumed.loss_history, straight.loss_history[150:], rtol=1e-12)
     lin = fs.train_linear(X, y, seed=3, iters=100)
     lin2 = fs.train_linear(X, y, init=lin.params, iters=100)
-    np.testing.assert_allclose(lin2.loss_history, fs.train_linear(X, y, seed=3).loss_history[100:],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        lin2.loss_history, fs.train_linear(X, y, seed=3).loss_history[100:], rtol=1e-12
+    )
 
 
 def test_zero_iterations_returns_the_initial_model(spiral):
@@ -239,8 +257,9 @@ def test_verbose_prints_the_case_study_lines(spiral, capsys):
     X, y = spiral
     fs.train_net(X, y, seed=0, verbose=True)
     lines = capsys.readouterr().out.splitlines()
-    assert [int(re.fullmatch(r"iteration (\d+): loss \d+\.\d{6}", s).group(1)) for s in lines] == \
-        list(range(0, 10_000, 1000))
+    assert [
+        int(re.fullmatch(r"iteration (\d+): loss \d+\.\d{6}", s).group(1)) for s in lines
+    ] == list(range(0, 10_000, 1000))
     fs.train_linear(X, y, seed=0, verbose=True)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 20 and lines[-1].startswith("iteration 190: loss ")

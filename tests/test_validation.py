@@ -43,14 +43,17 @@ def test_bad_X(trainer, data, case):
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
-@pytest.mark.parametrize("bad,exc,msg", [
-    (lambda y: y + 0.5, ValueError, "y must hold integer class labels"),
-    (lambda y: y - 1, ValueError, "y must hold labels >= 0"),
-    (lambda y: y[:, None], ValueError, "y must be 1-D"),
-    (lambda y: y[:-1], ValueError, "y has 29 labels but X has 30 rows"),
-    (lambda y: y.astype(str), TypeError, "y must hold integer class labels"),
-    (lambda y: np.where(y == 0, np.nan, y), ValueError, "y must hold integer class labels"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,msg",
+    [
+        (lambda y: y + 0.5, ValueError, "y must hold integer class labels"),
+        (lambda y: y - 1, ValueError, "y must hold labels >= 0"),
+        (lambda y: y[:, None], ValueError, "y must be 1-D"),
+        (lambda y: y[:-1], ValueError, "y has 29 labels but X has 30 rows"),
+        (lambda y: y.astype(str), TypeError, "y must hold integer class labels"),
+        (lambda y: np.where(y == 0, np.nan, y), ValueError, "y must hold integer class labels"),
+    ],
+)
 def test_bad_y(trainer, data, bad, exc, msg):
     X, y = data
     with pytest.raises(exc, match=msg):
@@ -64,28 +67,33 @@ def test_empty_data(trainer):
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
-@pytest.mark.parametrize("kwargs,exc,msg", [
-    ({"iters": -1}, ValueError, "iters must be >= 0"),
-    ({"iters": 2.5}, TypeError, "iters must be an integer"),
-    ({"step_size": 0}, ValueError, "step_size must be > 0"),
-    ({"step_size": -1.0}, ValueError, "step_size must be > 0"),
-    ({"step_size": float("nan")}, ValueError, "step_size must be finite"),
-    ({"step_size": float("inf")}, ValueError, "step_size must be finite"),
-    ({"step_size": "1"}, TypeError, "step_size must be a real number"),
-    ({"reg": -1e-3}, ValueError, "reg must be >= 0"),
-    ({"reg": float("nan")}, ValueError, "reg must be finite"),
-    ({"backend": "torch"}, ValueError, r"backend must be one of \['numba', 'numpy'\]"),
-    ({"dtype": "float16"}, ValueError, "dtype must be one of"),
-    ({"dtype": "int64"}, ValueError, "dtype must be one of"),
-    ({"seed": "abc"}, TypeError, "seed must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        ({"iters": -1}, ValueError, "iters must be >= 0"),
+        ({"iters": 2.5}, TypeError, "iters must be an integer"),
+        ({"step_size": 0}, ValueError, "step_size must be > 0"),
+        ({"step_size": -1.0}, ValueError, "step_size must be > 0"),
+        ({"step_size": float("nan")}, ValueError, "step_size must be finite"),
+        ({"step_size": float("inf")}, ValueError, "step_size must be finite"),
+        ({"step_size": "1"}, TypeError, "step_size must be a real number"),
+        ({"reg": -1e-3}, ValueError, "reg must be >= 0"),
+        ({"reg": float("nan")}, ValueError, "reg must be finite"),
+        ({"backend": "torch"}, ValueError, r"backend must be one of \['numba', 'numpy'\]"),
+        ({"dtype": "float16"}, ValueError, "dtype must be one of"),
+        ({"dtype": "int64"}, ValueError, "dtype must be one of"),
+        ({"seed": "abc"}, TypeError, "seed must be"),
+    ],
+)
 def test_bad_hyperparameters(trainer, data, kwargs, exc, msg):
     X, y = data
     with pytest.raises(exc, match=msg):
         trainer(X, y, **kwargs)
 
 
-@pytest.mark.parametrize("hidden,exc", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "hidden,exc", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)]
+)
 def test_bad_hidden(data, hidden, exc):
     X, y = data
     with pytest.raises(exc, match="hidden"):
@@ -98,18 +106,37 @@ def test_numpy_dtypes_are_accepted(data):
     assert m.params["W1"].dtype == np.float32
 
 
-@pytest.mark.parametrize("init,msg", [
-    ({"W1": np.zeros((2, 5)), "b1": np.zeros(5), "W2": np.zeros((5, 3))}, "missing the array 'b2'"),
-    ({"W1": np.zeros((3, 5)), "b1": np.zeros(5), "W2": np.zeros((5, 3)), "b2": np.zeros(3)},
-     r"init\['W1'\] has shape \(3, 5\), expected \(2, 5\)"),
-    ({"W1": np.zeros((2, 5)), "b1": np.zeros(4), "W2": np.zeros((5, 3)), "b2": np.zeros(3)},
-     r"init\['b1'\] has shape \(4,\), expected \(5,\)"),
-    ({"W1": np.zeros((2, 5)), "b1": np.zeros(5), "W2": np.zeros((5, 2)), "b2": np.zeros(2)},
-     "y holds label 2 but init has only 2 classes"),
-    ({"W1": np.full((2, 5), np.nan), "b1": np.zeros(5), "W2": np.zeros((5, 3)), "b2": np.zeros(3)},
-     "init\\['W1'\\] must hold finite numbers"),
-    ({"W": np.zeros((2, 3))}, "W1"),
-])
+@pytest.mark.parametrize(
+    "init,msg",
+    [
+        (
+            {"W1": np.zeros((2, 5)), "b1": np.zeros(5), "W2": np.zeros((5, 3))},
+            "missing the array 'b2'",
+        ),
+        (
+            {"W1": np.zeros((3, 5)), "b1": np.zeros(5), "W2": np.zeros((5, 3)), "b2": np.zeros(3)},
+            r"init\['W1'\] has shape \(3, 5\), expected \(2, 5\)",
+        ),
+        (
+            {"W1": np.zeros((2, 5)), "b1": np.zeros(4), "W2": np.zeros((5, 3)), "b2": np.zeros(3)},
+            r"init\['b1'\] has shape \(4,\), expected \(5,\)",
+        ),
+        (
+            {"W1": np.zeros((2, 5)), "b1": np.zeros(5), "W2": np.zeros((5, 2)), "b2": np.zeros(2)},
+            "y holds label 2 but init has only 2 classes",
+        ),
+        (
+            {
+                "W1": np.full((2, 5), np.nan),
+                "b1": np.zeros(5),
+                "W2": np.zeros((5, 3)),
+                "b2": np.zeros(3),
+            },
+            "init\\['W1'\\] must hold finite numbers",
+        ),
+        ({"W": np.zeros((2, 3))}, "W1"),
+    ],
+)
 def test_bad_net_init(data, init, msg):
     X, y = data
     with pytest.raises(ValueError, match=msg):
@@ -148,11 +175,14 @@ def test_inputs_are_not_modified(data, trainer):
         assert np.array_equal(init[k], init_model.params[k])
 
 
-@pytest.mark.parametrize("kwargs,exc,msg", [
-    ({"n_per_class": 0}, ValueError, "n_per_class must be >= 1"),
-    ({"n_classes": 1.5}, TypeError, "n_classes must be an integer"),
-    ({"noise": -0.1}, ValueError, "noise must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        ({"n_per_class": 0}, ValueError, "n_per_class must be >= 1"),
+        ({"n_classes": 1.5}, TypeError, "n_classes must be an integer"),
+        ({"noise": -0.1}, ValueError, "noise must be >= 0"),
+    ],
+)
 def test_bad_make_spiral(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         fs.make_spiral(**kwargs)
@@ -172,13 +202,19 @@ def test_make_spiral_shapes_and_seed():
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"dtype": "float32", "step_size": 1e200}, "step_size=1e[+]200 does not fit in float32"),
-    ({"dtype": "float32", "reg": 1e39}, "reg=1e[+]39 does not fit in float32"),
-    ({"dtype": "float32", "step_size": 1e-50}, "step_size=1e-50 rounds to 0 in float32"),
-    ({"dtype": "float32", "reg": 1e-60}, "reg=1e-60 rounds to 0 in float32"),
-    ({"dtype": "float64", "step_size": 1e-330}, "step_size must be > 0"),  # 0.0 as a Python float
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"dtype": "float32", "step_size": 1e200}, "step_size=1e[+]200 does not fit in float32"),
+        ({"dtype": "float32", "reg": 1e39}, "reg=1e[+]39 does not fit in float32"),
+        ({"dtype": "float32", "step_size": 1e-50}, "step_size=1e-50 rounds to 0 in float32"),
+        ({"dtype": "float32", "reg": 1e-60}, "reg=1e-60 rounds to 0 in float32"),
+        (
+            {"dtype": "float64", "step_size": 1e-330},
+            "step_size must be > 0",
+        ),  # 0.0 as a Python float
+    ],
+)
 def test_hyperparameters_that_do_not_fit_the_dtype(trainer, data, kwargs, msg):
     X, y = data
     with pytest.raises(ValueError, match=msg):
@@ -186,15 +222,18 @@ def test_hyperparameters_that_do_not_fit_the_dtype(trainer, data, kwargs, msg):
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
-@pytest.mark.parametrize("trainer,kwargs,names", [
-    # finite weights near 1e297 whose scores overflow: the case the loss checks never see
-    (fs.train_net, {"step_size": 1e300}, "step_size"),
-    (fs.train_net, {"step_size": 3e38, "dtype": "float32"}, "step_size"),
-    (fs.train_linear, {"step_size": 1e308, "x_scale": 1e3}, "step_size"),  # W overflows to inf
-    # step_size * reg > 2: the weight decay itself grows the weights
-    (fs.train_net, {"step_size": 1.0, "reg": 1e300}, "reg"),
-    (fs.train_linear, {"step_size": 1e3, "reg": 1e308}, "reg"),
-])
+@pytest.mark.parametrize(
+    "trainer,kwargs,names",
+    [
+        # finite weights near 1e297 whose scores overflow: the case the loss checks never see
+        (fs.train_net, {"step_size": 1e300}, "step_size"),
+        (fs.train_net, {"step_size": 3e38, "dtype": "float32"}, "step_size"),
+        (fs.train_linear, {"step_size": 1e308, "x_scale": 1e3}, "step_size"),  # W overflows to inf
+        # step_size * reg > 2: the weight decay itself grows the weights
+        (fs.train_net, {"step_size": 1.0, "reg": 1e300}, "reg"),
+        (fs.train_linear, {"step_size": 1e3, "reg": 1e308}, "reg"),
+    ],
+)
 @pytest.mark.parametrize("iters", [1, 2])
 def test_divergence_in_the_last_update_is_refused(data, backend, trainer, kwargs, names, iters):
     X, y = data
@@ -234,19 +273,34 @@ def test_the_last_check_leaves_no_blas_threads_spinning():
     assert proc.returncode == 0, proc.stderr[-2000:]
     ours, blas_norm = map(float, proc.stdout.split())
     if blas_norm < 0.02:
-        pytest.skip(f"this BLAS leaves no threads spinning after a dot ({blas_norm * 1e3:.1f} ms of CPU)")
+        pytest.skip(
+            f"this BLAS leaves no threads spinning after a dot ({blas_norm * 1e3:.1f} ms of CPU)"
+        )
     assert ours < 0.2 * blas_norm
 
 
-@pytest.mark.parametrize("change,exc,msg", [
-    ({"W1": np.full((2, 5), 0.01 + 0.01j)}, TypeError, r"init\['W1'\] must hold real numbers"),
-    ({"b1": np.zeros(5, bool)}, TypeError, r"init\['b1'\] must hold real numbers"),
-    ({"W2": np.full((5, 3), 1e39)}, ValueError, r"init\['W2'\] holds values too large for float32"),
-])
+@pytest.mark.parametrize(
+    "change,exc,msg",
+    [
+        ({"W1": np.full((2, 5), 0.01 + 0.01j)}, TypeError, r"init\['W1'\] must hold real numbers"),
+        ({"b1": np.zeros(5, bool)}, TypeError, r"init\['b1'\] must hold real numbers"),
+        (
+            {"W2": np.full((5, 3), 1e39)},
+            ValueError,
+            r"init\['W2'\] holds values too large for float32",
+        ),
+    ],
+)
 def test_init_that_a_cast_would_change(data, change, exc, msg):
     """Complex or oversized initial weights are refused rather than cast (imaginary part dropped, inf)."""
     X, y = data
-    init = {"W1": np.zeros((2, 5)), "b1": np.zeros(5), "W2": np.zeros((5, 3)), "b2": np.zeros(3), **change}
+    init = {
+        "W1": np.zeros((2, 5)),
+        "b1": np.zeros(5),
+        "W2": np.zeros((5, 3)),
+        "b2": np.zeros(3),
+        **change,
+    }
     with pytest.raises(exc, match=msg):
         fs.train_net(X, y, init=init, iters=1, dtype="float32")
 

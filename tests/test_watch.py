@@ -27,7 +27,9 @@ def test_callback_sees_every_interval_and_the_final_state(spiral, backend, train
                 value[...] = 0
         calls.append((iteration, loss, {k: v.copy() for k, v in params.items()}))
 
-    model = trainer(X, y, iters=300, seed=1, backend=backend, callback=callback, callback_every=every)
+    model = trainer(
+        X, y, iters=300, seed=1, backend=backend, callback=callback, callback_every=every
+    )
     assert [c[0] for c in calls] == [0, *range(every, 300, every), 300]
     assert np.isnan(calls[0][1])
     assert [c[1] for c in calls[1:]] == [model.loss_history[i - 1] for i, *_ in calls[1:]]
@@ -42,8 +44,15 @@ def test_callback_sees_every_interval_and_the_final_state(spiral, backend, train
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_returning_false_stops_with_the_model_so_far(spiral, backend):
     X, y = spiral
-    model = fs.train_net(X, y, iters=1000, seed=2, backend=backend, callback_every=100,
-                         callback=lambda i, loss, p: i < 300)
+    model = fs.train_net(
+        X,
+        y,
+        iters=1000,
+        seed=2,
+        backend=backend,
+        callback_every=100,
+        callback=lambda i, loss, p: i < 300,
+    )
     assert model.loss_history.shape == (300,) and model.info["iters"] == 300
     straight = fs.train_net(X, y, iters=300, seed=2, backend=backend)
     assert np.array_equal(model.loss_history, straight.loss_history)
@@ -107,7 +116,9 @@ def test_decision_regions_use_the_points_colours_and_no_seams(spiral):
     assert f"training accuracy {net.score(X, y):.1%}" in title
     plt.close(fig)
     fig2, own = plt.subplots()
-    assert fs.plot_decision_regions(net, X, y, ax=own) is fig2 and fs.plot_data(X, y, ax=own) is fig2
+    assert (
+        fs.plot_decision_regions(net, X, y, ax=own) is fig2 and fs.plot_data(X, y, ax=own) is fig2
+    )
     plt.close(fig2)
 
 
@@ -126,5 +137,9 @@ def test_loss_and_grid_pictures(spiral):
         fs.plot_loss(fs.NetModel(net.params, []))
     grid = fs.plot_grid(X, y, hidden=[5, 20], reg=[1e-3, 1e-1], iters=200)
     titles = [a.get_title() for a in grid.axes]
-    assert len(titles) == 4 and titles[0].startswith("H=5, reg=0.001") and titles[3].startswith("H=20, reg=0.1")
+    assert (
+        len(titles) == 4
+        and titles[0].startswith("H=5, reg=0.001")
+        and titles[3].startswith("H=20, reg=0.1")
+    )
     plt.close(grid)

@@ -109,27 +109,36 @@ class SafeCache(FunctionCache):
     def load_overload(self, sig, target_context):
         try:
             return super().load_overload(sig, target_context)
-        except Exception as exc:  # noqa: BLE001 - unpickling, truncated object code, LLVM parse errors
-            _warn_once("damaged", f"a damaged compile-cache entry in {self._cache_path} "
-                                  f"({type(exc).__name__}: {exc}) was discarded and is compiled again")
+        except Exception as exc:
+            _warn_once(
+                "damaged",
+                f"a damaged compile-cache entry in {self._cache_path} "
+                f"({type(exc).__name__}: {exc}) was discarded and is compiled again",
+            )
             self._discard(self._index_key(sig, target_context.codegen()))
             return None
 
     def save_overload(self, sig, data):
         with file_lock(self._lock_path(), SAVE_WAIT) as state:
             if state == "timeout":
-                _warn_once("save-timeout", f"the compile-cache lock {self._lock_path()} was held for "
-                                           f"more than {SAVE_WAIT:g} s; kernels are kept in memory, not saved")
+                _warn_once(
+                    "save-timeout",
+                    f"the compile-cache lock {self._lock_path()} was held for "
+                    f"more than {SAVE_WAIT:g} s; kernels are kept in memory, not saved",
+                )
                 return
             try:
                 super().save_overload(sig, data)
-            except Exception:  # noqa: BLE001 - an unreadable index: start it again, once
+            except Exception:
                 self._remove_index()
                 try:
                     super().save_overload(sig, data)
-                except Exception as exc:  # noqa: BLE001 - never fail a training over its cache
-                    _warn_once("save-failed", f"could not save compiled kernels in {self._cache_path} "
-                                              f"({type(exc).__name__}: {exc}); kept in memory only")
+                except Exception as exc:
+                    _warn_once(
+                        "save-failed",
+                        f"could not save compiled kernels in {self._cache_path} "
+                        f"({type(exc).__name__}: {exc}); kept in memory only",
+                    )
 
     def _discard(self, key) -> None:
         with file_lock(self._lock_path(), SAVE_WAIT) as state:
@@ -139,7 +148,7 @@ class SafeCache(FunctionCache):
                 index = self._cache_file._load_index()
                 if index.pop(key, None) is not None:
                     self._cache_file._save_index(index)
-            except Exception:  # noqa: BLE001 - whatever the damage, the index goes
+            except Exception:
                 self._remove_index()
 
     def _remove_index(self) -> None:
@@ -157,9 +166,12 @@ def enable_cache(dispatcher):
     try:
         dispatcher._cache = SafeCache(dispatcher.py_func)
     except RuntimeError as exc:  # "cannot cache function ...: no locator available"
-        _warn_once("no-cache", f"no writable folder for the compile cache ({exc}); kernels are "
-                               "compiled in memory and each new process compiles them again (set "
-                               "NUMBA_CACHE_DIR to a writable folder to keep them)")
+        _warn_once(
+            "no-cache",
+            f"no writable folder for the compile cache ({exc}); kernels are "
+            "compiled in memory and each new process compiles them again (set "
+            "NUMBA_CACHE_DIR to a writable folder to keep them)",
+        )
     return dispatcher
 
 
@@ -201,7 +213,10 @@ def first_call(key: Hashable) -> Iterator[None]:
             return
         with file_lock(_compile_lock_path(key), COMPILE_WAIT) as state:
             if state == "timeout":
-                _warn_once("compile-timeout", f"waited {COMPILE_WAIT:g} s for another process "
-                                              f"holding {_compile_lock_path(key)}; compiling here")
+                _warn_once(
+                    "compile-timeout",
+                    f"waited {COMPILE_WAIT:g} s for another process "
+                    f"holding {_compile_lock_path(key)}; compiling here",
+                )
             yield
         _warm.add(key)

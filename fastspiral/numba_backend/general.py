@@ -49,8 +49,12 @@ def _quad(A, t, j, transpose):
     r2 = (A[t + 2, j], A[t + 2, j + 1], A[t + 2, j + 2], A[t + 2, j + 3])
     r3 = (A[t + 3, j], A[t + 3, j + 1], A[t + 3, j + 2], A[t + 3, j + 3])
     if transpose:
-        return ((r0[0], r1[0], r2[0], r3[0]), (r0[1], r1[1], r2[1], r3[1]),
-                (r0[2], r1[2], r2[2], r3[2]), (r0[3], r1[3], r2[3], r3[3]))
+        return (
+            (r0[0], r1[0], r2[0], r3[0]),
+            (r0[1], r1[1], r2[1], r3[1]),
+            (r0[2], r1[2], r2[2], r3[2]),
+            (r0[3], r1[3], r2[3], r3[3]),
+        )
     return r0, r1, r2, r3
 
 
@@ -82,7 +86,9 @@ def _forward_four_rows_general(X, W1, b1, W2T, hidden, scores, t, lo, hi):
         h2[h] = c
         h3[h] = c
     for d in range(0, D4, 4):
-        _add_4x4(h0, h1, h2, h3, W1[d], W1[d + 1], W1[d + 2], W1[d + 3], _quad(X, t, d, False), lo, hi)
+        _add_4x4(
+            h0, h1, h2, h3, W1[d], W1[d + 1], W1[d + 2], W1[d + 3], _quad(X, t, d, False), lo, hi
+        )
     for d in range(D4, D):
         x0, x1, x2, x3 = X[t, d], X[t + 1, d], X[t + 2, d], X[t + 3, d]
         w = W1[d]
@@ -198,8 +204,19 @@ def _dhidden_rows(hidden, dscores, W2T, dW2T, db1, grow, t, n, lo, hi):
 @inline_kernel
 def _dW1_rows(X, dhidden, dW1, d, t, lo, hi):
     """``dW1[d:d+4] += X[t:t+4, d:d+4].T @ dhidden[t:t+4]`` over hidden units lo..hi-1."""
-    _add_4x4(dW1[d], dW1[d + 1], dW1[d + 2], dW1[d + 3], dhidden[t], dhidden[t + 1], dhidden[t + 2],
-             dhidden[t + 3], _quad(X, t, d, True), lo, hi)
+    _add_4x4(
+        dW1[d],
+        dW1[d + 1],
+        dW1[d + 2],
+        dW1[d + 3],
+        dhidden[t],
+        dhidden[t + 1],
+        dhidden[t + 2],
+        dhidden[t + 3],
+        _quad(X, t, d, True),
+        lo,
+        hi,
+    )
 
 
 @kernel

@@ -61,6 +61,7 @@ exact_kernel = _cached_njit(nogil=True, fastmath={"contract"}, error_model="nump
 
 # -- the target ----------------------------------------------------------------------
 
+
 def vector_registers() -> int:
     """Vector registers of the CPU Numba compiles for: 32 with AVX-512 or on 64-bit ARM, else 16.
 
@@ -93,6 +94,7 @@ def vector_registers() -> int:
 # The address is taken in each process, so nothing process-bound is cached.
 # (tests/test_install.py::test_cached_training_loop_loads_in_a_later_process).
 
+
 class KernelPointer(WrapperAddressProtocol):
     """``kernel`` compiled for ``argtypes`` (from its cache where it is there), as a function pointer.
 
@@ -108,7 +110,9 @@ class KernelPointer(WrapperAddressProtocol):
         kernel.compile(self._signature)
         compiled = kernel.overloads[tuple(argtypes)]
         self._kernel = kernel  # holds the compiled code for as long as the pointer lives
-        self._address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_cfunc_wrapper_name)
+        self._address = compiled.library.get_pointer_to_function(
+            compiled.fndesc.llvm_cfunc_wrapper_name
+        )
 
     def signature(self):
         return self._signature

@@ -31,8 +31,8 @@ from .small import backward_small, backward_small_fours, forward_small, forward_
 from .tiles import small_row_group
 from .update import fill_zero, sgd_update, sum_slots
 
-
 # -- the passes of one tile --------------------------------------------------------------
+
 
 def net_forms(dtok, ktok):
     """``(forward, backward)``: the compiled passes for the shape the dims tokens select."""
@@ -95,9 +95,31 @@ def linear_backward(X, dscores, dWT, db):
 
 # -- the net's iteration ----------------------------------------------------------------
 
+
 @kernel
-def _net_slot(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,
-              dW1, db1, dW2T, db2, dtok, ktok, forward, backward):
+def _net_slot(
+    s,
+    S,
+    X,
+    y,
+    W1,
+    b1,
+    W2T,
+    b2,
+    scale,
+    hidden,
+    scores,
+    dscores,
+    grow,
+    dW1,
+    db1,
+    dW2T,
+    db2,
+    dtok,
+    ktok,
+    forward,
+    backward,
+):
     """Slot s of S: its rows' gradient into slot s of dW1..db2, its data loss returned.
 
     hidden, scores, dscores, grow are the running worker's scratch; forward
@@ -120,7 +142,9 @@ def _net_slot(s, S, X, y, W1, b1, W2T, b2, scale, hidden, scores, dscores, grow,
         Xt = X[a:e]
         forward(Xt, W1, b1, W2T, b2, hidden[:n], scores[:n], dtok, ktok)
         loss += softmax_xent_grad(scores[:n], y[a:e], scale, dscores[:n], ktok)
-        backward(Xt, hidden[:n], dscores[:n], W2T, dW1[:D], db1[:H], dW2T[:K], db2[:K], grow, dtok, ktok)
+        backward(
+            Xt, hidden[:n], dscores[:n], W2T, dW1[:D], db1[:H], dW2T[:K], db2[:K], grow, dtok, ktok
+        )
     return loss
 
 
@@ -130,9 +154,29 @@ def _slots_in_turn(slot, forward, backward, X, y, W1, b1, W2T, b2, ws):
     S = ws.losses.size
     scale = 1.0 / X.shape[0]
     for s in range(S):
-        ws.losses[s] = slot(s, S, X, y, W1, b1, W2T, b2, scale, ws.hidden[0], ws.scores[0],
-                            ws.dscores[0], ws.grow[0], ws.dW1, ws.db1, ws.dW2T, ws.db2,
-                            ws.dtok, ws.ktok, forward, backward)
+        ws.losses[s] = slot(
+            s,
+            S,
+            X,
+            y,
+            W1,
+            b1,
+            W2T,
+            b2,
+            scale,
+            ws.hidden[0],
+            ws.scores[0],
+            ws.dscores[0],
+            ws.grow[0],
+            ws.dW1,
+            ws.db1,
+            ws.dW2T,
+            ws.db2,
+            ws.dtok,
+            ws.ktok,
+            forward,
+            backward,
+        )
 
 
 @inline_kernel
@@ -177,8 +221,9 @@ def _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
 
 
 @kernel
-def _train_net_serial(slot, forward, backward, X, y, W1, b1, W2T, b2, step_size, reg, history, start,
-                      stop, ws):
+def _train_net_serial(
+    slot, forward, backward, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws
+):
     for it in range(start, stop):
         _slots_in_turn(slot, forward, backward, X, y, W1, b1, W2T, b2, ws)
         if not _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
@@ -187,20 +232,67 @@ def _train_net_serial(slot, forward, backward, X, y, W1, b1, W2T, b2, step_size,
 
 
 @parallel_kernel
-def _train_net_parallel(slot, forward, backward, X, y, W1, b1, W2T, b2, step_size, reg, history, start,
-                        stop, n_workers, ws):
+def _train_net_parallel(
+    slot,
+    forward,
+    backward,
+    X,
+    y,
+    W1,
+    b1,
+    W2T,
+    b2,
+    step_size,
+    reg,
+    history,
+    start,
+    stop,
+    n_workers,
+    ws,
+):
     # The buffers leave the named workspace before the prange: a named tuple
     # holding tuples cannot cross into a prange body (Numba's gufunc wrapper
     # rejects the tokens).
     hidden, scores, dscores, grow = ws.hidden, ws.scores, ws.dscores, ws.grow
-    dW1, db1, dW2T, db2, losses, dtok, ktok = ws.dW1, ws.db1, ws.dW2T, ws.db2, ws.losses, ws.dtok, ws.ktok
+    dW1, db1, dW2T, db2, losses, dtok, ktok = (
+        ws.dW1,
+        ws.db1,
+        ws.dW2T,
+        ws.db2,
+        ws.losses,
+        ws.dtok,
+        ws.ktok,
+    )
     S = losses.size
     scale = 1.0 / X.shape[0]
     for it in range(start, stop):
         for p in prange(n_workers):
-            for s in range(np.int64(p), S, n_workers):  # the pointer's types are exact: p is unsigned
-                losses[s] = slot(s, S, X, y, W1, b1, W2T, b2, scale, hidden[p], scores[p], dscores[p],
-                                 grow[p], dW1, db1, dW2T, db2, dtok, ktok, forward, backward)
+            for s in range(
+                np.int64(p), S, n_workers
+            ):  # the pointer's types are exact: p is unsigned
+                losses[s] = slot(
+                    s,
+                    S,
+                    X,
+                    y,
+                    W1,
+                    b1,
+                    W2T,
+                    b2,
+                    scale,
+                    hidden[p],
+                    scores[p],
+                    dscores[p],
+                    grow[p],
+                    dW1,
+                    db1,
+                    dW2T,
+                    db2,
+                    dtok,
+                    ktok,
+                    forward,
+                    backward,
+                )
         if not _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
             return it
     return -1
@@ -251,6 +343,7 @@ def train_linear_steps(X, y, WT, b, step_size, reg, history, start, stop, ws):
 
 # -- called from Python ---------------------------------------------------------------
 
+
 class NetKernels(NamedTuple):
     """The compiled kernels the net's loops call by address, for one set of argument types."""
 
@@ -271,8 +364,9 @@ def net_kernels(X, y, W1, b1, W2T, b2, ws) -> NetKernels:
     Built once per process for each set of types: building took ~0.7 ms,
     more than a one-iteration training.
     """
-    key = (tuple(map(_array_key, (X, y, W1, b1, W2T, b2, *ws[:8])))
-           + tuple(map(_token_key, (ws.dtok, ws.ktok))))
+    key = tuple(map(_array_key, (X, y, W1, b1, W2T, b2, *ws[:8]))) + tuple(
+        map(_token_key, (ws.dtok, ws.ktok))
+    )
     if key not in _built:
         _built[key] = _build_net_kernels(X, y, W1, b1, W2T, b2, ws)
     return _built[key]
@@ -304,8 +398,21 @@ def _build_net_kernels(X, y, W1, b1, W2T, b2, ws) -> NetKernels:
     forward, backward = net_forms(ws.dtok, ws.ktok)
     forward = KernelPointer(forward, types.none, (TX, TW1, Tb1, TW2T, Tb2, Th, Ts, *tokens))
     backward = KernelPointer(backward, types.none, (TX, Th, Tds, TW2T, *slot_rows, Tg, *tokens))
-    slot = KernelPointer(_net_slot, types.float64, (types.int64, types.int64, *arrays, types.float64,
-                                                     *scratch, *slots, *tokens, t(forward), t(backward)))
+    slot = KernelPointer(
+        _net_slot,
+        types.float64,
+        (
+            types.int64,
+            types.int64,
+            *arrays,
+            types.float64,
+            *scratch,
+            *slots,
+            *tokens,
+            t(forward),
+            t(backward),
+        ),
+    )
     return NetKernels(slot, forward, backward)
 
 
@@ -319,11 +426,14 @@ def train_net_serial(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop
     """
     if kernels is None:
         kernels = net_kernels(X, y, W1, b1, W2T, b2, ws)
-    return _train_net_serial(*kernels, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws)
+    return _train_net_serial(
+        *kernels, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws
+    )
 
 
-def train_net_parallel(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, n_workers, ws,
-                       kernels=None):
+def train_net_parallel(
+    X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, n_workers, ws, kernels=None
+):
     """:func:`train_net_serial` with the slots shared out among ``n_workers`` threads.
 
     Worker p runs slots p, p + P, ... on its own scratch; which worker ran a
@@ -332,8 +442,9 @@ def train_net_parallel(X, y, W1, b1, W2T, b2, step_size, reg, history, start, st
     """
     if kernels is None:
         kernels = net_kernels(X, y, W1, b1, W2T, b2, ws)
-    return _train_net_parallel(*kernels, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop,
-                               n_workers, ws)
+    return _train_net_parallel(
+        *kernels, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, n_workers, ws
+    )
 
 
 def net_loss_grad(X, y, W1, b1, W2T, b2, reg, ws, kernels=None):

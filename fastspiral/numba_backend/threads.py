@@ -144,7 +144,9 @@ class ThreadChooser:
 
     def __init__(self, most: int):
         self.most = max(1, most)
-        self._times: dict[int, list[float]] = {}  # threads -> seconds per iteration, last few segments
+        self._times: dict[
+            int, list[float]
+        ] = {}  # threads -> seconds per iteration, last few segments
         self._trial: dict[int, int] = {}  # threads -> iterations of its next segment while untimed
         self._since_probe = 0.0
         self._interval = self._reprobe_after = self.FIRST_REPROBE_SECONDS

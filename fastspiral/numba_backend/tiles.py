@@ -60,8 +60,11 @@ def small_row_group(n_features, n_classes) -> int:
 
 def is_small_shape(n_features, n_classes) -> bool:
     """Whether (D, K) gets the small form's kernels, compiled for that exact shape."""
-    return (n_features <= SMALL_D and n_classes <= SMALL_K
-            and n_features + 2 * n_classes <= SMALL_D_PLUS_2K)
+    return (
+        n_features <= SMALL_D
+        and n_classes <= SMALL_K
+        and n_features + 2 * n_classes <= SMALL_D_PLUS_2K
+    )
 
 
 def dims_token(n_features, n_classes, dtype):

@@ -31,8 +31,11 @@ class NetTrainer:
     def __init__(self, problem: Problem):
         p = problem
         self.X, self.y = _writeable(p.X), _writeable(p.y)
-        self.W1, self.b1, self.b2 = aligned_copy(p.params["W1"]), aligned_copy(p.params["b1"]), \
-            aligned_copy(p.params["b2"])
+        self.W1, self.b1, self.b2 = (
+            aligned_copy(p.params["W1"]),
+            aligned_copy(p.params["b1"]),
+            aligned_copy(p.params["b2"]),
+        )
         self.W2T = aligned_copy(p.params["W2"].T)
         self.step, self.reg = p.dtype.type(p.step_size), p.dtype.type(p.reg)
         N, D, H, K = p.n_samples, p.n_features, p.n_hidden, p.n_classes
@@ -58,7 +61,9 @@ class NetTrainer:
                 threads, n, timed = self.chooser.next(stop - it)
                 t0 = time.perf_counter()
                 with parallel_section(threads):
-                    bad = loops.train_net_parallel(*args, it, it + n, threads, self.ws, self._kernels)
+                    bad = loops.train_net_parallel(
+                        *args, it, it + n, threads, self.ws, self._kernels
+                    )
                 self.chooser.record(threads, n, time.perf_counter() - t0, timed)
                 if bad >= 0:
                     return bad
@@ -66,12 +71,20 @@ class NetTrainer:
             return -1
 
     def params(self) -> dict[str, np.ndarray]:
-        return {"W1": self.W1.copy(), "b1": self.b1.copy(), "W2": np.ascontiguousarray(self.W2T.T),
-                "b2": self.b2.copy()}
+        return {
+            "W1": self.W1.copy(),
+            "b1": self.b1.copy(),
+            "W2": np.ascontiguousarray(self.W2T.T),
+            "b2": self.b2.copy(),
+        }
 
     def views(self) -> dict[str, np.ndarray]:
-        return {"W1": read_only(self.W1), "b1": read_only(self.b1), "W2": read_only(self.W2T.T),
-                "b2": read_only(self.b2)}
+        return {
+            "W1": read_only(self.W1),
+            "b1": read_only(self.b1),
+            "W2": read_only(self.W2T.T),
+            "b2": read_only(self.b2),
+        }
 
 
 class LinearTrainer:
@@ -87,8 +100,9 @@ class LinearTrainer:
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
         with first_call(self._key):
-            return loops.train_linear_steps(self.X, self.y, self.WT, self.b, self.step, self.reg,
-                                             history, start, stop, self.ws)
+            return loops.train_linear_steps(
+                self.X, self.y, self.WT, self.b, self.step, self.reg, history, start, stop, self.ws
+            )
 
     def params(self) -> dict[str, np.ndarray]:
         return {"W": np.ascontiguousarray(self.WT.T), "b": self.b.copy()}
@@ -102,9 +116,12 @@ def prepare(problem: Problem) -> NetTrainer | LinearTrainer:
     return NetTrainer(problem) if problem.model == "net" else LinearTrainer(problem)
 
 
-def workspace_bytes(model: str, n_samples: int, n_features: int, n_hidden: int, n_classes: int,
-                    dtype) -> int:
+def workspace_bytes(
+    model: str, n_samples: int, n_features: int, n_hidden: int, n_classes: int, dtype
+) -> int:
     """Bytes of the work arrays: cache-sized tiles and per-slot gradients, never N * H."""
     if model == "linear":
         return buffer_bytes(linear_workspace(n_samples, n_features, n_classes, dtype))
-    return buffer_bytes(net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, usable_threads()))
+    return buffer_bytes(
+        net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, usable_threads())
+    )

@@ -40,7 +40,7 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     buffer = np.empty(nbytes + CACHE_LINE, np.uint8)
     start = -buffer.ctypes.data % CACHE_LINE
-    return buffer[start:start + nbytes].view(dtype).reshape(shape)
+    return buffer[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def aligned_copy(a: np.ndarray) -> np.ndarray:
@@ -110,15 +110,15 @@ class NetWorkspace(NamedTuple):
     leading D, H, K, K entries of its (padded) rows, and its data loss.
     """
 
-    hidden: np.ndarray   # (P, T, H)
-    scores: np.ndarray   # (P, T + pad, K)
+    hidden: np.ndarray  # (P, T, H)
+    scores: np.ndarray  # (P, T + pad, K)
     dscores: np.ndarray  # (P, T + pad, K)
-    grow: np.ndarray     # (P, 4, H + pad)
-    dW1: np.ndarray      # (S, D + pad, H)
-    db1: np.ndarray      # (S, H + pad)
-    dW2T: np.ndarray     # (S, K + pad, H)
-    db2: np.ndarray      # (S, K + pad)
-    losses: np.ndarray   # (S,) float64
+    grow: np.ndarray  # (P, 4, H + pad)
+    dW1: np.ndarray  # (S, D + pad, H)
+    db1: np.ndarray  # (S, H + pad)
+    dW2T: np.ndarray  # (S, K + pad, H)
+    db2: np.ndarray  # (S, K + pad)
+    losses: np.ndarray  # (S,) float64
     dtok: tuple
     ktok: tuple
 
@@ -134,10 +134,10 @@ class NetWorkspace(NamedTuple):
 class LinearWorkspace(NamedTuple):
     """Buffers of one linear training: score tiles, gradients, the K token."""
 
-    scores: np.ndarray   # (T, K)
+    scores: np.ndarray  # (T, K)
     dscores: np.ndarray  # (T, K)
-    dWT: np.ndarray      # (K, D)
-    db: np.ndarray       # (K,)
+    dWT: np.ndarray  # (K, D)
+    db: np.ndarray  # (K,)
     ktok: tuple
 
 
@@ -158,10 +158,13 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) 
 
     return NetWorkspace(
         aligned_empty((P, slot(T, H, 0), H), dtype),
-        aligned_empty((P, slot(T, K), K), dtype), aligned_empty((P, slot(T, K), K), dtype),
+        aligned_empty((P, slot(T, K), K), dtype),
+        aligned_empty((P, slot(T, K), K), dtype),
         aligned_empty((P, 4, slot(H, 1)), dtype),
-        aligned_empty((S, slot(D, H), H), dtype), aligned_empty((S, slot(H, 1)), dtype),
-        aligned_empty((S, slot(K, H), H), dtype), aligned_empty((S, slot(K, 1)), dtype),
+        aligned_empty((S, slot(D, H), H), dtype),
+        aligned_empty((S, slot(H, 1)), dtype),
+        aligned_empty((S, slot(K, H), H), dtype),
+        aligned_empty((S, slot(K, 1)), dtype),
         np.zeros(S, np.float64),
         *dims_token(D, K, dtype),
     )
@@ -171,8 +174,10 @@ def linear_workspace(n_samples, n_features, n_classes, dtype) -> LinearWorkspace
     """The buffers for :func:`~fastspiral.numba_backend.loops.train_linear_steps`."""
     T = min(n_samples, 1024)
     return LinearWorkspace(
-        aligned_empty((T, n_classes), dtype), aligned_empty((T, n_classes), dtype),
-        aligned_empty((n_classes, n_features), dtype), aligned_empty(n_classes, dtype),
+        aligned_empty((T, n_classes), dtype),
+        aligned_empty((T, n_classes), dtype),
+        aligned_empty((n_classes, n_features), dtype),
+        aligned_empty(n_classes, dtype),
         dims_token(n_features, n_classes, dtype)[1],
     )
 

@@ -6,6 +6,7 @@ the records on disk and summarises them, :mod:`.figure` draws them and
 :mod:`.measure` says where and how they were measured.
 """
 
+from .driver import available_memory, estimate_memory, sweep
 from .measure import machine_info, useful_flops
 from .results import (
     FIELDS,
@@ -20,7 +21,6 @@ from .results import (
     to_dataframe,
 )
 from .run import run_config, run_config_in_fresh_process
-from .driver import available_memory, estimate_memory, sweep
 
 __all__ = [
     "FIELDS",

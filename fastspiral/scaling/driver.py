@@ -19,14 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from .measure import N_CLASSES, N_FEATURES, machine_info
 from .._signals import signals_interrupt
-from .results import load_results, record_key, save_results, speedups
-from .run import make_record, now, run_config_in_fresh_process
 from .._validation import DTYPES, check_int
 from ..backends import BACKENDS
 from ..model import PREDICT_ELEMENTS
-
+from .measure import N_CLASSES, N_FEATURES, machine_info
+from .results import load_results, record_key, save_results, speedups
+from .run import make_record, now, run_config_in_fresh_process
 
 #: Fraction of the available memory a configuration may be estimated to use.
 MEMORY_HEADROOM = 0.8
@@ -40,9 +39,11 @@ def estimate_memory(backend: str, n_samples: int, hidden: int, dtype: str) -> in
     """
     item = np.dtype(dtype).itemsize
     N, H, D, K = n_samples, hidden, N_FEATURES, N_CLASSES
-    data = N * D * (8 + item) + N * 8 * 2            # X (float64 and converted), y, labels
+    data = N * D * (8 + item) + N * 8 * 2  # X (float64 and converted), y, labels
     work = BACKENDS[backend].workspace_bytes("net", N, D, H, K, dtype)
-    predict = min(N, PREDICT_ELEMENTS // max(H, 1)) * H * 8 * 2  # blocked forward pass for the accuracy
+    predict = (
+        min(N, PREDICT_ELEMENTS // max(H, 1)) * H * 8 * 2
+    )  # blocked forward pass for the accuracy
     return data + work + predict + (D * H + H * K) * 8 * 4
 
 
@@ -56,6 +57,7 @@ def available_memory() -> int:
 # --------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------
+
 
 def _as_list(value: Any, name: str) -> list:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
@@ -129,18 +131,37 @@ def sweep(
     for d in dtypes:
         if d not in DTYPES:
             raise ValueError(f"dtypes: unknown dtype {d!r}; choose from {sorted(DTYPES)}")
-    limits = [None] if threads is None else [check_int(t, "threads", minimum=1)
-                                             for t in _as_list(threads, "threads")]
+    limits = (
+        [None]
+        if threads is None
+        else [check_int(t, "threads", minimum=1) for t in _as_list(threads, "threads")]
+    )
     iters = check_int(iters, "iters", minimum=1)
     repeats = check_int(repeats, "repeats", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
     if executor is not None and not callable(getattr(executor, "submit", None)):
-        raise TypeError(f"executor must be a Dask Client or a concurrent.futures.Executor, "
-                        f"got {type(executor).__name__}")
+        raise TypeError(
+            f"executor must be a Dask Client or a concurrent.futures.Executor, "
+            f"got {type(executor).__name__}"
+        )
 
-    configs = [dict(backend=b, dtype=d, n_samples=N_CLASSES * n, hidden=h, iters=iters,
-                    repeats=repeats, seed=seed, thread_limit=t)
-               for h in widths for n in sizes for b in backends for d in dtypes for t in limits]
+    configs = [
+        dict(
+            backend=b,
+            dtype=d,
+            n_samples=N_CLASSES * n,
+            hidden=h,
+            iters=iters,
+            repeats=repeats,
+            seed=seed,
+            thread_limit=t,
+        )
+        for h in widths
+        for n in sizes
+        for b in backends
+        for d in dtypes
+        for t in limits
+    ]
 
     machine, previous = {}, []
     if out is not None:
@@ -153,8 +174,15 @@ def sweep(
         machine = machine_info()
     machine.setdefault("started", now())
     machine.setdefault("hosts", {})
-    done = {} if force else {record_key(r): r for r in previous if r.get("status") == "ok"
-                             or str(r.get("status", "")).startswith("skipped")}
+    done = (
+        {}
+        if force
+        else {
+            record_key(r): r
+            for r in previous
+            if r.get("status") == "ok" or str(r.get("status", "")).startswith("skipped")
+        }
+    )
     results: dict[tuple, dict[str, Any]] = {record_key(r): r for r in previous}
 
     def record_done(record: dict[str, Any]) -> None:
@@ -171,9 +199,13 @@ def sweep(
             continue
         need = estimate_memory(cfg["backend"], cfg["n_samples"], cfg["hidden"], cfg["dtype"])
         if need > MEMORY_HEADROOM * avail:
-            rec = make_record(cfg, f"skipped: needs about {need / 2**30:.1f} GiB, "
-                                   f"{avail / 2**30:.1f} GiB available",
-                              host=socket.gethostname(), worker="not run", estimated_mem_mib=need / 2**20)
+            rec = make_record(
+                cfg,
+                f"skipped: needs about {need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available",
+                host=socket.gethostname(),
+                worker="not run",
+                estimated_mem_mib=need / 2**20,
+            )
             record_done(rec)
         else:
             cfg["estimated_mem_mib"] = need / 2**20
@@ -199,7 +231,9 @@ def sweep(
     with signals_interrupt():
         try:
             if executor is None:
-                local = {k: machine[k] for k in ("cpu", "cores", "blas", "matmul_gflops") if k in machine}
+                local = {
+                    k: machine[k] for k in ("cpu", "cores", "blas", "matmul_gflops") if k in machine
+                }
                 machine["hosts"][socket.gethostname()] = local
                 for cfg in todo:
                     finished(cfg, run_config_in_fresh_process(dict(cfg, host_info=local)))
@@ -216,7 +250,9 @@ def sweep(
         from ..plot import save_figure
         from .figure import plot_scaling
 
-        save_figure(plot_scaling(records, speedups(records), machine), os.path.join(out, "scaling.png"))
+        save_figure(
+            plot_scaling(records, speedups(records), machine), os.path.join(out, "scaling.png")
+        )
     return records
 
 
@@ -233,7 +269,7 @@ def _task(config: dict[str, Any]) -> dict[str, Any]:
 def _collect(future: Any, cfg: dict[str, Any], finished) -> None:
     try:
         rec = future.result()
-    except Exception as exc:  # noqa: BLE001 - one lost configuration must not end a sweep
+    except Exception as exc:
         rec = make_record(cfg, f"failed: {type(exc).__name__}: {exc}")
     finished(cfg, rec)
 
@@ -249,7 +285,9 @@ def _run_on_dask(client: Any, todo: list[dict[str, Any]], finished) -> None:
             for addr in client.scheduler_info()["workers"]:
                 if queue and addr not in busy:
                     cfg = queue.pop(0)
-                    fut = client.submit(_task, cfg, workers=[addr], allow_other_workers=False, pure=False)
+                    fut = client.submit(
+                        _task, cfg, workers=[addr], allow_other_workers=False, pure=False
+                    )
                     running[fut] = (addr, cfg)
             if not running:
                 raise RuntimeError("the Dask cluster has no workers")

@@ -12,8 +12,9 @@ import numpy as np
 N_FEATURES, N_CLASSES = 2, 3
 
 
-def useful_flops(n_samples: int, hidden: int, n_features: int = N_FEATURES,
-                 n_classes: int = N_CLASSES) -> int:
+def useful_flops(
+    n_samples: int, hidden: int, n_features: int = N_FEATURES, n_classes: int = N_CLASSES
+) -> int:
     """FLOPs of one net iteration: ``4 N D H + 6 N H K`` (forward, backprop, both weight gradients)."""
     return 4 * n_samples * n_features * hidden + 6 * n_samples * hidden * n_classes
 
@@ -37,8 +38,12 @@ def blas_info() -> str:
     """NumPy's BLAS as "openblas 0.3.30 (Haswell kernels, 2 threads)", from threadpoolctl."""
     from threadpoolctl import threadpool_info
 
-    found = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture') or 'unknown'} kernels, "
-             f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
+    found = [
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture') or 'unknown'} kernels, "
+        f"{i.get('num_threads')} threads)"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
     return "; ".join(found) or "none found"
 
 
@@ -53,12 +58,17 @@ def host_info(measure_matmul: bool = True) -> dict[str, Any]:
         import psutil
 
         cpu = cpuinfo.get_cpu_info()
-        _HOST.update(host=socket.gethostname(), cpu=cpu.get("brand_raw") or platform.processor(),
-                     arch=cpu.get("arch"), cores=psutil.cpu_count(logical=True),
-                     physical_cores=psutil.cpu_count(logical=False),
-                     memory_gib=round(psutil.virtual_memory().total / 2**30, 1), blas=blas_info(),
-                     numba_cpu=numba_target_cpu(),
-                     platform=platform.platform())
+        _HOST.update(
+            host=socket.gethostname(),
+            cpu=cpu.get("brand_raw") or platform.processor(),
+            arch=cpu.get("arch"),
+            cores=psutil.cpu_count(logical=True),
+            physical_cores=psutil.cpu_count(logical=False),
+            memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
+            blas=blas_info(),
+            numba_cpu=numba_target_cpu(),
+            platform=platform.platform(),
+        )
     if measure_matmul and "matmul_gflops" not in _HOST:
         _HOST["matmul_gflops"] = round(matmul_gflops(), 1)
     return dict(_HOST)
@@ -78,8 +88,13 @@ def machine_info(measure_matmul: bool = True) -> dict[str, Any]:
 
     from .._version import __version__
 
-    return {**host_info(measure_matmul), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "fastspiral": __version__}
+    return {
+        **host_info(measure_matmul),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "fastspiral": __version__,
+    }
 
 
 class CpuShare:
@@ -107,8 +122,11 @@ class CpuShare:
         wall = time.perf_counter() - self._t0
         busy = _busy(psutil.cpu_times()) - self._busy0
         own = sum(self._proc.cpu_times()[:2]) - self._own0
-        self.others = (max(0.0, (busy - own) / (wall * (psutil.cpu_count() or 1)))
-                       if wall >= self.MIN_WALL else None)
+        self.others = (
+            max(0.0, (busy - own) / (wall * (psutil.cpu_count() or 1)))
+            if wall >= self.MIN_WALL
+            else None
+        )
 
 
 def others_cpu_now(seconds: float = 0.25) -> float:

@@ -21,9 +21,16 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from .measure import (N_CLASSES, CpuShare, host_info, others_cpu_now, peak_memory_since, reset_peak_memory,
-                       useful_flops)
 from ..numba_backend.workspace import n_slots
+from .measure import (
+    N_CLASSES,
+    CpuShare,
+    host_info,
+    others_cpu_now,
+    peak_memory_since,
+    reset_peak_memory,
+    useful_flops,
+)
 from .results import FIELDS
 
 #: Marks the child's one line of output that carries its record.
@@ -73,20 +80,31 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     import numba
 
-    from ..numba_backend import threads as numba_threads
     from ..data import make_spiral
+    from ..numba_backend import threads as numba_threads
     from ..train import train_net
 
     host = config.get("host_info") or host_info(measure_matmul=True)
-    record = make_record(config, "ok", host=socket.gethostname(), cpu=host.get("cpu"),
-                         cores=host.get("cores"), blas=host.get("blas"), started=now())
+    record = make_record(
+        config,
+        "ok",
+        host=socket.gethostname(),
+        cpu=host.get("cpu"),
+        cores=host.get("cores"),
+        blas=host.get("blas"),
+        started=now(),
+    )
     record.setdefault("worker", config.get("worker") or "local")
     try:
         record["threads"] = _limit_threads(config)
         n_per_class = -(-config["n_samples"] // N_CLASSES)
         X, y = make_spiral(n_per_class, N_CLASSES, seed=config["seed"])
-        kwargs = dict(hidden=config["hidden"], seed=config["seed"], backend=config["backend"],
-                      dtype=config["dtype"])
+        kwargs = dict(
+            hidden=config["hidden"],
+            seed=config["seed"],
+            backend=config["backend"],
+            dtype=config["dtype"],
+        )
         # Compile (or load from the cache) on a tiny problem of the same types, so
         # neither compilation nor heap blocks freed by a full-size warm-up hide
         # the memory the timed runs allocate. It must have as many slots as the
@@ -109,16 +127,22 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
         peak = peak_memory_since(mark)
         seconds = statistics.median(times)
         record.update(
-            seconds_per_iter=seconds, repeat_seconds=times, seconds_min=min(times),
-            seconds_max=max(times), spread=(max(times) - min(times)) / seconds if seconds > 0 else None,
+            seconds_per_iter=seconds,
+            repeat_seconds=times,
+            seconds_min=min(times),
+            seconds_max=max(times),
+            spread=(max(times) - min(times)) / seconds if seconds > 0 else None,
             others_cpu=None if share.others is None else round(share.others, 3),
-            gflops=useful_flops(X.shape[0], config["hidden"]) / seconds / 1e9 if seconds > 0 else None,
+            gflops=useful_flops(X.shape[0], config["hidden"]) / seconds / 1e9
+            if seconds > 0
+            else None,
             peak_mem_mib=None if peak is None else peak / 2**20,
             final_loss=net.final_loss,
             accuracy=net.score(X, y),
-            threading_layer=numba_threads.threading_layer() or f"none ({numba.config.THREADING_LAYER})",
+            threading_layer=numba_threads.threading_layer()
+            or f"none ({numba.config.THREADING_LAYER})",
         )
-    except Exception as exc:  # noqa: BLE001 - reported in the record: one bad configuration must not end a sweep
+    except Exception as exc:
         record["status"] = f"failed: {type(exc).__name__}: {exc}"
     record["finished"] = now()
     return record
@@ -156,8 +180,13 @@ def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
     except (ImportError, ValueError):
         pass
     code = "from fastspiral.scaling.run import child_main; child_main()"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(os.getpid())], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, err = proc.communicate(json.dumps(config))
     finally:
@@ -166,7 +195,11 @@ def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
             proc.wait()
     for line in reversed(out.splitlines()):
         if line.startswith(_RECORD):
-            return json.loads(line[len(_RECORD):])
+            return json.loads(line[len(_RECORD) :])
     detail = err.strip().splitlines()[-1] if err.strip() else "no output"
-    return make_record(config, f"failed: worker process exited with code {proc.returncode}: {detail}",
-                       host=socket.gethostname(), worker=config.get("worker", "local"))
+    return make_record(
+        config,
+        f"failed: worker process exited with code {proc.returncode}: {detail}",
+        host=socket.gethostname(),
+        worker=config.get("worker", "local"),
+    )
