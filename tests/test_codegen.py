@@ -16,6 +16,8 @@ from fastspiral.numba_backend import jit as _jit
 from fastspiral.numba_backend import loss as _loss
 from fastspiral.numba_backend import small as _tiles_small
 from fastspiral.numba_backend import tiles as _tiles
+from fastspiral.numba_backend.tiles import Tile
+from fastspiral.numba_backend.workspace import new_net_params
 
 
 def _cpu_flags():
@@ -39,19 +41,22 @@ def _asm(kernel, *args):
     return next(iter(twin.inspect_asm().values()))
 
 
-def _small_asm(name, D, K, dtype):
-    """Assembly of one small-form helper over a block of H=1,000 units, compiled for D, K, ``dtype``."""
-    T, H = 8, 1000
+def _tile(T, D, H, K, dtype):
+    """A random Tile of T rows for D, K, H in ``dtype``, as the slot kernel builds it."""
     rng = np.random.default_rng(0)
     a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    params = lambda: new_net_params({"W1": a(D, H), "b1": a(H), "W2": a(H, K), "b2": a(K)}, dtype)  # noqa: E731
     dtok, ktok = _tiles.dims_token(D, K, dtype)
-    assert ktok, f"D={D}, K={K} does not take the small form"
-    block = (0, np.uint64(0), np.uint64(H), dtok, ktok)  # rows from 0, hidden units 0..H-1
-    if name.startswith("_forward"):
-        args = (a(T, D), a(D, H), a(H), a(K, H), a(T, H), a(T, K), *block)
-    else:
-        args = (a(T, D), a(T, H), a(T, K), a(K, H), a(D, H), a(H), a(K, H), *block)
-    return _asm(getattr(_tiles_small, name), *args)
+    return Tile(a(T, D), params(), a(T, H), a(T, K), a(T, K), params(), a(4, H), dtok, ktok)
+
+
+def _small_asm(name, D, K, dtype):
+    """Assembly of one small-form helper over a block of H=1,000 units, compiled for D, K, ``dtype``."""
+    H = 1000
+    tile = _tile(8, D, H, K, dtype)
+    assert tile.ktok, f"D={D}, K={K} does not take the small form"
+    # rows from 0, hidden units 0..H-1
+    return _asm(getattr(_tiles_small, name), tile, 0, np.uint64(0), np.uint64(H))
 
 
 _SMALL_HELPERS = [
@@ -119,14 +124,7 @@ def test_small_form_is_vectorised_at_every_shape(shape, name, dtype, suffix):
 
 def _general_asm(name, dtype):
     """Assembly of a general-form pass (D=16, K=10, H=1,000), compiled for ``dtype``."""
-    T, D, H, K = 8, 16, 1000, 10
-    rng = np.random.default_rng(0)
-    a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
-    if name == "forward_general":
-        args = (a(T, D), a(D, H), a(H), a(K, H), a(K), a(T, H), a(T, K), (), ())
-    else:
-        args = (a(T, D), a(T, H), a(T, K), a(K, H), a(D, H), a(H), a(K, H), a(K), a(4, H), (), ())
-    return _asm(getattr(_tiles_general, name), *args)
+    return _asm(getattr(_tiles_general, name), _tile(8, 16, 1000, 10, dtype))
 
 
 @pytest.mark.parametrize("dtype,suffix", [(np.float64, "pd"), (np.float32, "ps")])

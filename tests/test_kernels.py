@@ -13,7 +13,16 @@ from fastspiral.numba_backend import loops as _loops
 from fastspiral.numba_backend import loss as _loss
 from fastspiral.numba_backend import tiles as _tiles
 from fastspiral.numba_backend import update as _update
-from fastspiral.numba_backend.workspace import linear_workspace, net_workspace
+from fastspiral.numba_backend.tiles import Tile
+from fastspiral.numba_backend.workspace import (
+    linear_views,
+    linear_workspace,
+    net_layout,
+    net_views,
+    net_workspace,
+    new_linear_params,
+    new_net_params,
+)
 
 from .conftest import assert_close
 
@@ -52,6 +61,24 @@ def _params(p):
     return {"W1": p["W1"], "b1": p["b1"], "W2": np.ascontiguousarray(p["W2T"].T), "b2": p["b2"]}
 
 
+def _flat(p):
+    """The kernels' flat parameter vector and its views (NetParams) for a kernel-layout problem."""
+    return new_net_params(_params(p), p["X"].dtype)
+
+
+def _tile(X, params, hidden, scores, dscores=None, grads=None, dh_rows=None):
+    """A Tile for the passes; what a pass does not touch may be left out."""
+    D, (K, H) = X.shape[1], params.W2T.shape
+    dt = X.dtype
+    return Tile(
+        X, params, hidden, scores,
+        np.empty_like(scores) if dscores is None else dscores,
+        params if grads is None else grads,
+        np.empty((4, H), dt) if dh_rows is None else dh_rows,
+        *_tiles.dims_token(D, K, dt),
+    )  # fmt: skip
+
+
 def test_dims_tokens_pick_the_form():
     assert _tiles.dims_token(2, 3, np.float64) == ((0.0, 0.0), (0.0, 0.0, 0.0))
     assert not _tiles.is_general(_tiles.dims_token(_tiles.SMALL_D, 3, np.float32))
@@ -81,9 +108,7 @@ def test_net_forward(shape, dtype):
     p = _problem(shape, dtype)
     T, D, H, K = shape
     hidden, scores = np.full((T, H), np.nan, dtype), np.full((T, K), np.nan, dtype)
-    _loops.net_forward(
-        p["X"], p["W1"], p["b1"], p["W2T"], p["b2"], hidden, scores, *_tiles.dims_token(D, K, dtype)
-    )
+    _loops.net_forward(_tile(p["X"], _flat(p), hidden, scores))
     ref_hidden, ref_scores = reference.forward(_params(p), p["X"])
     assert_close(hidden, ref_hidden, dtype)
     assert_close(scores, ref_scores, dtype)
@@ -103,7 +128,8 @@ def test_relu_keeps_nan(D, K):
     W1, b1 = np.ones((D, 3)), np.zeros(3)
     W2T, b2 = np.ones((K, 3)), np.zeros(K)
     hidden, scores = np.empty((2, 3)), np.empty((2, K))
-    _loops.net_forward(X, W1, b1, W2T, b2, hidden, scores, *_tiles.dims_token(D, K, np.float64))
+    params = new_net_params({"W1": W1, "b1": b1, "W2": W2T.T, "b2": b2}, np.float64)
+    _loops.net_forward(_tile(X, params, hidden, scores))
     ref_hidden, ref_scores = reference.forward({"W1": W1, "b1": b1, "W2": W2T.T, "b2": b2}, X)
     for h, s in ((hidden, scores), (ref_hidden, ref_scores)):
         assert np.isnan(h[0]).all() and np.isnan(s[0]).all()
@@ -194,24 +220,23 @@ def test_net_backward(shape, dtype):
     rng = np.random.default_rng(2)
     ds = np.ascontiguousarray(rng.standard_normal((T, K)), dtype=dtype)
     hidden = np.ascontiguousarray(np.maximum(rng.standard_normal((T, H)), 0), dtype=dtype)
-    grads = [
-        np.ascontiguousarray(rng.standard_normal(s), dtype=dtype)
-        for s in ((D, H), (H,), (K, H), (K,))
-    ]
-    fast = [g.copy() for g in grads]
-    _loops.net_backward(
-        p["X"],
-        hidden.copy(),
-        ds,
-        p["W2T"],
-        *fast,
-        np.empty((4, H), dtype),
-        *_tiles.dims_token(D, K, dtype),
-    )
+    start = {
+        name: np.ascontiguousarray(rng.standard_normal(s), dtype=dtype)
+        for name, s in (("W1", (D, H)), ("b1", (H,)), ("W2", (H, K)), ("b2", (K,)))
+    }
+    g = new_net_params(start, dtype)
+    _loops.net_backward(_tile(p["X"], _flat(p), hidden.copy(), None, dscores=ds, grads=g))
+    fast = [g.W1, g.b1, g.W2T, g.b2]
+    grads = [start["W1"], start["b1"], start["W2"].T, start["b2"]]
     # The math, written out independently in float64: gradients are *added*.
-    X, h, g, W2T = (a.astype(np.float64) for a in (p["X"], hidden, ds, p["W2T"]))
-    dh = (g @ W2T) * (h > 0)
-    expected = [grads[0] + X.T @ dh, grads[1] + dh.sum(0), grads[2] + g.T @ h, grads[3] + g.sum(0)]
+    X, h, ds, W2T = (a.astype(np.float64) for a in (p["X"], hidden, ds, p["W2T"]))
+    dh = (ds @ W2T) * (h > 0)
+    expected = [
+        grads[0] + X.T @ dh,
+        grads[1] + dh.sum(0),
+        grads[2] + ds.T @ h,
+        grads[3] + ds.sum(0),
+    ]
     for f, e in zip(fast, expected):
         assert_close(f, e, dtype, factor=10)
 
@@ -222,51 +247,65 @@ def test_linear_forward_backward(shape, dtype):
     T, D, _, K = shape
     WT = np.ascontiguousarray(np.random.default_rng(3).standard_normal((K, D)), dtype=dtype)
     scores = np.full((T, K), np.nan, dtype)
-    _loops.linear_forward(p["X"], WT, p["b2"], scores)
+    _loops.linear_forward(p["X"], new_linear_params({"W": WT.T, "b": p["b2"]}, dtype), scores)
     assert_close(scores, reference.scores({"W": WT.T, "b": p["b2"]}, p["X"]), dtype)
     assert_close(scores, p["X"].astype(np.float64) @ WT.T + p["b2"], dtype, factor=10)
-    dWT, db = np.ones((K, D), dtype), np.ones(K, dtype)
-    _loops.linear_backward(p["X"], scores, dWT, db)
-    assert_close(dWT, 1 + scores.T.astype(np.float64) @ p["X"], dtype, factor=10)
-    assert_close(db, 1 + scores.astype(np.float64).sum(0), dtype, factor=10)
+    g = new_linear_params({"W": np.ones((D, K)), "b": np.ones(K)}, dtype)
+    _loops.linear_backward(p["X"], scores, g)
+    assert_close(g.WT, 1 + scores.T.astype(np.float64) @ p["X"], dtype, factor=10)
+    assert_close(g.b, 1 + scores.astype(np.float64).sum(0), dtype, factor=10)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_sgd_update_and_sum_squares(shape, dtype):
+def test_gd_update_and_sum_squares(shape, dtype):
+    """The case study's step on the flat vector: L2 on the weights, not the biases."""
     p = _problem(shape, dtype)
-    W, dW = p["W1"].copy(), np.ascontiguousarray(p["W1"][::-1], dtype=dtype)
+    theta = _flat(p)
+    T, D, H, K = shape
+    rng = np.random.default_rng(4)
+    names = {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}
+    dparams = {k: rng.standard_normal(s).astype(dtype) for k, s in names.items()}
+    grad = new_net_params(dparams, dtype)
+    grad_before = grad.flat.copy()
+    n_weights = net_layout(D, H, K, dtype.itemsize)[1]
+    opt = _update.gd_optimizer(0.7, 1e-2, theta.flat.size, n_weights, dtype)
+    _update.gd_update(theta.flat, grad.flat, opt, 0)
+    ref = _params(p)
+    ref = {k: v.copy() for k, v in ref.items()}
     step, reg = dtype.type(0.7), dtype.type(1e-2)
-    _update.sgd_update(W, dW, step, reg)
-    ref = {"W": p["W1"].copy()}
-    reference.sgd_step(ref, {"W": dW + reg * p["W1"]}, step)
-    assert_close(W, ref["W"], dtype)
-    assert_close(W, p["W1"] - 0.7 * (dW + 1e-2 * p["W1"].astype(np.float64)), dtype, factor=10)
-    assert np.array_equal(
-        dW, np.ascontiguousarray(p["W1"][::-1])
-    )  # the gradient is read, not written
+    l2 = {k: reg * v if k.startswith("W") else 0 for k, v in ref.items()}
+    start = {k: v.astype(np.float64) for k, v in ref.items()}
+    reference.sgd_step(ref, {k: dparams[k] + l2[k] for k in ref}, step)
+    got = {"W1": theta.W1, "b1": theta.b1, "W2": theta.W2T.T, "b2": theta.b2}
+    for k in ref:
+        assert_close(got[k], ref[k], dtype)
+        decay = 1e-2 * start[k] if k.startswith("W") else 0.0
+        assert_close(got[k], start[k] - 0.7 * (dparams[k] + decay), dtype, factor=10)
+    assert np.array_equal(grad.flat, grad_before)  # the gradient is read, not written
     assert_close(_loss.sum_squares(p["W1"]), 2 * reference.l2_penalty({"W": p["W1"]}, 1.0), dtype)
 
 
 def test_slots_are_summed_in_slot_order():
-    G = np.arange(24.0).reshape(4, 2, 3)
+    G = np.arange(24.0).reshape(4, 6)
     expected = G.sum(axis=0)
     _update.sum_slots(G)
     assert np.array_equal(G[0], expected)
-    assert np.array_equal(G[3], np.arange(18.0, 24.0).reshape(2, 3))  # the others are only read
+    assert np.array_equal(G[3], np.arange(18.0, 24.0))  # the others are only read
 
 
 def _slot0(ws, p):
     """The gradient in slot 0 of a workspace, as the reference names and shapes it."""
     D, H = p["W1"].shape
     K = p["W2T"].shape[0]
-    return {"W1": ws.dW1[0, :D], "b1": ws.db1[0, :H], "W2": ws.dW2T[0, :K].T, "b2": ws.db2[0, :K]}
+    g = net_views(ws.grads[0], D, H, K)
+    return {"W1": g.W1, "b1": g.b1, "W2": g.W2T.T, "b2": g.b2}
 
 
 def _loss_grad(p, reg=1e-3):
     T, D = p["X"].shape
     K, H = p["W2T"].shape
     ws = net_workspace(T, D, H, K, p["X"].dtype, 1)
-    loss = _loops.net_loss_grad(p["X"], p["y"], p["W1"], p["b1"], p["W2T"], p["b2"], reg, ws)
+    loss = _loops.net_loss_grad(p["X"], p["y"], _flat(p), reg, ws)
     return loss, _slot0(ws, p)
 
 
@@ -293,11 +332,13 @@ def test_linear_loss_grad(shape, dtype):
         p["W2T"][:, :D] if p["W2T"].shape[1] >= D else np.ones((K, D)), dtype=dtype
     )
     ws = linear_workspace(T, D, K, dtype)
-    loss = _loops.linear_loss_grad(p["X"], p["y"], WT, p["b2"], 1e-3, ws)
+    params = new_linear_params({"W": WT.T, "b": p["b2"]}, dtype)
+    loss = _loops.linear_loss_grad(p["X"], p["y"], params, 1e-3, ws)
     loss_r, grad_r = reference.linear_loss_grad({"W": WT.T, "b": p["b2"]}, p["X"], p["y"], 1e-3)
     assert_close(loss, loss_r, dtype)
-    assert_close(ws.dWT, (grad_r["W"] - 1e-3 * WT.T).T, dtype, factor=10)
-    assert_close(ws.db, grad_r["b"], dtype, factor=10)
+    g = linear_views(ws.grad, D, K)
+    assert_close(g.WT, (grad_r["W"] - 1e-3 * WT.T).T, dtype, factor=10)
+    assert_close(g.b, grad_r["b"], dtype, factor=10)
 
 
 @pytest.mark.parametrize(
@@ -335,8 +376,9 @@ def test_linear_gradient_matches_finite_differences():
     y = rng.integers(0, 4, 15).astype(np.int64)
     WT, b, reg = rng.standard_normal((4, 3)), rng.standard_normal(4), 0.05
     ws = linear_workspace(15, 3, 4, np.float64)
-    _loops.linear_loss_grad(X, y, WT, b, reg, ws)
-    analytic = {"W": (ws.dWT + reg * WT).T, "b": ws.db}
+    _loops.linear_loss_grad(X, y, new_linear_params({"W": WT.T, "b": b}, np.float64), reg, ws)
+    g = linear_views(ws.grad, 3, 4)
+    analytic = {"W": (g.WT + reg * WT).T, "b": g.b}
     params = {"W": WT.T.copy(), "b": b}
     for name, grad in analytic.items():
         numeric = np.zeros_like(grad)
@@ -365,17 +407,20 @@ def _train_steps(p, n_threads, chunks, step_size=1.0):
     T, D = p["X"].shape
     K, H = p["W2T"].shape
     ws = net_workspace(T, D, H, K, p["X"].dtype, n_threads)
-    weights = [p[k].copy() for k in ("W1", "b1", "W2T", "b2")]
+    params = _flat(p)
+    n_weights = net_layout(D, H, K, p["X"].dtype.itemsize)[1]
+    opt = _update.gd_optimizer(step_size, 1e-3, params.flat.size, n_weights, p["X"].dtype)
+    kernels = _loops.net_kernels(p["X"], p["y"], params, opt, ws)
     history = np.full(chunks[-1][1], np.nan)
-    dt = p["X"].dtype.type
     for start, stop in chunks:
-        args = (p["X"], p["y"], *weights, dt(step_size), dt(1e-3), history, start, stop)
+        args = (kernels, p["X"], p["y"], params, opt, history, start, stop)
         if ws.n_slots == 1:
             result = _loops.train_net_serial(*args, ws)
         else:
             result = _loops.train_net_parallel(*args, ws.n_workers, ws)
         if result >= 0:
             break
+    weights = [params.W1, params.b1, params.W2T, params.b2]
     return history, weights, result
 
 
@@ -450,13 +495,17 @@ def test_loop_kernels_are_built_once_per_set_of_types():
         p = _problem(shape, dtype, seed)
         T, D, H, K = shape
         ws = net_workspace(T, D, H, K, dtype, 1)
-        return _loops.net_kernels(p["X"], p["y"], p["W1"], p["b1"], p["W2T"], p["b2"], ws)
+        params = _flat(p)
+        opt = _update.gd_optimizer(1.0, 1e-3, params.flat.size, 0, dtype)
+        return _loops.net_kernels(p["X"], p["y"], params, opt, ws)
 
     first = kernels(np.float64)
     assert kernels(np.float64, seed=1) is first
     other = kernels(np.float32)
     assert other is not first
-    assert str(other.forward.signature().args[0].dtype) == "float32"
+    tile = other.forward.signature().args[0]  # the passes take one Tile
+    assert str(tile.types[Tile._fields.index("X")].dtype) == "float32"
     general = kernels(np.float64, shape=(30, 12, 8, 6))
     assert general is not first
-    assert general.forward.signature().args[-1] == typeof(())  # the general form's empty K token
+    tile = general.forward.signature().args[0]
+    assert tile.types[-1] == typeof(())  # the general form's empty K token

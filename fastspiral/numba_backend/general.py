@@ -42,7 +42,7 @@ def _active(g, z, zero):
 
 
 @inline_kernel
-def _quad(A, t, j, transpose):
+def _four_by_four(A, t, j, transpose):
     """``A[t:t+4, j:j+4]`` (or its transpose) as four tuples of four values, read once before a loop over H."""
     r0 = (A[t, j], A[t, j + 1], A[t, j + 2], A[t, j + 3])
     r1 = (A[t + 1, j], A[t + 1, j + 1], A[t + 1, j + 2], A[t + 1, j + 3])
@@ -59,11 +59,14 @@ def _quad(A, t, j, transpose):
 
 
 @inline_kernel
-def _add_4x4(o0, o1, o2, o3, s0, s1, s2, s3, c, lo, hi):
-    """``o_i[h] += sum_j c[i][j] * s_j[h]`` for rows i, j of four and h in lo..hi-1.
+def _add_4x4(out, rows, c, lo, hi):
+    """``out[i][h] += sum_j c[i][j] * rows[j][h]`` for i, j of four and h in lo..hi-1.
 
-    Sixteen FMAs per four loads of ``s`` and four loads and stores of ``o``.
+    ``out`` and ``rows`` are four 1-D arrays each. Sixteen FMAs per four loads
+    of ``rows`` and four loads and stores of ``out``.
     """
+    o0, o1, o2, o3 = out
+    s0, s1, s2, s3 = rows
     (c00, c01, c02, c03), (c10, c11, c12, c13), (c20, c21, c22, c23), (c30, c31, c32, c33) = c
     for h in range(lo, hi):
         a, b, e, f = s0[h], s1[h], s2[h], s3[h]
@@ -74,7 +77,9 @@ def _add_4x4(o0, o1, o2, o3, s0, s1, s2, s3, c, lo, hi):
 
 
 @inline_kernel
-def _forward_four_rows_general(X, W1, b1, W2T, hidden, scores, t, lo, hi):
+def _forward_four_rows_general(tile, t, lo, hi):
+    X, hidden, scores = tile.X, tile.hidden, tile.scores
+    W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     D, K = X.shape[1], W2T.shape[0]
     D4 = D - D % 4
     zero = hidden.dtype.type(0)
@@ -86,9 +91,8 @@ def _forward_four_rows_general(X, W1, b1, W2T, hidden, scores, t, lo, hi):
         h2[h] = c
         h3[h] = c
     for d in range(0, D4, 4):
-        _add_4x4(
-            h0, h1, h2, h3, W1[d], W1[d + 1], W1[d + 2], W1[d + 3], _quad(X, t, d, False), lo, hi
-        )
+        w = (W1[d], W1[d + 1], W1[d + 2], W1[d + 3])
+        _add_4x4((h0, h1, h2, h3), w, _four_by_four(X, t, d, False), lo, hi)
     for d in range(D4, D):
         x0, x1, x2, x3 = X[t, d], X[t + 1, d], X[t + 2, d], X[t + 3, d]
         w = W1[d]
@@ -117,7 +121,9 @@ def _forward_four_rows_general(X, W1, b1, W2T, hidden, scores, t, lo, hi):
 
 
 @inline_kernel
-def _forward_one_row_general(X, W1, b1, W2T, hidden, scores, t, lo, hi):
+def _forward_one_row_general(tile, t, lo, hi):
+    X, hidden, scores = tile.X, tile.hidden, tile.scores
+    W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     D, K = X.shape[1], W2T.shape[0]
     zero = hidden.dtype.type(0)
     r = hidden[t]
@@ -138,33 +144,35 @@ def _forward_one_row_general(X, W1, b1, W2T, hidden, scores, t, lo, hi):
 
 
 @kernel
-def forward_general(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
-    T, H = hidden.shape
-    K = W2T.shape[0]
+def forward_general(tile):
+    T, H = tile.hidden.shape
+    K = tile.p.W2T.shape[0]
     for t in range(T):
         for k in range(K):
-            scores[t, k] = b2[k]
+            tile.scores[t, k] = tile.p.b2[k]
     T4 = T - T % 4
-    hb = general_h_block(X.shape[1])
+    hb = general_h_block(tile.X.shape[1])
     for h0 in range(0, H, hb):
         lo, hi = np.uint64(h0), np.uint64(min(h0 + hb, H))
         for t in range(0, T4, 4):
-            _forward_four_rows_general(X, W1, b1, W2T, hidden, scores, t, lo, hi)
+            _forward_four_rows_general(tile, t, lo, hi)
         for t in range(T4, T):
-            _forward_one_row_general(X, W1, b1, W2T, hidden, scores, t, lo, hi)
+            _forward_one_row_general(tile, t, lo, hi)
 
 
 @inline_kernel
-def _dhidden_rows(hidden, dscores, W2T, dW2T, db1, grow, t, n, lo, hi):
+def _dhidden_rows(tile, t, n, lo, hi):
     """Rows t..t+n-1 (n = 4 or 1): dW2T += their part, and dhidden written over their hidden values.
 
-    grow (4, H) holds the rows' ``dscores @ W2T`` while the classes go by.
+    ``dh_rows`` (4, H) holds the rows' ``dscores @ W2T`` while the classes go by.
     """
+    hidden, dscores, dh_rows = tile.hidden, tile.dscores, tile.dh_rows
+    W2T, dW2T, db1 = tile.p.W2T, tile.g.W2T, tile.g.b1
     K = W2T.shape[0]
     zero = hidden.dtype.type(0)
     if n == 4:
         h0, h1, h2, h3 = hidden[t], hidden[t + 1], hidden[t + 2], hidden[t + 3]
-        g0, g1, g2, g3 = grow[0], grow[1], grow[2], grow[3]
+        g0, g1, g2, g3 = dh_rows[0], dh_rows[1], dh_rows[2], dh_rows[3]
         for h in range(lo, hi):
             g0[h] = zero
             g1[h] = zero
@@ -187,7 +195,7 @@ def _dhidden_rows(hidden, dscores, W2T, dW2T, db1, grow, t, n, lo, hi):
             h0[h], h1[h], h2[h], h3[h] = v0, v1, v2, v3
             db1[h] += (v0 + v1) + (v2 + v3)
     else:
-        r, g = hidden[t], grow[0]
+        r, g = hidden[t], dh_rows[0]
         for h in range(lo, hi):
             g[h] = zero
         for k in range(K):
@@ -202,43 +210,36 @@ def _dhidden_rows(hidden, dscores, W2T, dW2T, db1, grow, t, n, lo, hi):
 
 
 @inline_kernel
-def _dW1_rows(X, dhidden, dW1, d, t, lo, hi):
-    """``dW1[d:d+4] += X[t:t+4, d:d+4].T @ dhidden[t:t+4]`` over hidden units lo..hi-1."""
-    _add_4x4(
-        dW1[d],
-        dW1[d + 1],
-        dW1[d + 2],
-        dW1[d + 3],
-        dhidden[t],
-        dhidden[t + 1],
-        dhidden[t + 2],
-        dhidden[t + 3],
-        _quad(X, t, d, True),
-        lo,
-        hi,
-    )
+def _dW1_rows(tile, d, t, lo, hi):
+    """``dW1[d:d+4] += X[t:t+4, d:d+4].T @ dhidden[t:t+4]`` over hidden units lo..hi-1
+    (dhidden is in the tile's hidden buffer)."""
+    X, dhidden, dW1 = tile.X, tile.hidden, tile.g.W1
+    out = (dW1[d], dW1[d + 1], dW1[d + 2], dW1[d + 3])
+    rows = (dhidden[t], dhidden[t + 1], dhidden[t + 2], dhidden[t + 3])
+    _add_4x4(out, rows, _four_by_four(X, t, d, True), lo, hi)
 
 
 @kernel
-def backward_general(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+def backward_general(tile):
+    X, hidden, dW1 = tile.X, tile.hidden, tile.g.W1
     T, H = hidden.shape
-    D, K = X.shape[1], W2T.shape[0]
+    D, K = X.shape[1], tile.p.W2T.shape[0]
     for t in range(T):
         for k in range(K):
-            db2[k] += dscores[t, k]
+            tile.g.b2[k] += tile.dscores[t, k]
     T4, D4 = T - T % 4, D - D % 4
     hb = general_h_block(D)
     for h0 in range(0, H, hb):
         lo, hi = np.uint64(h0), np.uint64(min(h0 + hb, H))
         for t in range(0, T4, 4):
-            _dhidden_rows(hidden, dscores, W2T, dW2T, db1, grow, t, 4, lo, hi)
+            _dhidden_rows(tile, t, 4, lo, hi)
         for t in range(T4, T):
-            _dhidden_rows(hidden, dscores, W2T, dW2T, db1, grow, t, 1, lo, hi)
+            _dhidden_rows(tile, t, 1, lo, hi)
         # dW1 += X.T @ dhidden: four features by four rows, the features outside
         # so that their four rows of dW1 stay in L1 while the tile's rows pass.
         for d in range(0, D4, 4):
             for t in range(0, T4, 4):
-                _dW1_rows(X, hidden, dW1, d, t, lo, hi)
+                _dW1_rows(tile, d, t, lo, hi)
         for d in range(D):
             if d < D4:
                 t_first = T4

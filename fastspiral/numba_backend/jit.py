@@ -22,7 +22,7 @@ import platform
 
 import llvmlite.binding
 import numba
-from numba import njit, types
+from numba import njit, typeof, types
 from numba.core.types import FunctionType, WrapperAddressProtocol
 from numba.core.typing import signature
 from numba.extending import typeof_impl
@@ -80,35 +80,35 @@ def vector_registers() -> int:
 
 
 # -- kernels as function pointers --------------------------------------------------------
-#
-# Compiled kernels handed to the training loops as function pointers.
-#
-# A compiled function that calls another links the callee's code into its own
-# module, and LLVM optimises and emits that code again. The net's parallel loop
-# did so for the slot kernel at four levels (the loop, the prange's gufunc and
-# its two wrappers): more than half of a cold compile (docs/design.md, "Compile
-# time"). Passed as a first-class function (Numba's ``FunctionType``, through
-# its wrapper-address protocol), the slot kernel and the tile passes are each
-# compiled once, the loops stay small modules that call them by address, and
-# each is cached on its own.
-# The address is taken in each process, so nothing process-bound is cached.
-# (tests/test_install.py::test_cached_training_loop_loads_in_a_later_process).
 
 
 class KernelPointer(WrapperAddressProtocol):
-    """``kernel`` compiled for ``argtypes`` (from its cache where it is there), as a function pointer.
+    """``kernel`` compiled for the types of ``examples`` (from its cache where it is there), as a
+    function pointer that compiled loops call.
 
-    Inside a compiled function it is called like the kernel; the argument
-    types must be exactly ``argtypes`` (Numba checks them when typing the
-    call). ``kernel`` must not raise: the C wrapper called by address passes
-    no exception back.
+    A compiled function that calls another links the callee's code into its
+    own module, and LLVM optimises and emits that code again: the net's
+    parallel loop did so for the slot kernel at four levels (the loop, the
+    prange's gufunc and its two wrappers), more than half of a cold compile
+    (docs/design.md, "Compile time"). Passed as a first-class function
+    (Numba's ``FunctionType``, through its wrapper-address protocol), each
+    kernel is compiled once and cached on its own, and the loops stay small
+    modules that call it by address. The address is taken in each process,
+    so nothing process-bound is cached
+    (tests/test_install.py::test_cached_training_loop_loads_in_a_later_process).
+
+    ``examples`` are values of the types the callers pass (Numba checks them
+    exactly when typing a call), so the signature is never written by hand.
+    ``kernel`` must not raise: the C wrapper called by address passes no
+    exception back.
     """
 
-    def __init__(self, kernel, restype: types.Type, argtypes: tuple[types.Type, ...]):
+    def __init__(self, kernel, restype: types.Type, examples: tuple):
+        argtypes = tuple(typeof(value) for value in examples)
         self._signature = signature(restype, *argtypes)
         self._type = FunctionType(self._signature)
         kernel.compile(self._signature)
-        compiled = kernel.overloads[tuple(argtypes)]
+        compiled = kernel.overloads[argtypes]
         self._kernel = kernel  # holds the compiled code for as long as the pointer lives
         self._address = compiled.library.get_pointer_to_function(
             compiled.fndesc.llvm_cfunc_wrapper_name

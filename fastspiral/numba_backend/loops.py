@@ -1,37 +1,42 @@
 """The compiled training loops: the net's slots, their fixed-order sum, the update.
 
-One iteration: every slot of rows (:mod:`~fastspiral.numba_backend.workspace`) runs the
-fused forward pass, the softmax gradient and the fused backward pass tile by
-tile into its own gradient buffers; the slots are summed in slot order; the
-weights take one gradient-descent step. With one slot the loop never enters
-a parallel region (:func:`train_net_serial`); with more, a ``prange`` over
-the workers runs the slots and the main thread sums and steps
+One iteration: every slot of rows (:mod:`~fastspiral.numba_backend.workspace`)
+runs the fused forward pass, the softmax gradient and the fused backward pass
+tile by tile into its own gradient row; the rows are summed in slot order;
+the update rule steps the flat parameter vector. With one slot the loop
+never enters a parallel region (:func:`train_net_serial`); with more, a
+``prange`` over the workers runs the slots and the main thread sums and steps
 (:func:`train_net_parallel`), as in stumpy and pynndescent: per-thread
 buffers, then a serial reduction, no atomics.
 
-The loops call the slot kernel, and the slot the tile passes, through
-:class:`~fastspiral.numba_backend.jit.KernelPointer` s (:class:`NetKernels`), so each
-is compiled once rather than again inside every caller; the Python
-functions at the end build them from the arguments' types. (Linking the
-passes into the slot instead ran no faster, and the first D=1,024, K=1,000
-call compiled in 11.6-12.1 s instead of 8.2-10.3: docs/design.md, "Compile time".)
+The loops call the slot kernel, the slot the tile passes, and the end of an
+iteration the update rule, through
+:class:`~fastspiral.numba_backend.jit.KernelPointer` s (:class:`NetKernels`),
+so each is compiled once rather than again inside every caller, and one
+compiled loop serves every rule. (Linking the passes into the slot instead
+ran no faster, and the first D=1,024, K=1,000 call compiled in 11.6-12.1 s
+instead of 8.2-10.3: docs/design.md, "Compile time".) A kernel called by
+pointer takes one named tuple (:class:`~fastspiral.numba_backend.tiles.Tile`,
+:class:`SlotJob`) or a few plain arguments, and its pointer is typed from an
+example of what its callers pass, so no signature is written by hand.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
-from numba import prange, typeof, types
+from numba import prange, types
 
 from .general import backward_general, forward_general
 from .jit import KernelPointer, inline_kernel, kernel, parallel_kernel
 from .loss import is_finite, l2_penalty, softmax_xent_grad, sum_squares
 from .small import backward_small, backward_small_fours, forward_small, forward_small_fours
-from .tiles import small_row_group
-from .update import fill_zero, sgd_update, sum_slots
+from .tiles import Tile, small_row_group
+from .update import REG, fill_zero, gd_update, sum_slots
+from .workspace import linear_views, net_views, tile_views
 
-# -- the passes of one tile --------------------------------------------------------------
+# -- the passes of one tile ---------------------------------------------------------------
 
 
 def net_forms(dtok, ktok):
@@ -43,37 +48,23 @@ def net_forms(dtok, ktok):
     return forward_small, backward_small
 
 
-def net_forward(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
-    """Fused forward pass of a tile: ``hidden = max(X @ W1 + b1, 0)``, ``scores = hidden @ W2T.T + b2``.
-
-    Writes hidden (T, H) and scores (T, K). A NaN pre-activation stays NaN
-    (NaN < 0 is false), as with ``np.maximum``.
-    """
-    net_forms(dtok, ktok)[0](X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
+def net_forward(tile: Tile) -> None:
+    """The fused forward pass of ``tile`` in the form its tokens select (see :class:`Tile`)."""
+    net_forms(tile.dtok, tile.ktok)[0](tile)
 
 
-def net_backward(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
-    """Fused backward pass of a tile; *adds* the tile's gradient to dW1, db1, dW2T, db2.
-
-    With ``dhidden = (dscores @ W2T) * (hidden > 0)`` (the case study's
-    ``dhidden[hidden <= 0] = 0``)::
-
-        dW2T += dscores.T @ hidden      db2 += dscores.sum(0)
-        dW1  += X.T @ dhidden           db1 += dhidden.sum(0)
-
-    ``hidden`` is scratch afterwards (the general form stores dhidden in it)
-    and ``grow`` (4, H) holds scratch rows.
-    """
-    net_forms(dtok, ktok)[1](X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok)
+def net_backward(tile: Tile) -> None:
+    """The fused backward pass of ``tile`` in the form its tokens select (see :class:`Tile`)."""
+    net_forms(tile.dtok, tile.ktok)[1](tile)
 
 
 @kernel
-def linear_forward(X, WT, b, scores):
-    """Scores of the linear classifier, ``scores = X @ WT.T + b``; X (T, D), WT (K, D), b (K,)."""
+def linear_forward(X, p, scores):
+    """Scores of the linear classifier, ``scores = X @ WT.T + b``; X (T, D), p LinearParams."""
     T, D = X.shape
-    K = WT.shape[0]
+    WT, b = p.WT, p.b
     for t in range(T):
-        for k in range(K):
+        for k in range(b.size):
             acc = b[k]
             for d in range(D):
                 acc += X[t, d] * WT[k, d]
@@ -81,267 +72,36 @@ def linear_forward(X, WT, b, scores):
 
 
 @kernel
-def linear_backward(X, dscores, dWT, db):
-    """Adds ``dscores.T @ X`` to dWT (K, D) and ``dscores.sum(0)`` to db (K,)."""
+def linear_backward(X, dscores, g):
+    """Adds ``dscores.T @ X`` to g.WT (K, D) and ``dscores.sum(0)`` to g.b (K,)."""
     T, D = X.shape
-    K = dscores.shape[1]
     for t in range(T):
-        for k in range(K):
-            g = dscores[t, k]
-            db[k] += g
+        for k in range(dscores.shape[1]):
+            s = dscores[t, k]
+            g.b[k] += s
             for d in range(D):
-                dWT[k, d] += g * X[t, d]
+                g.WT[k, d] += s * X[t, d]
 
 
-# -- the net's iteration ----------------------------------------------------------------
+# -- the net's iteration ------------------------------------------------------------------
 
 
-@kernel
-def _net_slot(
-    s,
-    S,
-    X,
-    y,
-    W1,
-    b1,
-    W2T,
-    b2,
-    scale,
-    hidden,
-    scores,
-    dscores,
-    grow,
-    dW1,
-    db1,
-    dW2T,
-    db2,
-    dtok,
-    ktok,
-    forward,
-    backward,
-):
-    """Slot s of S: its rows' gradient into slot s of dW1..db2, its data loss returned.
+class SlotJob(NamedTuple):
+    """What the slot kernel is given: a slot's rows, its gradient row and its worker's scratch."""
 
-    hidden, scores, dscores, grow are the running worker's scratch; forward
-    and backward the tile passes of the shape's form (:func:`net_kernels`).
-    The whole slot is cleared, padding included, so slots can be summed whole.
-    """
-    N, D = X.shape
-    K, H = W2T.shape
-    dW1, db1, dW2T, db2 = dW1[s], db1[s], dW2T[s], db2[s]
-    fill_zero(dW1)
-    fill_zero(db1)
-    fill_zero(dW2T)
-    fill_zero(db2)
-    T = hidden.shape[0]
-    r0, r1 = s * N // S, (s + 1) * N // S
-    loss = 0.0
-    for a in range(r0, r1, T):
-        e = min(a + T, r1)
-        n = e - a
-        Xt = X[a:e]
-        forward(Xt, W1, b1, W2T, b2, hidden[:n], scores[:n], dtok, ktok)
-        loss += softmax_xent_grad(scores[:n], y[a:e], scale, dscores[:n], ktok)
-        backward(
-            Xt, hidden[:n], dscores[:n], W2T, dW1[:D], db1[:H], dW2T[:K], db2[:K], grow, dtok, ktok
-        )
-    return loss
-
-
-@inline_kernel
-def _slots_in_turn(slot, forward, backward, X, y, W1, b1, W2T, b2, ws):
-    """Every slot in turn on this thread (worker 0's scratch); data losses into ``ws.losses``."""
-    S = ws.losses.size
-    scale = 1.0 / X.shape[0]
-    for s in range(S):
-        ws.losses[s] = slot(
-            s,
-            S,
-            X,
-            y,
-            W1,
-            b1,
-            W2T,
-            b2,
-            scale,
-            ws.hidden[0],
-            ws.scores[0],
-            ws.dscores[0],
-            ws.grow[0],
-            ws.dW1,
-            ws.db1,
-            ws.dW2T,
-            ws.db2,
-            ws.dtok,
-            ws.ktok,
-            forward,
-            backward,
-        )
-
-
-@inline_kernel
-def _net_loss(reg, W1, W2T, ws):
-    """The iteration's loss: the slots' data losses, in slot order, plus the L2 term."""
-    data = 0.0
-    for s in range(ws.losses.size):
-        data += ws.losses[s]
-    return data + l2_penalty(reg, W1, W2T)
-
-
-@inline_kernel
-def _sum_gradients(ws):
-    """Every gradient's slots summed into its slot 0, in slot order."""
-    sum_slots(ws.dW1)
-    sum_slots(ws.db1)
-    sum_slots(ws.dW2T)
-    sum_slots(ws.db2)
-
-
-@inline_kernel
-def _net_step(W1, b1, W2T, b2, step_size, reg, ws):
-    """Sum the gradient slots into slot 0 (in slot order), then one step of every weight."""
-    D, K, H = W1.shape[0], W2T.shape[0], b1.size
-    zero = step_size - step_size  # no L2 on the biases, in the weights' dtype
-    _sum_gradients(ws)
-    sgd_update(W1, ws.dW1[0][:D], step_size, reg)
-    sgd_update(b1, ws.db1[0][:H], step_size, zero)
-    sgd_update(W2T, ws.dW2T[0][:K], step_size, reg)
-    sgd_update(b2, ws.db2[0][:K], step_size, zero)
-
-
-@kernel  # compiled apart: inlined, its loops went through the parallel loop's prange passes
-def _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
-    """Record iteration it's loss; if it is finite, take the step and return True."""
-    loss = _net_loss(reg, W1, W2T, ws)
-    history[it] = loss
-    if not is_finite(loss):
-        return False
-    _net_step(W1, b1, W2T, b2, step_size, reg, ws)
-    return True
-
-
-@kernel
-def _train_net_serial(
-    slot, forward, backward, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws
-):
-    for it in range(start, stop):
-        _slots_in_turn(slot, forward, backward, X, y, W1, b1, W2T, b2, ws)
-        if not _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
-            return it
-    return -1
-
-
-@parallel_kernel
-def _train_net_parallel(
-    slot,
-    forward,
-    backward,
-    X,
-    y,
-    W1,
-    b1,
-    W2T,
-    b2,
-    step_size,
-    reg,
-    history,
-    start,
-    stop,
-    n_workers,
-    ws,
-):
-    # The buffers leave the named workspace before the prange: a named tuple
-    # holding tuples cannot cross into a prange body (Numba's gufunc wrapper
-    # rejects the tokens).
-    hidden, scores, dscores, grow = ws.hidden, ws.scores, ws.dscores, ws.grow
-    dW1, db1, dW2T, db2, losses, dtok, ktok = (
-        ws.dW1,
-        ws.db1,
-        ws.dW2T,
-        ws.db2,
-        ws.losses,
-        ws.dtok,
-        ws.ktok,
-    )
-    S = losses.size
-    scale = 1.0 / X.shape[0]
-    for it in range(start, stop):
-        for p in prange(n_workers):
-            for s in range(
-                np.int64(p), S, n_workers
-            ):  # the pointer's types are exact: p is unsigned
-                losses[s] = slot(
-                    s,
-                    S,
-                    X,
-                    y,
-                    W1,
-                    b1,
-                    W2T,
-                    b2,
-                    scale,
-                    hidden[p],
-                    scores[p],
-                    dscores[p],
-                    grow[p],
-                    dW1,
-                    db1,
-                    dW2T,
-                    db2,
-                    dtok,
-                    ktok,
-                    forward,
-                    backward,
-                )
-        if not _end_iteration(it, history, W1, b1, W2T, b2, step_size, reg, ws):
-            return it
-    return -1
-
-
-@kernel
-def _net_loss_grad(slot, forward, backward, X, y, W1, b1, W2T, b2, reg, ws):
-    _slots_in_turn(slot, forward, backward, X, y, W1, b1, W2T, b2, ws)
-    _sum_gradients(ws)
-    return _net_loss(reg, W1, W2T, ws)
-
-
-@kernel
-def linear_loss_grad(X, y, WT, b, reg, ws):
-    """Loss and full-batch gradient of the softmax linear classifier, into ``ws.dWT``, ``ws.db``.
-
-    Returns ``data_loss + 0.5 * reg * sum(WT**2)``. A few FLOPs per row: one thread.
-    """
-    N = X.shape[0]
-    T = ws.scores.shape[0]
-    scale = 1.0 / N
-    fill_zero(ws.dWT)
-    fill_zero(ws.db)
-    loss = 0.0
-    for a in range(0, N, T):
-        e = min(a + T, N)
-        n = e - a
-        Xt = X[a:e]
-        linear_forward(Xt, WT, b, ws.scores[:n])
-        loss += softmax_xent_grad(ws.scores[:n], y[a:e], scale, ws.dscores[:n], ws.ktok)
-        linear_backward(Xt, ws.dscores[:n], ws.dWT, ws.db)
-    return loss + 0.5 * reg * sum_squares(WT)
-
-
-@kernel
-def train_linear_steps(X, y, WT, b, step_size, reg, history, start, stop, ws):
-    """Iterations ``start..stop-1`` of the linear classifier; same contract as :func:`train_net_serial`."""
-    zero = step_size - step_size
-    for it in range(start, stop):
-        loss = linear_loss_grad(X, y, WT, b, reg, ws)
-        history[it] = loss
-        if not is_finite(loss):
-            return it
-        sgd_update(WT, ws.dWT, step_size, reg)
-        sgd_update(b, ws.db, step_size, zero)
-    return -1
-
-
-# -- called from Python ---------------------------------------------------------------
+    X: np.ndarray  # (N, D): all the rows
+    y: np.ndarray  # (N,) int64
+    first: int  # the slot's rows are first..stop-1
+    stop: int
+    scale: float  # 1 / N: the loss is the mean over all the rows
+    p: Any  # NetParams: the parameters
+    grad: np.ndarray  # the slot's gradient row (cleared, then written)
+    scratch: np.ndarray  # the worker's scratch row
+    tile_rows: int
+    dtok: tuple
+    ktok: tuple
+    forward: Any  # the tile passes of the shape's form (KernelPointer)
+    backward: Any
 
 
 class NetKernels(NamedTuple):
@@ -350,26 +110,165 @@ class NetKernels(NamedTuple):
     slot: KernelPointer
     forward: KernelPointer
     backward: KernelPointer
+    update: KernelPointer
 
+
+@kernel
+def _net_slot(job):
+    """A slot's data loss (times ``scale``) returned, its gradient written into ``job.grad``.
+
+    The whole row is cleared first, padding included, so rows can be summed whole.
+    """
+    X, y, p, T = job.X, job.y, job.p, job.tile_rows
+    D, H, K = X.shape[1], p.b1.size, p.b2.size
+    fill_zero(job.grad)
+    g = net_views(job.grad, D, H, K)
+    hidden, scores, dscores, dh_rows = tile_views(job.scratch, T, H, K)
+    loss = 0.0
+    for a in range(job.first, job.stop, T):
+        e = min(a + T, job.stop)
+        n = e - a
+        tile = Tile(X[a:e], p, hidden[:n], scores[:n], dscores[:n], g, dh_rows, job.dtok, job.ktok)
+        job.forward(tile)
+        loss += softmax_xent_grad(scores[:n], y[a:e], job.scale, dscores[:n], job.ktok)
+        job.backward(tile)
+    return loss
+
+
+@inline_kernel
+def _slots_in_turn(kernels, X, y, p, ws):
+    """Every slot in turn on this thread (worker 0's scratch); data losses into ``ws.losses``."""
+    N, S = X.shape[0], ws.losses.size
+    for s in range(S):
+        job = SlotJob(
+            X, y, s * N // S, (s + 1) * N // S, 1.0 / N, p, ws.grads[s], ws.scratch[0],
+            ws.tile_rows, ws.dtok, ws.ktok, kernels.forward, kernels.backward,
+        )  # fmt: skip
+        ws.losses[s] = kernels.slot(job)
+
+
+@inline_kernel
+def _net_loss(p, reg, losses):
+    """The iteration's loss: the slots' data losses, in slot order, plus the L2 term."""
+    data = 0.0
+    for s in range(losses.size):
+        data += losses[s]
+    return data + l2_penalty(reg, p.W1, p.W2T)
+
+
+@kernel  # compiled apart: inlined, its loops went through the parallel loop's prange passes
+def _end_iteration(it, history, p, ws, update, opt):
+    """Record iteration it's loss; if it is finite, sum the slots, update, and return True."""
+    loss = _net_loss(p, opt.hyper[REG], ws.losses)
+    history[it] = loss
+    if not is_finite(loss):
+        return False
+    sum_slots(ws.grads)
+    update(p.flat, ws.grads[0][: p.flat.size], opt, it)
+    return True
+
+
+@kernel
+def train_net_serial(kernels, X, y, p, opt, history, start, stop, ws):
+    """Iterations ``start..stop-1`` of the net on this thread, in place.
+
+    ``history[i]`` gets the loss at iteration i, before its update. Returns -1,
+    or the first iteration whose loss is not finite (the parameters are then
+    as they were before it). ``kernels``: :func:`net_kernels` of these arrays.
+    """
+    for it in range(start, stop):
+        _slots_in_turn(kernels, X, y, p, ws)
+        if not _end_iteration(it, history, p, ws, kernels.update, opt):
+            return it
+    return -1
+
+
+@parallel_kernel
+def train_net_parallel(kernels, X, y, p, opt, history, start, stop, n_workers, ws):
+    """:func:`train_net_serial` with the slots shared out among ``n_workers`` threads.
+
+    Worker w runs slots w, w + P, ... on its own scratch; which worker ran a
+    slot changes no bit of it, and the main thread sums the slots in order,
+    so the result does not depend on ``n_workers``.
+    """
+    # What the prange body uses leaves the named tuples first: a tuple held in a
+    # tuple (the tokens in the workspace) cannot cross into a prange body (Numba's
+    # gufunc wrapper rejects it).
+    grads, scratch, losses, T, dtok, ktok = (
+        ws.grads,
+        ws.scratch,
+        ws.losses,
+        ws.tile_rows,
+        ws.dtok,
+        ws.ktok,
+    )
+    slot, forward, backward = kernels.slot, kernels.forward, kernels.backward
+    N, S = X.shape[0], losses.size
+    scale = 1.0 / N
+    for it in range(start, stop):
+        for w in prange(n_workers):
+            for s in range(
+                np.int64(w), S, n_workers
+            ):  # the pointer's types are exact: w is unsigned
+                job = SlotJob(
+                    X, y, s * N // S, (s + 1) * N // S, scale, p, grads[s], scratch[w], T, dtok,
+                    ktok, forward, backward,
+                )  # fmt: skip
+                losses[s] = slot(job)
+        if not _end_iteration(it, history, p, ws, kernels.update, opt):
+            return it
+    return -1
+
+
+@kernel
+def _net_loss_grad(kernels, X, y, p, reg, ws):
+    _slots_in_turn(kernels, X, y, p, ws)
+    sum_slots(ws.grads)
+    return _net_loss(p, reg, ws.losses)
+
+
+# -- the linear classifier ----------------------------------------------------------------
+
+
+@kernel
+def linear_loss_grad(X, y, p, reg, ws):
+    """Loss and full-batch gradient of the softmax linear classifier; the gradient into ``ws.grad``.
+
+    Returns ``data_loss + 0.5 * reg * sum(WT**2)``. A few FLOPs per row: one thread.
+    """
+    N, D = X.shape
+    K = p.b.size
+    T = ws.scores.shape[0]
+    scale = 1.0 / N
+    fill_zero(ws.grad)
+    g = linear_views(ws.grad, D, K)
+    loss = 0.0
+    for a in range(0, N, T):
+        e = min(a + T, N)
+        n = e - a
+        Xt = X[a:e]
+        linear_forward(Xt, p, ws.scores[:n])
+        loss += softmax_xent_grad(ws.scores[:n], y[a:e], scale, ws.dscores[:n], ws.ktok)
+        linear_backward(Xt, ws.dscores[:n], g)
+    return loss + 0.5 * reg * sum_squares(p.WT)
+
+
+@kernel
+def train_linear_steps(update, X, y, p, opt, history, start, stop, ws):
+    """Iterations ``start..stop-1`` of the linear classifier; same contract as :func:`train_net_serial`."""
+    for it in range(start, stop):
+        loss = linear_loss_grad(X, y, p, opt.hyper[REG], ws)
+        history[it] = loss
+        if not is_finite(loss):
+            return it
+        update(p.flat, ws.grad, opt, it)
+    return -1
+
+
+# -- called from Python ---------------------------------------------------------------------
 
 #: Kernels built in this process, by the types they were built for.
-_built: dict[tuple, NetKernels] = {}
-
-
-def net_kernels(X, y, W1, b1, W2T, b2, ws) -> NetKernels:
-    """The slot kernel and the tile passes of the shape's form, compiled (or loaded) for these arrays.
-
-    Each is compiled on its own, for exactly the types the loops pass it (a
-    per-worker buffer ``ws.hidden[p]`` has the type of ``ws.hidden[0]``).
-    Built once per process for each set of types: building took ~0.7 ms,
-    more than a one-iteration training.
-    """
-    key = tuple(map(_array_key, (X, y, W1, b1, W2T, b2, *ws[:8]))) + tuple(
-        map(_token_key, (ws.dtok, ws.ktok))
-    )
-    if key not in _built:
-        _built[key] = _build_net_kernels(X, y, W1, b1, W2T, b2, ws)
-    return _built[key]
+_built: dict[tuple, Any] = {}
 
 
 def _array_key(a):
@@ -382,79 +281,52 @@ def _token_key(token):
     return len(token), type(token[0]) if token else None
 
 
-def _build_net_kernels(X, y, W1, b1, W2T, b2, ws) -> NetKernels:
-    t = typeof
-
-    def row(a):
-        return typeof(a[0])
-
-    arrays = (t(X), t(y), t(W1), t(b1), t(W2T), t(b2))
-    scratch = (row(ws.hidden), row(ws.scores), row(ws.dscores), row(ws.grow))
-    slots = (t(ws.dW1), t(ws.db1), t(ws.dW2T), t(ws.db2))
-    slot_rows = (row(ws.dW1), row(ws.db1), row(ws.dW2T), row(ws.db2))
-    tokens = (t(ws.dtok), t(ws.ktok))
-    TX, _, TW1, Tb1, TW2T, Tb2 = arrays
-    Th, Ts, Tds, Tg = scratch
-    forward, backward = net_forms(ws.dtok, ws.ktok)
-    forward = KernelPointer(forward, types.none, (TX, TW1, Tb1, TW2T, Tb2, Th, Ts, *tokens))
-    backward = KernelPointer(backward, types.none, (TX, Th, Tds, TW2T, *slot_rows, Tg, *tokens))
-    slot = KernelPointer(
-        _net_slot,
-        types.float64,
-        (
-            types.int64,
-            types.int64,
-            *arrays,
-            types.float64,
-            *scratch,
-            *slots,
-            *tokens,
-            t(forward),
-            t(backward),
-        ),
-    )
-    return NetKernels(slot, forward, backward)
+def _update_pointer(rule, p, grad, opt) -> KernelPointer:
+    """The update rule ``rule(theta, grad, opt, it)``, typed from what the loops pass it."""
+    return KernelPointer(rule, types.none, (p.flat, grad[: p.flat.size], opt, 0))
 
 
-def train_net_serial(X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws, kernels=None):
-    """Iterations ``start..stop-1`` of the net on this thread, in place.
-
-    ``history[i]`` gets the loss at iteration i, before its update. Returns -1,
-    or the first iteration whose loss is not finite (the weights are then
-    as they were before it). ``kernels``: :func:`net_kernels` of these arrays
-    (built here if not given).
-    """
-    if kernels is None:
-        kernels = net_kernels(X, y, W1, b1, W2T, b2, ws)
-    return _train_net_serial(
-        *kernels, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, ws
-    )
-
-
-def train_net_parallel(
-    X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, n_workers, ws, kernels=None
-):
-    """:func:`train_net_serial` with the slots shared out among ``n_workers`` threads.
-
-    Worker p runs slots p, p + P, ... on its own scratch; which worker ran a
-    slot changes no bit of it, and the main thread sums the slots in order,
-    so the result does not depend on ``n_workers``.
-    """
-    if kernels is None:
-        kernels = net_kernels(X, y, W1, b1, W2T, b2, ws)
-    return _train_net_parallel(
-        *kernels, X, y, W1, b1, W2T, b2, step_size, reg, history, start, stop, n_workers, ws
-    )
+def net_kernels(X, y, p, opt, ws, rule=gd_update) -> NetKernels:
+    """The slot kernel, the tile passes of the shape's form and the update ``rule``, compiled (or
+    loaded) for these arrays. Built once per process for each set of types: building took ~0.7 ms,
+    more than a one-iteration training."""
+    arrays = (X, y, p.flat, opt.hyper, opt.state, ws.grads, ws.scratch)
+    key = ("net", rule, *map(_array_key, arrays), _token_key(ws.dtok), _token_key(ws.ktok))
+    if key not in _built:
+        forward, backward = net_forms(ws.dtok, ws.ktok)
+        D, H, K, T = X.shape[1], p.b1.size, p.b2.size, ws.tile_rows
+        hidden, scores, dscores, dh_rows = tile_views(ws.scratch[0], T, H, K)
+        g = net_views(ws.grads[0], D, H, K)
+        tile = Tile(X[:1], p, hidden[:1], scores[:1], dscores[:1], g, dh_rows, ws.dtok, ws.ktok)
+        forward = KernelPointer(forward, types.none, (tile,))
+        backward = KernelPointer(backward, types.none, (tile,))
+        job = SlotJob(
+            X, y, 0, 1, 1.0, p, ws.grads[0], ws.scratch[0], T, ws.dtok, ws.ktok, forward, backward
+        )
+        slot = KernelPointer(_net_slot, types.float64, (job,))
+        _built[key] = NetKernels(
+            slot, forward, backward, _update_pointer(rule, p, ws.grads[0], opt)
+        )
+    return _built[key]
 
 
-def net_loss_grad(X, y, W1, b1, W2T, b2, reg, ws, kernels=None):
-    """Loss and full-batch gradient of the net at the current weights (no update).
+def net_loss_grad(X, y, p, reg, ws) -> float:
+    """Loss and full-batch gradient of the net at the current parameters (no update).
 
     Returns ``data_loss + 0.5 * reg * (sum(W1**2) + sum(W2T**2))`` and leaves
-    the data loss's gradient in slot 0: ``dW1[0, :D]``, ``db1[0, :H]``,
-    ``dW2T[0, :K]``, ``db2[0, :K]`` (the update adds the L2 gradient
-    ``reg * W``). The slot and sum code of the training loops, on one thread.
+    the data loss's gradient in row 0 of ``ws.grads``, in the parameters'
+    layout (the update adds the L2 gradient ``reg * W``). The slot and sum
+    code of the training loops, on one thread.
     """
-    if kernels is None:
-        kernels = net_kernels(X, y, W1, b1, W2T, b2, ws)
-    return _net_loss_grad(*kernels, X, y, W1, b1, W2T, b2, reg, ws)
+    from .update import gd_optimizer
+
+    opt = gd_optimizer(0.0, reg, p.flat.size, 0, p.flat.dtype)
+    return _net_loss_grad(net_kernels(X, y, p, opt, ws), X, y, p, reg, ws)
+
+
+def linear_kernels(p, opt, ws, rule=gd_update) -> KernelPointer:
+    """The update ``rule`` for the linear classifier's arrays, built once per set of types."""
+    key = ("linear", rule, *map(_array_key, (p.flat, opt.hyper, opt.state, ws.grad)))
+    if key not in _built:
+        _built[key] = _update_pointer(rule, p, ws.grad, opt)
+    return _built[key]

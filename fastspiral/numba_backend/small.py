@@ -20,7 +20,9 @@ from .tiles import H_BLOCK, h_block_bounds, row_values
 
 
 @inline_kernel
-def _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
+def _forward_one_row(tile, t, lo, hi):
+    X, hidden, scores, dtok, ktok = tile.X, tile.hidden, tile.scores, tile.dtok, tile.ktok
+    W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)
     x = row_values(X, t, dtok)
     acc = ktok
@@ -38,8 +40,10 @@ def _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
 
 
 @inline_kernel
-def _forward_two_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
+def _forward_two_rows(tile, t, lo, hi):
     """Rows t, t+1: each weight load serves two rows; the K score sums ride in tuples (registers)."""
+    X, hidden, scores, dtok, ktok = tile.X, tile.hidden, tile.scores, tile.dtok, tile.ktok
+    W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
     x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
     a0 = a1 = ktok
@@ -65,8 +69,10 @@ def _forward_two_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
 
 
 @inline_kernel
-def _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
+def _forward_four_rows(tile, t, lo, hi):
     """Rows t..t+3: each weight load serves four rows; the K score sums ride in tuples (registers)."""
+    X, hidden, scores, dtok, ktok = tile.X, tile.hidden, tile.scores, tile.dtok, tile.ktok
+    W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
     x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
     x2, x3 = row_values(X, t + 2, dtok), row_values(X, t + 3, dtok)
@@ -105,34 +111,36 @@ def _forward_four_rows(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok):
 
 
 @inline_kernel
-def _forward_tile(group, rows, X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+def _forward_tile(group, rows, tile):
     """The forward pass of a tile, ``rows`` rows at a time through ``group`` (then one by one)."""
-    T, H = hidden.shape
+    T, H = tile.hidden.shape
     for t in range(T):
-        for k in range(len(ktok)):
-            scores[t, k] = b2[k]
+        for k in range(len(tile.ktok)):
+            tile.scores[t, k] = tile.p.b2[k]
     Tg = T - T % rows
     for h0 in range(0, H, H_BLOCK):
         lo, hi = h_block_bounds(h0, H)
         for t in range(0, Tg, rows):
-            group(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
+            group(tile, t, lo, hi)
         for t in range(Tg, T):
-            _forward_one_row(X, W1, b1, W2T, hidden, scores, t, lo, hi, dtok, ktok)
+            _forward_one_row(tile, t, lo, hi)
 
 
 @kernel
-def forward_small(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
-    _forward_tile(_forward_two_rows, 2, X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
+def forward_small(tile):
+    _forward_tile(_forward_two_rows, 2, tile)
 
 
 @kernel
-def forward_small_fours(X, W1, b1, W2T, b2, hidden, scores, dtok, ktok):
+def forward_small_fours(tile):
     """:func:`forward_small` with rows four at a time, for CPUs with 32 vector registers."""
-    _forward_tile(_forward_four_rows, 4, X, W1, b1, W2T, b2, hidden, scores, dtok, ktok)
+    _forward_tile(_forward_four_rows, 4, tile)
 
 
 @inline_kernel
-def _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
+def _backward_one_row(tile, t, lo, hi):
+    X, hidden, dscores, dtok, ktok = tile.X, tile.hidden, tile.dscores, tile.dtok, tile.ktok
+    W2T, dW1, db1, dW2T = tile.p.W2T, tile.g.W1, tile.g.b1, tile.g.W2T
     zero = hidden.dtype.type(0)
     x = row_values(X, t, dtok)
     s = row_values(dscores, t, ktok)
@@ -150,8 +158,10 @@ def _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, 
 
 
 @inline_kernel
-def _backward_two_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
+def _backward_two_rows(tile, t, lo, hi):
     """Rows t, t+1: each load and store of a gradient serves two rows."""
+    X, hidden, dscores, dtok, ktok = tile.X, tile.hidden, tile.dscores, tile.dtok, tile.ktok
+    W2T, dW1, db1, dW2T = tile.p.W2T, tile.g.W1, tile.g.b1, tile.g.W2T
     zero = hidden.dtype.type(0)
     s0, s1 = row_values(dscores, t, ktok), row_values(dscores, t + 1, ktok)
     x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
@@ -173,8 +183,10 @@ def _backward_two_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok,
 
 
 @inline_kernel
-def _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok):
+def _backward_four_rows(tile, t, lo, hi):
     """Rows t..t+3: each load and store of a gradient serves four rows."""
+    X, hidden, dscores, dtok, ktok = tile.X, tile.hidden, tile.dscores, tile.dtok, tile.ktok
+    W2T, dW1, db1, dW2T = tile.p.W2T, tile.g.W1, tile.g.b1, tile.g.W2T
     zero = hidden.dtype.type(0)
     s0, s1 = row_values(dscores, t, ktok), row_values(dscores, t + 1, ktok)
     s2, s3 = row_values(dscores, t + 2, ktok), row_values(dscores, t + 3, ktok)
@@ -204,27 +216,27 @@ def _backward_four_rows(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok
 
 
 @inline_kernel
-def _backward_tile(group, rows, X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok):
+def _backward_tile(group, rows, tile):
     """The backward pass of a tile, ``rows`` rows at a time through ``group`` (then one by one)."""
-    T, H = hidden.shape
+    T, H = tile.hidden.shape
     for t in range(T):
-        for k in range(len(ktok)):
-            db2[k] += dscores[t, k]
+        for k in range(len(tile.ktok)):
+            tile.g.b2[k] += tile.dscores[t, k]
     Tg = T - T % rows
     for h0 in range(0, H, H_BLOCK):
         lo, hi = h_block_bounds(h0, H)
         for t in range(0, Tg, rows):
-            group(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
+            group(tile, t, lo, hi)
         for t in range(Tg, T):
-            _backward_one_row(X, hidden, dscores, W2T, dW1, db1, dW2T, t, lo, hi, dtok, ktok)
+            _backward_one_row(tile, t, lo, hi)
 
 
 @kernel
-def backward_small(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
-    _backward_tile(_backward_two_rows, 2, X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok)
+def backward_small(tile):
+    _backward_tile(_backward_two_rows, 2, tile)
 
 
 @kernel
-def backward_small_fours(X, hidden, dscores, W2T, dW1, db1, dW2T, db2, grow, dtok, ktok):
+def backward_small_fours(tile):
     """:func:`backward_small` with rows four at a time, for CPUs with 32 vector registers."""
-    _backward_tile(_backward_four_rows, 4, X, hidden, dscores, W2T, dW1, db1, dW2T, db2, dtok, ktok)
+    _backward_tile(_backward_four_rows, 4, tile)

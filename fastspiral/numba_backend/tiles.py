@@ -29,10 +29,37 @@ shapes each form admits, and the dims tokens that select it.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 from numba.cpython.unsafe.tuple import tuple_setitem
 
 from .jit import inline_kernel, vector_registers
+
+
+class Tile(NamedTuple):
+    """What a fused pass reads and writes for a tile of rows: the argument of both passes.
+
+    ``forward(tile)`` writes ``hidden = max(X @ W1 + b1, 0)`` and
+    ``scores = hidden @ W2T.T + b2`` (a NaN pre-activation stays NaN, as with
+    ``np.maximum``). ``backward(tile)`` *adds* the tile's gradient to ``g``:
+    with ``dhidden = (dscores @ W2T) * (hidden > 0)`` (the case study's
+    ``dhidden[hidden <= 0] = 0``), ``g.W2T += dscores.T @ hidden``,
+    ``g.b2 += dscores.sum(0)``, ``g.W1 += X.T @ dhidden`` and
+    ``g.b1 += dhidden.sum(0)``; ``hidden`` is scratch afterwards (the general
+    form keeps dhidden there).
+    """
+
+    X: np.ndarray  # (n, D): the tile's rows
+    p: Any  # NetParams: the parameters
+    hidden: np.ndarray  # (n, H)
+    scores: np.ndarray  # (n, K)
+    dscores: np.ndarray  # (n, K): the loss's gradient with respect to the scores
+    g: Any  # NetParams: the gradient the backward pass adds to
+    dh_rows: np.ndarray  # (4, H): the backward pass's scratch rows
+    dtok: tuple  # D and K as tuple lengths (the small form), or empty (the general form)
+    ktok: tuple
+
 
 #: Hidden units per block of the fused passes (docs/design.md, "Constants").
 H_BLOCK = 512

@@ -1,4 +1,5 @@
-"""The ``"numba"`` backend's trainers: they run the compiled loops of :mod:`~fastspiral.numba_backend.loops`."""
+"""The ``"numba"`` backend's trainers: they run the compiled loops of
+:mod:`~fastspiral.numba_backend.loops` (the contract: :mod:`fastspiral.backends`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,18 @@ from . import loops
 from .cache import first_call
 from .threads import parallel_section, shared_chooser, threads_allowed, usable_threads
 from .tiles import is_general
-from .workspace import aligned_copy, buffer_bytes, linear_workspace, n_slots, net_workspace
+from .update import gd_optimizer
+from .workspace import (
+    linear_layout,
+    linear_workspace,
+    linear_workspace_bytes,
+    n_slots,
+    net_layout,
+    net_workspace,
+    net_workspace_bytes,
+    new_linear_params,
+    new_net_params,
+)
 
 
 def _writeable(a: np.ndarray) -> np.ndarray:
@@ -21,48 +33,43 @@ def _writeable(a: np.ndarray) -> np.ndarray:
 
 
 class NetTrainer:
-    """A net training: cache-line-aligned working weights (second layer as W2T (K, H)) and workspace.
+    """A net training: the flat parameter vector and its views, the update rule's numbers, the workspace.
 
     With one slot the serial loop runs; with more the parallel loop, on as
-    many threads as :class:`~fastspiral.numba_backend.threads.ThreadChooser` picks for each
-    run (the result does not depend on it).
+    many threads as :class:`~fastspiral.numba_backend.threads.ThreadChooser`
+    picks for each run (the result does not depend on it).
     """
 
     def __init__(self, problem: Problem):
-        p = problem
-        self.X, self.y = _writeable(p.X), _writeable(p.y)
-        self.W1, self.b1, self.b2 = (
-            aligned_copy(p.params["W1"]),
-            aligned_copy(p.params["b1"]),
-            aligned_copy(p.params["b2"]),
-        )
-        self.W2T = aligned_copy(p.params["W2"].T)
-        self.step, self.reg = p.dtype.type(p.step_size), p.dtype.type(p.reg)
-        N, D, H, K = p.n_samples, p.n_features, p.n_hidden, p.n_classes
+        pr = problem
+        self.X, self.y = _writeable(pr.X), _writeable(pr.y)
+        N, D, H, K = pr.n_samples, pr.n_features, pr.n_hidden, pr.n_classes
+        self.p = new_net_params(pr.params, pr.dtype)
+        n_weights = net_layout(D, H, K, pr.dtype.itemsize)[1]
+        self.opt = gd_optimizer(pr.step_size, pr.reg, self.p.flat.size, n_weights, pr.dtype)
         parallel = n_slots(N, H) > 1 and threads_allowed()
-        most = usable_threads() if parallel else 1
-        self.ws = net_workspace(N, D, H, K, p.dtype, most)
+        self.ws = net_workspace(N, D, H, K, pr.dtype, usable_threads() if parallel else 1)
         self.parallel = parallel
         # one worker unless parallel; shared with earlier trainings of this shape in the process
-        self.chooser = shared_chooser((N, D, H, K, p.dtype.name), self.ws.n_workers)
+        self.chooser = shared_chooser((N, D, H, K, pr.dtype.name), self.ws.n_workers)
         shape = "any" if is_general((self.ws.dtok, self.ws.ktok)) else (D, K)
-        self._key = ("net", p.dtype.name, shape, parallel)
+        self._key = ("net", pr.dtype.name, shape, parallel)
         self._kernels = None
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
-        args = (self.X, self.y, self.W1, self.b1, self.W2T, self.b2, self.step, self.reg, history)
+        args = (self.X, self.y, self.p, self.opt, history)
         with first_call(self._key):
             if self._kernels is None:
-                self._kernels = loops.net_kernels(*args[:6], self.ws)
+                self._kernels = loops.net_kernels(self.X, self.y, self.p, self.opt, self.ws)
             if not self.parallel:
-                return loops.train_net_serial(*args, start, stop, self.ws, self._kernels)
+                return loops.train_net_serial(self._kernels, *args, start, stop, self.ws)
             it = start
             while it < stop:
                 threads, n, timed = self.chooser.next(stop - it)
                 t0 = time.perf_counter()
                 with parallel_section(threads):
                     bad = loops.train_net_parallel(
-                        *args, it, it + n, threads, self.ws, self._kernels
+                        self._kernels, *args, it, it + n, threads, self.ws
                     )
                 self.chooser.record(threads, n, time.perf_counter() - t0, timed)
                 if bad >= 0:
@@ -71,44 +78,48 @@ class NetTrainer:
             return -1
 
     def params(self) -> dict[str, np.ndarray]:
+        p = self.p
         return {
-            "W1": self.W1.copy(),
-            "b1": self.b1.copy(),
-            "W2": np.ascontiguousarray(self.W2T.T),
-            "b2": self.b2.copy(),
+            "W1": p.W1.copy(),
+            "b1": p.b1.copy(),
+            "W2": np.ascontiguousarray(p.W2T.T),
+            "b2": p.b2.copy(),
         }
 
     def views(self) -> dict[str, np.ndarray]:
+        p = self.p
         return {
-            "W1": read_only(self.W1),
-            "b1": read_only(self.b1),
-            "W2": read_only(self.W2T.T),
-            "b2": read_only(self.b2),
+            "W1": read_only(p.W1),
+            "b1": read_only(p.b1),
+            "W2": read_only(p.W2T.T),
+            "b2": read_only(p.b2),
         }
 
 
 class LinearTrainer:
-    """A linear training: working WT (K, D), b and the workspace; one thread."""
+    """A linear training: the flat parameter vector [WT | b] and its views, the workspace; one thread."""
 
     def __init__(self, problem: Problem):
-        p = problem
-        self.X, self.y = _writeable(p.X), _writeable(p.y)
-        self.WT, self.b = aligned_copy(p.params["W"].T), aligned_copy(p.params["b"])
-        self.step, self.reg = p.dtype.type(p.step_size), p.dtype.type(p.reg)
-        self.ws = linear_workspace(p.n_samples, p.n_features, p.n_classes, p.dtype)
-        self._key = ("linear", p.dtype.name, len(self.ws.ktok) or "any")
+        pr = problem
+        self.X, self.y = _writeable(pr.X), _writeable(pr.y)
+        self.p = new_linear_params(pr.params, pr.dtype)
+        n_weights = linear_layout(pr.n_features, pr.n_classes, pr.dtype.itemsize)[0]
+        self.opt = gd_optimizer(pr.step_size, pr.reg, self.p.flat.size, n_weights, pr.dtype)
+        self.ws = linear_workspace(pr.n_samples, pr.n_features, pr.n_classes, pr.dtype)
+        self._key = ("linear", pr.dtype.name, len(self.ws.ktok) or "any")
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
         with first_call(self._key):
+            update = loops.linear_kernels(self.p, self.opt, self.ws)
             return loops.train_linear_steps(
-                self.X, self.y, self.WT, self.b, self.step, self.reg, history, start, stop, self.ws
+                update, self.X, self.y, self.p, self.opt, history, start, stop, self.ws
             )
 
     def params(self) -> dict[str, np.ndarray]:
-        return {"W": np.ascontiguousarray(self.WT.T), "b": self.b.copy()}
+        return {"W": np.ascontiguousarray(self.p.WT.T), "b": self.p.b.copy()}
 
     def views(self) -> dict[str, np.ndarray]:
-        return {"W": read_only(self.WT.T), "b": read_only(self.b)}
+        return {"W": read_only(self.p.WT.T), "b": read_only(self.p.b)}
 
 
 def prepare(problem: Problem) -> NetTrainer | LinearTrainer:
@@ -119,9 +130,8 @@ def prepare(problem: Problem) -> NetTrainer | LinearTrainer:
 def workspace_bytes(
     model: str, n_samples: int, n_features: int, n_hidden: int, n_classes: int, dtype
 ) -> int:
-    """Bytes of the work arrays: cache-sized tiles and per-slot gradients, never N * H."""
+    """Bytes of the work arrays (cache-sized tiles and per-slot gradients, never N * H), computed
+    without allocating them."""
     if model == "linear":
-        return buffer_bytes(linear_workspace(n_samples, n_features, n_classes, dtype))
-    return buffer_bytes(
-        net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, usable_threads())
-    )
+        return linear_workspace_bytes(n_samples, n_features, n_classes, dtype)
+    return net_workspace_bytes(n_samples, n_features, n_hidden, n_classes, dtype, usable_threads())

@@ -1,9 +1,28 @@
-"""Named workspaces of the Numba backend: how rows are split into slots, and the buffers.
+"""Where the Numba backend keeps its numbers: flat parameters with named views, slots, buffers.
 
-The rows are split into S *slots* by the problem's size alone (:func:`n_slots`),
-never by the thread count; each slot has its own gradient buffers, and the
-slots are summed in slot order. Any number of threads (workers) can work
-the slots, so a training gives the same bits on 1, 2 or 8 threads.
+* **Parameters** live in one flat vector, ``[W1 | W2T | b1 | b2]`` for the net
+  and ``[WT | b]`` for the linear classifier, each part starting on a cache
+  line (:func:`net_layout`); :class:`NetParams` and :class:`LinearParams` are
+  named views of it. The weights, which L2 acts on, come first, so an update
+  is one loop over the vector with the weights' extent as its only seam.
+* **Slots.** The rows are split into S slots by the problem's size alone
+  (:func:`n_slots`), never by the thread count. Slot s writes its gradient
+  into row s of a (slots, parameters) array, in the parameters' layout, and
+  the rows are summed in slot order; any number of threads (workers) can work
+  the slots, so a training gives the same bits on 1, 2 or 8 threads.
+* **Scratch.** Each worker streams its rows through one buffer, a row of a
+  (workers, scratch) array holding a tile's hidden layer, scores, their
+  gradient and the rows of dhidden (:func:`tile_views`).
+
+NumPy's allocator only promises 16-byte alignment, so a 32- or 64-byte vector
+load or store could straddle two cache lines; such split accesses cost the
+kernels 6-9% (docs/design.md). Every vector, row and part therefore starts on
+a 64-byte line, and each slot's and worker's row ends in ``SLOT_PAD_BYTES`` of
+padding, so no two threads write one line.
+
+The layout functions are plain Python that Numba also compiles where a kernel
+calls them (``register_jitable``), so the kernels and the trainers cut the
+same views from the same offsets.
 """
 
 from __future__ import annotations
@@ -11,21 +30,37 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numba.extending import register_jitable
 
 from .tiles import dims_token
 
-# -- cache-line-aligned arrays ------------------------------------------------------
-#
-# Cache-line-aligned arrays for the buffers the Numba kernels stream through.
-#
-# NumPy's allocator only promises 16-byte alignment, so a 32- or 64-byte
-# vector load or store into an array it returns can straddle two cache lines,
-# and such split accesses cost the kernels 6-9% (docs/design.md). The trainers
-# keep their working weights, and :func:`net_workspace`
-# its buffers, at the start of a 64-byte cache line.
-
 #: Bytes per cache line on x86-64 (and most other CPUs numba targets).
 CACHE_LINE = 64
+#: Unused bytes after each slot's or worker's row (two cache lines: the CPU
+#: may fetch a line's neighbour too), so no two threads write one line.
+SLOT_PAD_BYTES = 128
+#: The work of a net iteration is counted as N * (H + ROW_COST): the per-row
+#: costs (softmax, the ends of the vectorised loops) weigh like ~60 hidden units.
+ROW_COST = 60
+#: Work per slot: below 2 * SLOT_WORK (N = 300 at H = 100) a problem has one
+#: slot and trains on one thread, with no parallel region. Pinned threads
+#: pay from less (N = 90 at H = 100), but a smaller value also multiplies the
+#: slots, and their sum, of every larger problem: measured in
+#: benchmarks/test_design.py (docs/design.md, "Constants").
+SLOT_WORK = 24_000
+#: Slots at most: more would let more cores help, at the cost of summing
+#: more gradient slots per iteration, serially.
+MAX_SLOTS = 8
+#: Scratch elements of a (T, H) hidden tile: 512 KiB in float64, so the tile
+#: the forward pass writes is still in L2 when the backward pass reads it.
+TILE_ELEMENTS = 65_536
+#: Rows of dhidden the general form's backward pass builds at once.
+DH_ROWS = 4
+#: Rows per tile of the linear classifier (a few FLOPs per row).
+LINEAR_TILE_ROWS = 1024
+
+
+# -- aligned memory -------------------------------------------------------------------
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:
@@ -43,47 +78,112 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     return buffer[start : start + nbytes].view(dtype).reshape(shape)
 
 
-def aligned_copy(a: np.ndarray) -> np.ndarray:
-    """A cache-line-aligned, C-contiguous copy of ``a`` (same dtype and shape)."""
-    out = aligned_empty(a.shape, a.dtype)
-    out[...] = a
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    """:func:`aligned_empty`, filled with zeros."""
+    out = aligned_empty(shape, dtype)
+    out[...] = 0
     return out
 
 
-def slot_length(length: int, unit_bytes: int, min_pad_bytes: int = 0) -> int:
-    """Units per thread slot: ``length`` plus padding, filling whole cache lines.
+@register_jitable
+def _lines(n, itemsize):
+    """``n`` elements rounded up to whole cache lines, in elements."""
+    per_line = CACHE_LINE // itemsize
+    return -(-n // per_line) * per_line
 
-    A slot of a per-thread buffer holds ``length`` units (rows or elements) of
-    ``unit_bytes`` each; it gets at least ``min_pad_bytes`` of padding and
-    then as many units more as make it a whole number of cache lines, so that
-    when slot 0 is aligned, every slot is.
+
+def padded_row(n, itemsize):
+    """Elements of a slot's or worker's row holding ``n``: whole cache lines, then the padding."""
+    return _lines(n, itemsize) + SLOT_PAD_BYTES // itemsize
+
+
+# -- the parameters ---------------------------------------------------------------------
+
+
+class NetParams(NamedTuple):
+    """The net's parameters (or a gradient), as views of one flat vector.
+
+    The second layer is stored transposed, W2T (K, H), so every loop over the
+    hidden units runs along a contiguous row.
     """
-    n = length + -(-min_pad_bytes // unit_bytes)
-    while (n * unit_bytes) % CACHE_LINE:
-        n += 1
-    return n
+
+    flat: np.ndarray  # all of them: [W1 | W2T | b1 | b2], each part from a cache line
+    W1: np.ndarray  # (D, H)
+    W2T: np.ndarray  # (K, H)
+    b1: np.ndarray  # (H,)
+    b2: np.ndarray  # (K,)
 
 
-# -- slots and the named workspaces ---------------------------------------------------
+class LinearParams(NamedTuple):
+    """The linear classifier's parameters (or a gradient), as views of one flat vector."""
 
-#: The work of a net iteration is counted as N * (H + ROW_COST): the per-row
-#: costs (softmax, the ends of the vectorised loops) weigh like ~60 hidden units.
-ROW_COST = 60
-#: Work per slot: below 2 * SLOT_WORK (N = 300 at H = 100) a problem has one
-#: slot and trains on one thread, with no parallel region. Pinned threads
-#: pay from less (N = 90 at H = 100), but a smaller value also multiplies the
-#: slots, and their sum, of every larger problem: measured in
-#: benchmarks/test_design.py (docs/design.md, "Constants").
-SLOT_WORK = 24_000
-#: Slots at most: more would let more cores help, at the cost of summing
-#: more gradient slots per iteration, serially.
-MAX_SLOTS = 8
-#: Scratch elements of a (T, H) hidden tile: 512 KiB in float64, so the tile
-#: the forward pass writes is still in L2 when the backward pass reads it.
-TILE_ELEMENTS = 65_536
-#: Unused bytes after each slot of a per-slot buffer (two cache lines: the
-#: CPU may fetch a line's neighbour too), so no two threads write one line.
-SLOT_PAD_BYTES = 128
+    flat: np.ndarray  # [WT | b]
+    WT: np.ndarray  # (K, D)
+    b: np.ndarray  # (K,)
+
+
+@register_jitable
+def net_layout(D, H, K, itemsize):
+    """``(W2T, b1, b2, end)``: where the parts after W1 start in the net's flat vector, and its length.
+
+    The weights, which L2 acts on, are ``flat[:b1]``; W1 starts at 0.
+    """
+    w2t = _lines(D * H, itemsize)
+    b1 = w2t + _lines(K * H, itemsize)
+    b2 = b1 + _lines(H, itemsize)
+    return w2t, b1, b2, b2 + _lines(K, itemsize)
+
+
+@register_jitable
+def net_views(flat, D, H, K):
+    """The :class:`NetParams` views of a flat vector laid out by :func:`net_layout`."""
+    w2t, b1, b2, _ = net_layout(D, H, K, flat.itemsize)
+    return NetParams(
+        flat,
+        flat[: D * H].reshape((D, H)),
+        flat[w2t : w2t + K * H].reshape((K, H)),
+        flat[b1 : b1 + H],
+        flat[b2 : b2 + K],
+    )
+
+
+@register_jitable
+def linear_layout(D, K, itemsize):
+    """``(b, end)``: where b starts in the linear classifier's flat vector (WT at 0), and its length."""
+    b = _lines(K * D, itemsize)
+    return b, b + _lines(K, itemsize)
+
+
+@register_jitable
+def linear_views(flat, D, K):
+    """The :class:`LinearParams` views of a flat vector laid out by :func:`linear_layout`."""
+    b, _ = linear_layout(D, K, flat.itemsize)
+    return LinearParams(flat, flat[: K * D].reshape((K, D)), flat[b : b + K])
+
+
+def new_net_params(params, dtype) -> NetParams:
+    """An aligned flat vector holding ``params`` (W1, b1, W2, b2: the model's names), and its views."""
+    D, H = params["W1"].shape
+    K = params["b2"].shape[0]
+    p = net_views(aligned_zeros(net_layout(D, H, K, np.dtype(dtype).itemsize)[-1], dtype), D, H, K)
+    p.W1[...], p.W2T[...], p.b1[...], p.b2[...] = (
+        params["W1"],
+        params["W2"].T,
+        params["b1"],
+        params["b2"],
+    )
+    return p
+
+
+def new_linear_params(params, dtype) -> LinearParams:
+    """An aligned flat vector holding ``params`` (W, b), and its views."""
+    D, K = params["W"].shape
+    p = linear_views(aligned_zeros(linear_layout(D, K, np.dtype(dtype).itemsize)[-1], dtype), D, K)
+    p.WT[...], p.b[...] = params["W"].T, params["b"]
+    return p
+
+
+# -- slots and tiles --------------------------------------------------------------------
 
 
 def net_work(n_samples: int, n_hidden: int) -> int:
@@ -102,86 +202,108 @@ def tile_rows(n_samples: int, n_hidden: int) -> int:
     return min(per_slot, max(4, TILE_ELEMENTS // max(n_hidden, 1) // 4 * 4))
 
 
+@register_jitable
+def tile_layout(T, H, K, itemsize):
+    """``(scores, dscores, dh_rows, end)``: offsets of a worker's buffers in its scratch row (hidden at 0)."""
+    scores = _lines(T * H, itemsize)
+    dscores = scores + _lines(T * K, itemsize)
+    dh_rows = dscores + _lines(T * K, itemsize)
+    return scores, dscores, dh_rows, dh_rows + _lines(DH_ROWS * H, itemsize)
+
+
+@register_jitable
+def tile_views(scratch, T, H, K):
+    """A worker's buffers in its scratch row: hidden (T, H), scores and dscores (T, K), dh_rows (4, H)."""
+    scores, dscores, dh_rows, _ = tile_layout(T, H, K, scratch.itemsize)
+    return (
+        scratch[: T * H].reshape((T, H)),
+        scratch[scores : scores + T * K].reshape((T, K)),
+        scratch[dscores : dscores + T * K].reshape((T, K)),
+        scratch[dh_rows : dh_rows + DH_ROWS * H].reshape((DH_ROWS, H)),
+    )
+
+
+# -- the workspaces ---------------------------------------------------------------------
+
+
 class NetWorkspace(NamedTuple):
-    """Buffers of one net training, allocated once per call.
+    """Buffers of one net training, allocated once per call: O((P T + S (D + K)) H), never N H."""
 
-    Per worker p (``hidden.shape[0]`` of them): a hidden tile, score tiles and
-    a scratch row. Per slot s (``dW1.shape[0]``): the slot's gradients, in the
-    leading D, H, K, K entries of its (padded) rows, and its data loss.
-    """
-
-    hidden: np.ndarray  # (P, T, H)
-    scores: np.ndarray  # (P, T + pad, K)
-    dscores: np.ndarray  # (P, T + pad, K)
-    grow: np.ndarray  # (P, 4, H + pad)
-    dW1: np.ndarray  # (S, D + pad, H)
-    db1: np.ndarray  # (S, H + pad)
-    dW2T: np.ndarray  # (S, K + pad, H)
-    db2: np.ndarray  # (S, K + pad)
-    losses: np.ndarray  # (S,) float64
-    dtok: tuple
+    grads: np.ndarray  # (S, parameters + pad): slot s's gradient, in the parameters' layout
+    scratch: np.ndarray  # (P, tile buffers + pad): worker p's tile buffers (tile_views)
+    losses: np.ndarray  # (S,) float64: slot s's data loss
+    tile_rows: int  # T
+    dtok: tuple  # D and K as tuple lengths, or empty: the general form (fastspiral.numba_backend.tiles)
     ktok: tuple
 
     @property
     def n_workers(self) -> int:
-        return self.hidden.shape[0]
+        return self.scratch.shape[0]
 
     @property
     def n_slots(self) -> int:
-        return self.dW1.shape[0]
+        return self.grads.shape[0]
 
 
 class LinearWorkspace(NamedTuple):
-    """Buffers of one linear training: score tiles, gradients, the K token."""
+    """Buffers of one linear training: its gradient (one slot), score tiles, the K token."""
 
+    grad: np.ndarray  # (parameters,), in the parameters' layout
     scores: np.ndarray  # (T, K)
     dscores: np.ndarray  # (T, K)
-    dWT: np.ndarray  # (K, D)
-    db: np.ndarray  # (K,)
     ktok: tuple
 
 
-def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) -> NetWorkspace:
-    """The buffers for the net's compiled loops (:mod:`~fastspiral.numba_backend.loops`), for up to ``n_workers`` threads.
-
-    Size O((P * T + S * (D + K)) * H), independent of N * H. Every buffer and
-    slot starts on a cache line.
-    """
+def net_workspace_shapes(n_samples, n_features, n_hidden, n_classes, dtype, n_workers):
+    """``(grads, scratch, losses)`` shapes and the tile rows of :func:`net_workspace`, allocating nothing."""
     N, D, H, K = n_samples, n_features, n_hidden, n_classes
+    itemsize = np.dtype(dtype).itemsize
     S = n_slots(N, H)
     P = max(1, min(int(n_workers), S))
     T = tile_rows(N, H)
-    size = np.dtype(dtype).itemsize
+    grads = (S, padded_row(net_layout(D, H, K, itemsize)[-1], itemsize))
+    scratch = (P, padded_row(tile_layout(T, H, K, itemsize)[-1], itemsize))
+    return grads, scratch, (S,), T
 
-    def slot(length, unit, pad=SLOT_PAD_BYTES):  # units per slot (unit: elements per unit)
-        return slot_length(length, unit * size, pad)
 
-    return NetWorkspace(
-        aligned_empty((P, slot(T, H, 0), H), dtype),
-        aligned_empty((P, slot(T, K), K), dtype),
-        aligned_empty((P, slot(T, K), K), dtype),
-        aligned_empty((P, 4, slot(H, 1)), dtype),
-        aligned_empty((S, slot(D, H), H), dtype),
-        aligned_empty((S, slot(H, 1)), dtype),
-        aligned_empty((S, slot(K, H), H), dtype),
-        aligned_empty((S, slot(K, 1)), dtype),
-        np.zeros(S, np.float64),
-        *dims_token(D, K, dtype),
+def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) -> NetWorkspace:
+    """The buffers for the net's compiled loops (:mod:`~fastspiral.numba_backend.loops`), for up to
+    ``n_workers`` threads (each slot clears its whole gradient row, padding included)."""
+    grads, scratch, losses, T = net_workspace_shapes(
+        n_samples, n_features, n_hidden, n_classes, dtype, n_workers
     )
+    return NetWorkspace(
+        aligned_empty(grads, dtype),
+        aligned_empty(scratch, dtype),
+        np.zeros(losses, np.float64),
+        T,
+        *dims_token(n_features, n_classes, dtype),
+    )
+
+
+def net_workspace_bytes(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) -> int:
+    """Bytes of :func:`net_workspace`'s buffers, computed without allocating them."""
+    grads, scratch, losses, _ = net_workspace_shapes(
+        n_samples, n_features, n_hidden, n_classes, dtype, n_workers
+    )
+    itemsize = np.dtype(dtype).itemsize
+    return (int(np.prod(grads)) + int(np.prod(scratch))) * itemsize + 8 * losses[0]
 
 
 def linear_workspace(n_samples, n_features, n_classes, dtype) -> LinearWorkspace:
     """The buffers for :func:`~fastspiral.numba_backend.loops.train_linear_steps`."""
-    T = min(n_samples, 1024)
+    T = min(n_samples, LINEAR_TILE_ROWS)
+    itemsize = np.dtype(dtype).itemsize
     return LinearWorkspace(
+        aligned_zeros(linear_layout(n_features, n_classes, itemsize)[-1], dtype),
         aligned_empty((T, n_classes), dtype),
         aligned_empty((T, n_classes), dtype),
-        aligned_empty((n_classes, n_features), dtype),
-        aligned_empty(n_classes, dtype),
         dims_token(n_features, n_classes, dtype)[1],
     )
 
 
-def buffer_bytes(ws: NetWorkspace | LinearWorkspace) -> int:
-    """Bytes of a workspace's buffers (allocated by ``aligned_empty``, never touched: no memory is used)."""
-    return sum(a.nbytes for a in ws if isinstance(a, np.ndarray))
+def linear_workspace_bytes(n_samples, n_features, n_classes, dtype) -> int:
+    """Bytes of :func:`linear_workspace`'s buffers, computed without allocating them."""
+    itemsize = np.dtype(dtype).itemsize
+    T = min(n_samples, LINEAR_TILE_ROWS)
+    return (linear_layout(n_features, n_classes, itemsize)[-1] + 2 * T * n_classes) * itemsize
