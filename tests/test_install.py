@@ -154,6 +154,40 @@ STEPS = {
 }
 
 
+BITS = """
+import hashlib
+import numpy as np
+import fastspiral as fs
+X, y = fs.make_spiral(seed=0)
+rng = np.random.default_rng(0)
+Xg, yg = rng.standard_normal((2000, 64)), rng.integers(0, 10, 2000)
+for model in (fs.train_net(X, y, iters=30, seed=0), fs.train_net(Xg, yg, iters=50, seed=0),
+              fs.train_linear(Xg, yg, iters=30, seed=0)):
+    h = hashlib.sha1(model.loss_history.tobytes())
+    for name in sorted(model.params):
+        h.update(model.params[name].tobytes())
+    print(h.hexdigest())
+"""
+
+
+@pytest.mark.slow  # compiles into empty caches in subprocesses
+def test_a_first_run_gives_the_bits_of_later_runs(tmp_path):
+    """A process that compiles the kernels and one that loads them from the cache train alike.
+
+    A kernel another kernel called was linked into its caller, so a process
+    held it twice, optimised apart and with the caller; the one that had
+    compiled it ran one copy and a later process the other, and the general
+    form's losses and weights differed in their last bits. Callees are now
+    inlined or called by address (fastspiral.numba_backend.jit).
+    """
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    runs = [_run_python(BITS, env) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert len(runs[0].stdout.split()) == 3
+    assert runs[0].stdout == runs[1].stdout
+
+
 @pytest.mark.slow  # compiles into empty caches in subprocesses
 def test_cached_training_loop_loads_in_a_later_process(tmp_path):
     """Call a kernel directly, then train, then run the parallel loop from a third process.

@@ -14,6 +14,17 @@ Compilation options, shared by every Numba kernel of fastspiral:
   compiling again. Each kernel gets :class:`~fastspiral.numba_backend.cache.SafeCache`
   (what ``cache=True`` would install, plus locked saves and damaged entries
   rebuilt), or none where no folder is writable.
+
+How kernels call each other: a kernel that another kernel calls is either
+inlined into it (:data:`inline_kernel`) or called by address
+(:class:`KernelPointer`), never linked. Linked into its caller, a callee was
+held twice in a process, optimised apart and again with the caller, and a
+process that had compiled it ran one copy where a process that loaded the
+caller from the cache ran the other: the general form's losses and weights
+differed in their last bits between a first run and later ones
+(tests/test_install.py::test_a_first_run_gives_the_bits_of_later_runs). The
+one exception, :data:`exact_kernel`, is small enough that LLVM always
+inlines it into the loop it serves.
 """
 
 from __future__ import annotations
@@ -39,13 +50,13 @@ def _cached_njit(**options):
     return lambda fn: enable_cache(compile_(fn))
 
 
-#: Decorator of the serial kernels.
+#: Decorator of the serial kernels that Python calls (the loops) or that are called by address.
 kernel = _cached_njit(**JIT_OPTIONS)
-#: Decorator of the helpers of a kernel (row groups, bounds, small sums):
-#: inlined into their caller in Numba's own IR, so LLVM optimises them with
-#: the caller's loop and no call crosses a function boundary. Compiled
-#: apart, each call of a four-row helper cost ~100 cycles and the case study
-#: took 1.6-1.9x longer per iteration (docs/design.md, "Inlined helpers").
+#: Decorator of every other function a kernel calls (row groups, bounds, sums, the softmax):
+#: inlined into its caller in Numba's own IR, so LLVM optimises it with the
+#: caller's loop and no call crosses a function boundary. Compiled apart,
+#: each call of a four-row helper cost ~100 cycles and the case study took
+#: 1.6-1.9x longer per iteration (docs/design.md, "Inlined helpers").
 inline_kernel = _cached_njit(inline="always", **JIT_OPTIONS)
 #: Decorator of the functions that open ``prange`` regions. They are called
 #: from Python only: a compiled caller of a cached parallel function was once

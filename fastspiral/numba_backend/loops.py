@@ -58,7 +58,7 @@ def net_backward(tile: Tile) -> None:
     net_forms(tile.dtok, tile.ktok)[1](tile)
 
 
-@kernel
+@inline_kernel
 def linear_forward(X, p, scores):
     """Scores of the linear classifier, ``scores = X @ WT.T + b``; X (T, D), p LinearParams."""
     T, D = X.shape
@@ -71,7 +71,7 @@ def linear_forward(X, p, scores):
             scores[t, k] = acc
 
 
-@kernel
+@inline_kernel
 def linear_backward(X, dscores, g):
     """Adds ``dscores.T @ X`` to g.WT (K, D) and ``dscores.sum(0)`` to g.b (K,)."""
     T, D = X.shape
@@ -110,6 +110,7 @@ class NetKernels(NamedTuple):
     slot: KernelPointer
     forward: KernelPointer
     backward: KernelPointer
+    end: KernelPointer  # the end of an iteration
     update: KernelPointer
 
 
@@ -156,7 +157,7 @@ def _net_loss(p, reg, losses):
     return data + l2_penalty(reg, p.W1, p.W2T)
 
 
-@kernel  # compiled apart: inlined, its loops went through the parallel loop's prange passes
+@kernel  # by address: inlined, its loops went through the parallel loop's prange passes
 def _end_iteration(it, history, p, ws, update, opt):
     """Record iteration it's loss; if it is finite, sum the slots, update, and return True."""
     loss = _net_loss(p, opt.hyper[REG], ws.losses)
@@ -178,7 +179,7 @@ def train_net_serial(kernels, X, y, p, opt, history, start, stop, ws):
     """
     for it in range(start, stop):
         _slots_in_turn(kernels, X, y, p, ws)
-        if not _end_iteration(it, history, p, ws, kernels.update, opt):
+        if not kernels.end(it, history, p, ws, kernels.update, opt):
             return it
     return -1
 
@@ -215,7 +216,7 @@ def train_net_parallel(kernels, X, y, p, opt, history, start, stop, n_workers, w
                     ktok, forward, backward,
                 )  # fmt: skip
                 losses[s] = slot(job)
-        if not _end_iteration(it, history, p, ws, kernels.update, opt):
+        if not kernels.end(it, history, p, ws, kernels.update, opt):
             return it
     return -1
 
@@ -230,7 +231,7 @@ def _net_loss_grad(kernels, X, y, p, reg, ws):
 # -- the linear classifier ----------------------------------------------------------------
 
 
-@kernel
+@inline_kernel
 def linear_loss_grad(X, y, p, reg, ws):
     """Loss and full-batch gradient of the softmax linear classifier; the gradient into ``ws.grad``.
 
@@ -304,9 +305,10 @@ def net_kernels(X, y, p, opt, ws, rule=gd_update) -> NetKernels:
             X, y, 0, 1, 1.0, p, ws.grads[0], ws.scratch[0], T, ws.dtok, ws.ktok, forward, backward
         )
         slot = KernelPointer(_net_slot, types.float64, (job,))
-        _built[key] = NetKernels(
-            slot, forward, backward, _update_pointer(rule, p, ws.grads[0], opt)
-        )
+        update = _update_pointer(rule, p, ws.grads[0], opt)
+        example = (0, np.empty(1), p, ws, update, opt)  # (it, history, ...) as the loops pass them
+        end = KernelPointer(_end_iteration, types.boolean, example)
+        _built[key] = NetKernels(slot, forward, backward, end, update)
     return _built[key]
 
 

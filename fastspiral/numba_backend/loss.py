@@ -12,7 +12,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .jit import exact_kernel, inline_kernel, kernel
+from .jit import exact_kernel, inline_kernel
 
 
 @intrinsic
@@ -99,7 +99,7 @@ def exp_nonpositive(x):
     return 0.0 if x < -708.0 else e
 
 
-@kernel
+@inline_kernel
 def softmax_xent_grad(scores, y, scale, dscores, ktok):
     """Softmax cross-entropy on a tile of scores, and its gradient.
 
@@ -150,7 +150,7 @@ def softmax_xent_grad(scores, y, scale, dscores, ktok):
     return (loss + math.log(product)) * scale
 
 
-@kernel  # once per iteration: compiled once, not inlined (see fastspiral.numba_backend.update)
+@inline_kernel
 def sum_squares(W):
     """``sum(W * W)`` accumulated in float64."""
     w = W.reshape(W.size)

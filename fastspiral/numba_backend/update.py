@@ -50,14 +50,14 @@ def gd_update(theta, grad, opt, it):
     _descend(theta[n:], grad[n:], step_size, step_size - step_size)  # 0 in the weights' dtype
 
 
-@kernel
+@inline_kernel
 def fill_zero(v):
-    """``v[:] = 0`` for a 1-D array: compiled once, not copied into every caller."""
+    """``v[:] = 0`` for a 1-D array."""
     for i in range(v.size):
         v[i] = 0
 
 
-@kernel
+@inline_kernel
 def sum_slots(grads):
     """``grads[0] += grads[1] + ... + grads[S-1]``, row by row in that order, over whole rows.
 
