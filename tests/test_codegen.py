@@ -46,15 +46,15 @@ def _tile(T, D, H, K, dtype):
     rng = np.random.default_rng(0)
     a = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
     params = lambda: new_net_params({"W1": a(D, H), "b1": a(H), "W2": a(H, K), "b2": a(K)}, dtype)  # noqa: E731
-    dtok, ktok = _tiles.dims_token(D, K, dtype)
-    return Tile(a(T, D), params(), a(T, H), a(T, K), a(T, K), params(), a(4, H), dtok, ktok)
+    d_token, k_token = _tiles.shape_tokens(D, K, dtype)
+    return Tile(a(T, D), params(), a(T, H), a(T, K), a(T, K), params(), a(4, H), d_token, k_token)
 
 
 def _small_asm(name, D, K, dtype):
     """Assembly of one small-form helper over a block of H=1,000 units, compiled for D, K, ``dtype``."""
     H = 1000
     tile = _tile(8, D, H, K, dtype)
-    assert tile.ktok, f"D={D}, K={K} does not take the small form"
+    assert tile.k_token, f"D={D}, K={K} does not take the small form"
     # rows from 0, hidden units 0..H-1
     return _asm(getattr(_tiles_small, name), tile, 0, np.uint64(0), np.uint64(H))
 
@@ -156,9 +156,14 @@ def test_softmax_exponentials_are_vectorised(dtype):
     # one scalar FMA chain per score.
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((64, 3)).astype(dtype)
-    ktok = _tiles.dims_token(1, 3, dtype)[1]
+    k_token = _tiles.shape_tokens(1, 3, dtype)[1]
     asm = _asm(
-        _loss.softmax_xent_grad, scores, rng.integers(0, 3, 64), 1 / 64, np.empty_like(scores), ktok
+        _loss.softmax_xent_grad,
+        scores,
+        rng.integers(0, 3, 64),
+        1 / 64,
+        np.empty_like(scores),
+        k_token,
     )
     packed = re.findall(r"vfmadd\w*pd\s[^\n]*%[yz]mm", asm)
     assert len(packed) >= 10, "softmax_xent_grad: the exponentials are not vectorised"

@@ -75,19 +75,19 @@ def _tile(X, params, hidden, scores, dscores=None, grads=None, dh_rows=None):
         np.empty_like(scores) if dscores is None else dscores,
         params if grads is None else grads,
         np.empty((4, H), dt) if dh_rows is None else dh_rows,
-        *_tiles.dims_token(D, K, dt),
+        *_tiles.shape_tokens(D, K, dt),
     )  # fmt: skip
 
 
 def test_dims_tokens_pick_the_form():
-    assert _tiles.dims_token(2, 3, np.float64) == ((0.0, 0.0), (0.0, 0.0, 0.0))
-    assert not _tiles.is_general(_tiles.dims_token(_tiles.SMALL_D, 3, np.float32))
-    assert not _tiles.is_general(_tiles.dims_token(6, _tiles.SMALL_K, np.float32))
+    assert _tiles.shape_tokens(2, 3, np.float64) == ((0.0, 0.0), (0.0, 0.0, 0.0))
+    assert not _tiles.is_general(_tiles.shape_tokens(_tiles.SMALL_D, 3, np.float32))
+    assert not _tiles.is_general(_tiles.shape_tokens(6, _tiles.SMALL_K, np.float32))
     # LLVM leaves the small backward pass scalar there (tests/test_codegen.py)
-    assert _tiles.is_general(_tiles.dims_token(_tiles.SMALL_D, _tiles.SMALL_K, np.float64))
-    assert _tiles.is_general(_tiles.dims_token(7, _tiles.SMALL_K, np.float64))
-    assert _tiles.is_general(_tiles.dims_token(_tiles.SMALL_D + 1, 3, np.float64))
-    assert _tiles.is_general(_tiles.dims_token(2, _tiles.SMALL_K + 1, np.float64))
+    assert _tiles.is_general(_tiles.shape_tokens(_tiles.SMALL_D, _tiles.SMALL_K, np.float64))
+    assert _tiles.is_general(_tiles.shape_tokens(7, _tiles.SMALL_K, np.float64))
+    assert _tiles.is_general(_tiles.shape_tokens(_tiles.SMALL_D + 1, 3, np.float64))
+    assert _tiles.is_general(_tiles.shape_tokens(2, _tiles.SMALL_K + 1, np.float64))
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_softmax_xent_grad(shape, dtype):
     T, D, _, K = shape
     scores = np.ascontiguousarray(np.random.default_rng(1).standard_normal((T, K)) * 3, dtype=dtype)
     ds = np.empty((T, K), dtype)
-    loss = _loss.softmax_xent_grad(scores, p["y"], 1.0 / T, ds, _tiles.dims_token(D, K, dtype)[1])
+    loss = _loss.softmax_xent_grad(scores, p["y"], 1.0 / T, ds, _tiles.shape_tokens(D, K, dtype)[1])
     loss_r, ds_r = reference.softmax_loss(scores, p["y"])
     assert_close(ds, ds_r, dtype)
     assert_close(loss, loss_r, dtype)
@@ -157,12 +157,12 @@ def test_softmax_xent_grad(shape, dtype):
     assert_close(ds.sum(axis=1), np.zeros(T), dtype, scale=1.0 / T, factor=10)
 
 
-@pytest.mark.parametrize("ktok", [(0.0,) * 3, ()], ids=["small", "general"])
-def test_softmax_is_stable_for_huge_scores(ktok):
+@pytest.mark.parametrize("k_token", [(0.0,) * 3, ()], ids=["small", "general"])
+def test_softmax_is_stable_for_huge_scores(k_token):
     scores = np.array([[1000.0, 1001.0, 999.0], [-1e4, 0.0, 1e4]])
     y = np.array([1, 0], dtype=np.int64)
     ds = np.empty_like(scores)
-    loss = _loss.softmax_xent_grad(scores, y, 0.5, ds, ktok)
+    loss = _loss.softmax_xent_grad(scores, y, 0.5, ds, k_token)
     loss_r, ds_r = reference.softmax_loss(scores, y)
     row0 = np.log(np.exp([-1.0, 0.0, -2.0]).sum())  # log-sum-exp after shifting by the max
     for value, grad in ((loss, ds), (loss_r, ds_r)):
@@ -197,18 +197,18 @@ def test_softmax_loss_over_many_rows():
     T, K = 5000, 10
     scores = rng.standard_normal((T, K)) * 0.1  # near-uniform rows: the sums multiply to ~1e5000
     y = rng.integers(0, K, T).astype(np.int64)
-    for ktok in ((0.0,) * K, ()):
-        loss = _loss.softmax_xent_grad(scores, y, 1.0 / T, np.empty_like(scores), ktok)
+    for k_token in ((0.0,) * K, ()):
+        loss = _loss.softmax_xent_grad(scores, y, 1.0 / T, np.empty_like(scores), k_token)
         shifted = scores - scores.max(axis=1, keepdims=True)
         expected = np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(T), y])
         assert loss == pytest.approx(expected, rel=1e-13)
 
 
-@pytest.mark.parametrize("ktok", [(0.0,) * 3, ()], ids=["small", "general"])
-def test_softmax_propagates_nan(ktok):
+@pytest.mark.parametrize("k_token", [(0.0,) * 3, ()], ids=["small", "general"])
+def test_softmax_propagates_nan(k_token):
     scores = np.array([[0.0, np.nan, 1.0]])
     y = np.array([0], dtype=np.int64)
-    assert np.isnan(_loss.softmax_xent_grad(scores, y, 1.0, np.empty_like(scores), ktok))
+    assert np.isnan(_loss.softmax_xent_grad(scores, y, 1.0, np.empty_like(scores), k_token))
     with np.errstate(invalid="ignore"):
         assert np.isnan(reference.softmax_loss(scores, y)[0])
 

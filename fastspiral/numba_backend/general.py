@@ -81,7 +81,7 @@ def _forward_four_rows_general(tile, t, lo, hi):
     X, hidden, scores = tile.X, tile.hidden, tile.scores
     W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     D, K = X.shape[1], W2T.shape[0]
-    D4 = D - D % 4
+    features_by_4 = D - D % 4
     zero = hidden.dtype.type(0)
     h0, h1, h2, h3 = hidden[t], hidden[t + 1], hidden[t + 2], hidden[t + 3]
     for h in range(lo, hi):
@@ -90,10 +90,10 @@ def _forward_four_rows_general(tile, t, lo, hi):
         h1[h] = c
         h2[h] = c
         h3[h] = c
-    for d in range(0, D4, 4):
+    for d in range(0, features_by_4, 4):
         w = (W1[d], W1[d + 1], W1[d + 2], W1[d + 3])
         _add_4x4((h0, h1, h2, h3), w, _four_by_four(X, t, d, False), lo, hi)
-    for d in range(D4, D):
+    for d in range(features_by_4, D):
         x0, x1, x2, x3 = X[t, d], X[t + 1, d], X[t + 2, d], X[t + 3, d]
         w = W1[d]
         for h in range(lo, hi):
@@ -150,13 +150,13 @@ def forward_general(tile):
     for t in range(T):
         for k in range(K):
             tile.scores[t, k] = tile.p.b2[k]
-    T4 = T - T % 4
+    rows_by_4 = T - T % 4
     hb = general_h_block(tile.X.shape[1])
     for h0 in range(0, H, hb):
         lo, hi = np.uint64(h0), np.uint64(min(h0 + hb, H))
-        for t in range(0, T4, 4):
+        for t in range(0, rows_by_4, 4):
             _forward_four_rows_general(tile, t, lo, hi)
-        for t in range(T4, T):
+        for t in range(rows_by_4, T):
             _forward_one_row_general(tile, t, lo, hi)
 
 
@@ -227,22 +227,22 @@ def backward_general(tile):
     for t in range(T):
         for k in range(K):
             tile.g.b2[k] += tile.dscores[t, k]
-    T4, D4 = T - T % 4, D - D % 4
+    rows_by_4, features_by_4 = T - T % 4, D - D % 4
     hb = general_h_block(D)
     for h0 in range(0, H, hb):
         lo, hi = np.uint64(h0), np.uint64(min(h0 + hb, H))
-        for t in range(0, T4, 4):
+        for t in range(0, rows_by_4, 4):
             _dhidden_rows(tile, t, 4, lo, hi)
-        for t in range(T4, T):
+        for t in range(rows_by_4, T):
             _dhidden_rows(tile, t, 1, lo, hi)
         # dW1 += X.T @ dhidden: four features by four rows, the features outside
         # so that their four rows of dW1 stay in L1 while the tile's rows pass.
-        for d in range(0, D4, 4):
-            for t in range(0, T4, 4):
+        for d in range(0, features_by_4, 4):
+            for t in range(0, rows_by_4, 4):
                 _dW1_rows(tile, d, t, lo, hi)
         for d in range(D):
-            if d < D4:
-                t_first = T4
+            if d < features_by_4:
+                t_first = rows_by_4
             else:
                 t_first = 0
             w = dW1[d]

@@ -39,23 +39,23 @@ from .workspace import linear_views, net_views, tile_views
 # -- the passes of one tile ---------------------------------------------------------------
 
 
-def net_forms(dtok, ktok):
-    """``(forward, backward)``: the compiled passes for the shape the dims tokens select."""
-    if len(ktok) == 0:
+def net_forms(d_token, k_token):
+    """``(forward, backward)``: the compiled passes for the shape the shape tokens select."""
+    if len(k_token) == 0:
         return forward_general, backward_general
-    if small_row_group(len(dtok), len(ktok)) == 4:
+    if small_row_group(len(d_token), len(k_token)) == 4:
         return forward_small_fours, backward_small_fours
     return forward_small, backward_small
 
 
 def net_forward(tile: Tile) -> None:
     """The fused forward pass of ``tile`` in the form its tokens select (see :class:`Tile`)."""
-    net_forms(tile.dtok, tile.ktok)[0](tile)
+    net_forms(tile.d_token, tile.k_token)[0](tile)
 
 
 def net_backward(tile: Tile) -> None:
     """The fused backward pass of ``tile`` in the form its tokens select (see :class:`Tile`)."""
-    net_forms(tile.dtok, tile.ktok)[1](tile)
+    net_forms(tile.d_token, tile.k_token)[1](tile)
 
 
 @inline_kernel
@@ -98,8 +98,8 @@ class SlotJob(NamedTuple):
     grad: np.ndarray  # the slot's gradient row (cleared, then written)
     scratch: np.ndarray  # the worker's scratch row
     tile_rows: int
-    dtok: tuple
-    ktok: tuple
+    d_token: tuple
+    k_token: tuple
     forward: Any  # the tile passes of the shape's form (KernelPointer)
     backward: Any
 
@@ -129,9 +129,11 @@ def _net_slot(job):
     for a in range(job.first, job.stop, T):
         e = min(a + T, job.stop)
         n = e - a
-        tile = Tile(X[a:e], p, hidden[:n], scores[:n], dscores[:n], g, dh_rows, job.dtok, job.ktok)
+        tile = Tile(
+            X[a:e], p, hidden[:n], scores[:n], dscores[:n], g, dh_rows, job.d_token, job.k_token
+        )
         job.forward(tile)
-        loss += softmax_xent_grad(scores[:n], y[a:e], job.scale, dscores[:n], job.ktok)
+        loss += softmax_xent_grad(scores[:n], y[a:e], job.scale, dscores[:n], job.k_token)
         job.backward(tile)
     return loss
 
@@ -143,7 +145,7 @@ def _slots_in_turn(kernels, X, y, p, ws):
     for s in range(S):
         job = SlotJob(
             X, y, s * N // S, (s + 1) * N // S, 1.0 / N, p, ws.grads[s], ws.scratch[0],
-            ws.tile_rows, ws.dtok, ws.ktok, kernels.forward, kernels.backward,
+            ws.tile_rows, ws.d_token, ws.k_token, kernels.forward, kernels.backward,
         )  # fmt: skip
         ws.losses[s] = kernels.slot(job)
 
@@ -185,35 +187,33 @@ def train_net_serial(kernels, X, y, p, opt, history, start, stop, ws):
 
 
 @parallel_kernel
-def train_net_parallel(kernels, X, y, p, opt, history, start, stop, n_workers, ws):
-    """:func:`train_net_serial` with the slots shared out among ``n_workers`` threads.
+def train_net_parallel(kernels, X, y, p, opt, history, start, stop, threads, ws):
+    """:func:`train_net_serial` with the slots shared out among ``threads`` threads (workers).
 
     Worker w runs slots w, w + P, ... on its own scratch; which worker ran a
     slot changes no bit of it, and the main thread sums the slots in order,
-    so the result does not depend on ``n_workers``.
+    so the result does not depend on ``threads``.
     """
     # What the prange body uses leaves the named tuples first: a tuple held in a
     # tuple (the tokens in the workspace) cannot cross into a prange body (Numba's
     # gufunc wrapper rejects it).
-    grads, scratch, losses, T, dtok, ktok = (
+    grads, scratch, losses, T, d_token, k_token = (
         ws.grads,
         ws.scratch,
         ws.losses,
         ws.tile_rows,
-        ws.dtok,
-        ws.ktok,
+        ws.d_token,
+        ws.k_token,
     )
     slot, forward, backward = kernels.slot, kernels.forward, kernels.backward
     N, S = X.shape[0], losses.size
     scale = 1.0 / N
     for it in range(start, stop):
-        for w in prange(n_workers):
-            for s in range(
-                np.int64(w), S, n_workers
-            ):  # the pointer's types are exact: w is unsigned
+        for w in prange(threads):
+            for s in range(np.int64(w), S, threads):  # the pointer's types are exact: w is unsigned
                 job = SlotJob(
-                    X, y, s * N // S, (s + 1) * N // S, scale, p, grads[s], scratch[w], T, dtok,
-                    ktok, forward, backward,
+                    X, y, s * N // S, (s + 1) * N // S, scale, p, grads[s], scratch[w], T, d_token,
+                    k_token, forward, backward,
                 )  # fmt: skip
                 losses[s] = slot(job)
         if not kernels.end(it, history, p, ws, kernels.update, opt):
@@ -249,7 +249,7 @@ def linear_loss_grad(X, y, p, reg, ws):
         n = e - a
         Xt = X[a:e]
         linear_forward(Xt, p, ws.scores[:n])
-        loss += softmax_xent_grad(ws.scores[:n], y[a:e], scale, ws.dscores[:n], ws.ktok)
+        loss += softmax_xent_grad(ws.scores[:n], y[a:e], scale, ws.dscores[:n], ws.k_token)
         linear_backward(Xt, ws.dscores[:n], g)
     return loss + 0.5 * reg * sum_squares(p.WT)
 
@@ -292,17 +292,31 @@ def net_kernels(X, y, p, opt, ws, rule=gd_update) -> NetKernels:
     loaded) for these arrays. Built once per process for each set of types: building took ~0.7 ms,
     more than a one-iteration training."""
     arrays = (X, y, p.flat, opt.hyper, opt.state, ws.grads, ws.scratch)
-    key = ("net", rule, *map(_array_key, arrays), _token_key(ws.dtok), _token_key(ws.ktok))
+    key = ("net", rule, *map(_array_key, arrays), _token_key(ws.d_token), _token_key(ws.k_token))
     if key not in _built:
-        forward, backward = net_forms(ws.dtok, ws.ktok)
+        forward, backward = net_forms(ws.d_token, ws.k_token)
         D, H, K, T = X.shape[1], p.b1.size, p.b2.size, ws.tile_rows
         hidden, scores, dscores, dh_rows = tile_views(ws.scratch[0], T, H, K)
         g = net_views(ws.grads[0], D, H, K)
-        tile = Tile(X[:1], p, hidden[:1], scores[:1], dscores[:1], g, dh_rows, ws.dtok, ws.ktok)
+        tile = Tile(
+            X[:1], p, hidden[:1], scores[:1], dscores[:1], g, dh_rows, ws.d_token, ws.k_token
+        )
         forward = KernelPointer(forward, types.none, (tile,))
         backward = KernelPointer(backward, types.none, (tile,))
         job = SlotJob(
-            X, y, 0, 1, 1.0, p, ws.grads[0], ws.scratch[0], T, ws.dtok, ws.ktok, forward, backward
+            X,
+            y,
+            0,
+            1,
+            1.0,
+            p,
+            ws.grads[0],
+            ws.scratch[0],
+            T,
+            ws.d_token,
+            ws.k_token,
+            forward,
+            backward,
         )
         slot = KernelPointer(_net_slot, types.float64, (job,))
         update = _update_pointer(rule, p, ws.grads[0], opt)

@@ -100,13 +100,13 @@ def exp_nonpositive(x):
 
 
 @inline_kernel
-def softmax_xent_grad(scores, y, scale, dscores, ktok):
+def softmax_xent_grad(scores, y, scale, dscores, k_token):
     """Softmax cross-entropy on a tile of scores, and its gradient.
 
     Writes ``dscores = scale * (softmax(scores) - onehot(y))`` and returns
     ``scale * sum_t -log softmax(scores[t])[y[t]]`` as a float64. scores,
     dscores (T, K); y (T,) int64; ``scale`` is 1/N for the full-batch mean.
-    K is ``len(ktok)`` (unrolled loops over a row) or, for an empty token,
+    K is ``len(k_token)`` (unrolled loops over a row) or, for an empty token,
     ``scores.shape[1]``.
 
     The row maximum is subtracted before exponentiating (no overflow), and a
@@ -118,10 +118,10 @@ def softmax_xent_grad(scores, y, scale, dscores, ktok):
     hundred rows, at the rounding of a sum of logarithms.
     """
     T = scores.shape[0]
-    K = len(ktok) if len(ktok) > 0 else scores.shape[1]
+    K = len(k_token) if len(k_token) > 0 else scores.shape[1]
     loss = 0.0
     for t in range(T):
-        # The row maximum, inline: as a helper taking ktok, the code loaded
+        # The row maximum, inline: as a helper taking k_token, the code loaded
         # from Numba's cache rounded differently from the code compiled in
         # the process (tests/test_install.py::test_processes_compiling_at_once_leave_a_loadable_cache).
         m = scores[t, 0]

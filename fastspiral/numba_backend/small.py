@@ -21,35 +21,47 @@ from .tiles import H_BLOCK, h_block_bounds, row_values
 
 @inline_kernel
 def _forward_one_row(tile, t, lo, hi):
-    X, hidden, scores, dtok, ktok = tile.X, tile.hidden, tile.scores, tile.dtok, tile.ktok
+    X, hidden, scores, d_token, k_token = (
+        tile.X,
+        tile.hidden,
+        tile.scores,
+        tile.d_token,
+        tile.k_token,
+    )
     W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)
-    x = row_values(X, t, dtok)
-    acc = ktok
+    x = row_values(X, t, d_token)
+    acc = k_token
     for h in range(lo, hi):
         z = b1[h]
-        for d in range(len(dtok)):
+        for d in range(len(d_token)):
             z += x[d] * W1[d, h]
         if z < 0:
             z = zero
         hidden[t, h] = z
-        for k in range(len(ktok)):
+        for k in range(len(k_token)):
             acc = tuple_setitem(acc, k, acc[k] + z * W2T[k, h])
-    for k in range(len(ktok)):
+    for k in range(len(k_token)):
         scores[t, k] += acc[k]
 
 
 @inline_kernel
 def _forward_two_rows(tile, t, lo, hi):
     """Rows t, t+1: each weight load serves two rows; the K score sums ride in tuples (registers)."""
-    X, hidden, scores, dtok, ktok = tile.X, tile.hidden, tile.scores, tile.dtok, tile.ktok
+    X, hidden, scores, d_token, k_token = (
+        tile.X,
+        tile.hidden,
+        tile.scores,
+        tile.d_token,
+        tile.k_token,
+    )
     W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
-    x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
-    a0 = a1 = ktok
+    x0, x1 = row_values(X, t, d_token), row_values(X, t + 1, d_token)
+    a0 = a1 = k_token
     for h in range(lo, hi):
         z0 = z1 = b1[h]
-        for d in range(len(dtok)):
+        for d in range(len(d_token)):
             w = W1[d, h]
             z0 += x0[d] * w
             z1 += x1[d] * w
@@ -59,11 +71,11 @@ def _forward_two_rows(tile, t, lo, hi):
             z1 = zero
         hidden[t, h] = z0
         hidden[t + 1, h] = z1
-        for k in range(len(ktok)):
+        for k in range(len(k_token)):
             w = W2T[k, h]
             a0 = tuple_setitem(a0, k, a0[k] + z0 * w)
             a1 = tuple_setitem(a1, k, a1[k] + z1 * w)
-    for k in range(len(ktok)):
+    for k in range(len(k_token)):
         scores[t, k] += a0[k]
         scores[t + 1, k] += a1[k]
 
@@ -71,15 +83,21 @@ def _forward_two_rows(tile, t, lo, hi):
 @inline_kernel
 def _forward_four_rows(tile, t, lo, hi):
     """Rows t..t+3: each weight load serves four rows; the K score sums ride in tuples (registers)."""
-    X, hidden, scores, dtok, ktok = tile.X, tile.hidden, tile.scores, tile.dtok, tile.ktok
+    X, hidden, scores, d_token, k_token = (
+        tile.X,
+        tile.hidden,
+        tile.scores,
+        tile.d_token,
+        tile.k_token,
+    )
     W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
-    x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
-    x2, x3 = row_values(X, t + 2, dtok), row_values(X, t + 3, dtok)
-    a0 = a1 = a2 = a3 = ktok
+    x0, x1 = row_values(X, t, d_token), row_values(X, t + 1, d_token)
+    x2, x3 = row_values(X, t + 2, d_token), row_values(X, t + 3, d_token)
+    a0 = a1 = a2 = a3 = k_token
     for h in range(lo, hi):
         z0 = z1 = z2 = z3 = b1[h]
-        for d in range(len(dtok)):
+        for d in range(len(d_token)):
             w = W1[d, h]
             z0 += x0[d] * w
             z1 += x1[d] * w
@@ -97,13 +115,13 @@ def _forward_four_rows(tile, t, lo, hi):
         hidden[t + 1, h] = z1
         hidden[t + 2, h] = z2
         hidden[t + 3, h] = z3
-        for k in range(len(ktok)):
+        for k in range(len(k_token)):
             w = W2T[k, h]
             a0 = tuple_setitem(a0, k, a0[k] + z0 * w)
             a1 = tuple_setitem(a1, k, a1[k] + z1 * w)
             a2 = tuple_setitem(a2, k, a2[k] + z2 * w)
             a3 = tuple_setitem(a3, k, a3[k] + z3 * w)
-    for k in range(len(ktok)):
+    for k in range(len(k_token)):
         scores[t, k] += a0[k]
         scores[t + 1, k] += a1[k]
         scores[t + 2, k] += a2[k]
@@ -115,14 +133,14 @@ def _forward_tile(group, rows, tile):
     """The forward pass of a tile, ``rows`` rows at a time through ``group`` (then one by one)."""
     T, H = tile.hidden.shape
     for t in range(T):
-        for k in range(len(tile.ktok)):
+        for k in range(len(tile.k_token)):
             tile.scores[t, k] = tile.p.b2[k]
-    Tg = T - T % rows
+    grouped = T - T % rows
     for h0 in range(0, H, H_BLOCK):
         lo, hi = h_block_bounds(h0, H)
-        for t in range(0, Tg, rows):
+        for t in range(0, grouped, rows):
             group(tile, t, lo, hi)
-        for t in range(Tg, T):
+        for t in range(grouped, T):
             _forward_one_row(tile, t, lo, hi)
 
 
@@ -139,36 +157,48 @@ def forward_small_fours(tile):
 
 @inline_kernel
 def _backward_one_row(tile, t, lo, hi):
-    X, hidden, dscores, dtok, ktok = tile.X, tile.hidden, tile.dscores, tile.dtok, tile.ktok
+    X, hidden, dscores, d_token, k_token = (
+        tile.X,
+        tile.hidden,
+        tile.dscores,
+        tile.d_token,
+        tile.k_token,
+    )
     W2T, dW1, db1, dW2T = tile.p.W2T, tile.g.W1, tile.g.b1, tile.g.W2T
     zero = hidden.dtype.type(0)
-    x = row_values(X, t, dtok)
-    s = row_values(dscores, t, ktok)
+    x = row_values(X, t, d_token)
+    s = row_values(dscores, t, k_token)
     for h in range(lo, hi):
         hv = hidden[t, h]
         g = zero
-        for k in range(len(ktok)):
+        for k in range(len(k_token)):
             dW2T[k, h] += s[k] * hv
             g += s[k] * W2T[k, h]
         if hv <= 0:
             g = zero
         db1[h] += g
-        for d in range(len(dtok)):
+        for d in range(len(d_token)):
             dW1[d, h] += x[d] * g
 
 
 @inline_kernel
 def _backward_two_rows(tile, t, lo, hi):
     """Rows t, t+1: each load and store of a gradient serves two rows."""
-    X, hidden, dscores, dtok, ktok = tile.X, tile.hidden, tile.dscores, tile.dtok, tile.ktok
+    X, hidden, dscores, d_token, k_token = (
+        tile.X,
+        tile.hidden,
+        tile.dscores,
+        tile.d_token,
+        tile.k_token,
+    )
     W2T, dW1, db1, dW2T = tile.p.W2T, tile.g.W1, tile.g.b1, tile.g.W2T
     zero = hidden.dtype.type(0)
-    s0, s1 = row_values(dscores, t, ktok), row_values(dscores, t + 1, ktok)
-    x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
+    s0, s1 = row_values(dscores, t, k_token), row_values(dscores, t + 1, k_token)
+    x0, x1 = row_values(X, t, d_token), row_values(X, t + 1, d_token)
     for h in range(lo, hi):
         v0, v1 = hidden[t, h], hidden[t + 1, h]
         g0 = g1 = zero
-        for k in range(len(ktok)):
+        for k in range(len(k_token)):
             w = W2T[k, h]
             dW2T[k, h] += s0[k] * v0 + s1[k] * v1
             g0 += s0[k] * w
@@ -178,24 +208,30 @@ def _backward_two_rows(tile, t, lo, hi):
         if v1 <= 0:
             g1 = zero
         db1[h] += g0 + g1
-        for d in range(len(dtok)):
+        for d in range(len(d_token)):
             dW1[d, h] += x0[d] * g0 + x1[d] * g1
 
 
 @inline_kernel
 def _backward_four_rows(tile, t, lo, hi):
     """Rows t..t+3: each load and store of a gradient serves four rows."""
-    X, hidden, dscores, dtok, ktok = tile.X, tile.hidden, tile.dscores, tile.dtok, tile.ktok
+    X, hidden, dscores, d_token, k_token = (
+        tile.X,
+        tile.hidden,
+        tile.dscores,
+        tile.d_token,
+        tile.k_token,
+    )
     W2T, dW1, db1, dW2T = tile.p.W2T, tile.g.W1, tile.g.b1, tile.g.W2T
     zero = hidden.dtype.type(0)
-    s0, s1 = row_values(dscores, t, ktok), row_values(dscores, t + 1, ktok)
-    s2, s3 = row_values(dscores, t + 2, ktok), row_values(dscores, t + 3, ktok)
-    x0, x1 = row_values(X, t, dtok), row_values(X, t + 1, dtok)
-    x2, x3 = row_values(X, t + 2, dtok), row_values(X, t + 3, dtok)
+    s0, s1 = row_values(dscores, t, k_token), row_values(dscores, t + 1, k_token)
+    s2, s3 = row_values(dscores, t + 2, k_token), row_values(dscores, t + 3, k_token)
+    x0, x1 = row_values(X, t, d_token), row_values(X, t + 1, d_token)
+    x2, x3 = row_values(X, t + 2, d_token), row_values(X, t + 3, d_token)
     for h in range(lo, hi):
         v0, v1, v2, v3 = hidden[t, h], hidden[t + 1, h], hidden[t + 2, h], hidden[t + 3, h]
         g0 = g1 = g2 = g3 = zero
-        for k in range(len(ktok)):
+        for k in range(len(k_token)):
             w = W2T[k, h]
             dW2T[k, h] += (s0[k] * v0 + s1[k] * v1) + (s2[k] * v2 + s3[k] * v3)
             g0 += s0[k] * w
@@ -211,7 +247,7 @@ def _backward_four_rows(tile, t, lo, hi):
         if v3 <= 0:
             g3 = zero
         db1[h] += (g0 + g1) + (g2 + g3)
-        for d in range(len(dtok)):
+        for d in range(len(d_token)):
             dW1[d, h] += (x0[d] * g0 + x1[d] * g1) + (x2[d] * g2 + x3[d] * g3)
 
 
@@ -220,14 +256,14 @@ def _backward_tile(group, rows, tile):
     """The backward pass of a tile, ``rows`` rows at a time through ``group`` (then one by one)."""
     T, H = tile.hidden.shape
     for t in range(T):
-        for k in range(len(tile.ktok)):
+        for k in range(len(tile.k_token)):
             tile.g.b2[k] += tile.dscores[t, k]
-    Tg = T - T % rows
+    grouped = T - T % rows
     for h0 in range(0, H, H_BLOCK):
         lo, hi = h_block_bounds(h0, H)
-        for t in range(0, Tg, rows):
+        for t in range(0, grouped, rows):
             group(tile, t, lo, hi)
-        for t in range(Tg, T):
+        for t in range(grouped, T):
             _backward_one_row(tile, t, lo, hi)
 
 

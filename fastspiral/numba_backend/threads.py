@@ -85,12 +85,12 @@ class _ProbeCost:
 
 
 class ThreadChooser:
-    """Chooses, segment by segment, how many threads a training's compiled loop gets: ``most`` or 1.
+    """Chooses, segment by segment, how many threads a training's compiled loop gets: ``max_threads`` or 1.
 
     The slots make results independent of the thread count, so the count may
     change between calls of the compiled loop. Both counts are timed; the
     faster is used in segments of ~``SEGMENT_SECONDS``, each timed, and the
-    other is re-timed with a short probe. On a quiet machine ``most`` wins;
+    other is re-timed with a short probe. On a quiet machine ``max_threads`` wins;
     beside busy programs, where a parallel region waits for a descheduled
     thread at every iteration (3-12x slower on two threads than on one), one
     thread wins within milliseconds, and a wrong choice costs one segment.
@@ -109,11 +109,11 @@ class ThreadChooser:
     A chooser's first segment is one untimed iteration (it may compile, and it
     wakes the workers), and until a count has a trusted time its segments
     grow from 2 iterations, doubling, rather than running the whole call on
-    ``most`` threads, which beside busy programs ran it all at the slow rate.
+    ``max_threads`` threads, which beside busy programs ran it all at the slow rate.
     Each training's first timed segment is probe-sized, as the machine may
     have turned busy since the last. Trainings of one shape share a chooser,
     from several Python threads at once too, so its state changes under a
-    lock. A segment on ``most`` threads after one on a single thread starts
+    lock. A segment on ``max_threads`` threads after one on a single thread starts
     with one untimed iteration: waking an idle worker can take milliseconds
     in a virtual machine, which would make the threads look slow on a quiet
     machine.
@@ -142,8 +142,8 @@ class ThreadChooser:
     #: machine their timings scatter, and a lucky probe must not win.
     MARGIN = 0.9
 
-    def __init__(self, most: int):
-        self.most = max(1, most)
+    def __init__(self, max_threads: int):
+        self.max_threads = max_threads
         self._times: dict[
             int, list[float]
         ] = {}  # threads -> seconds per iteration, last few segments
@@ -163,16 +163,16 @@ class ThreadChooser:
             return self._next(n_left)
 
     def _next(self, n_left: int) -> tuple[int, int, bool]:
-        if self.most == 1:
+        if self.max_threads == 1:
             return 1, n_left, False
         if not self._warm:
-            return self.most, 1, False
+            return self.max_threads, 1, False
         if self._probe is None:
-            if self.most not in self._times:
-                self._probe = self.most
+            if self.max_threads not in self._times:
+                self._probe = self.max_threads
             elif 1 not in self._times or self._since_probe >= self._reprobe_after:
                 best = self._best()
-                self._probe = 1 if best == self.most else self.most
+                self._probe = 1 if best == self.max_threads else self.max_threads
                 both_known = self._probe in self._times and best in self._times
                 self._cost = _ProbeCost(instead_of=best) if both_known else None
                 self._since_probe = 0.0
@@ -209,9 +209,9 @@ class ThreadChooser:
             self._fresh = True
 
     def _best(self) -> int:
-        if 1 not in self._times or self.most not in self._times:
-            return self.most
-        return self.most if self.rate(self.most) < self.MARGIN * self.rate(1) else 1
+        if 1 not in self._times or self.max_threads not in self._times:
+            return self.max_threads
+        return self.max_threads if self.rate(self.max_threads) < self.MARGIN * self.rate(1) else 1
 
     def record(self, threads: int, n_iters: int, seconds: float, timed: bool = True) -> None:
         """What a segment of ``n_iters`` iterations on ``threads`` threads took."""
@@ -259,7 +259,7 @@ _CHOOSERS: collections.OrderedDict[tuple, ThreadChooser] = collections.OrderedDi
 _KEPT_CHOOSERS = 32
 
 
-def shared_chooser(key: tuple, most: int) -> ThreadChooser:
+def shared_chooser(key: tuple, max_threads: int) -> ThreadChooser:
     """The chooser of earlier trainings of the same ``key`` (shape, dtype, workers) in this process.
 
     Each ``train_net`` builds a new trainer; with a chooser of its own, every
@@ -270,8 +270,8 @@ def shared_chooser(key: tuple, most: int) -> ThreadChooser:
     any thread count; a run starts with its workers counted as idle.
     """
     chooser = _CHOOSERS.pop(key, None)
-    if chooser is None or chooser.most != max(1, most):
-        chooser = ThreadChooser(most)
+    if chooser is None or chooser.max_threads != max_threads:
+        chooser = ThreadChooser(max_threads)
     _CHOOSERS[key] = chooser
     while len(_CHOOSERS) > _KEPT_CHOOSERS:
         _CHOOSERS.popitem(last=False)

@@ -5,7 +5,7 @@ second layer stored transposed, W2T (K, H), so every loop over the hidden
 units runs along a contiguous row and vectorises over H. Kernels write into
 buffers the caller owns and allocate nothing.
 
-Two forms of each pass, picked from the dims tokens (:func:`dims_token`)
+Two forms of each pass, picked from the shape tokens (:func:`shape_tokens`)
 in Python, when the training loops get their kernels as function pointers
 (:class:`~fastspiral.numba_backend.jit.KernelPointer`):
 
@@ -24,7 +24,7 @@ benchmark that measures it: docs/design.md.
 This module holds what they share: the blocks of hidden units (every loop over
 the hidden units runs along a contiguous row in blocks of ``H_BLOCK`` units
 whose weights and gradients stay in L1/L2 while all rows of a tile pass), the
-shapes each form admits, and the dims tokens that select it.
+shapes each form admits, and the shape tokens that select it.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class Tile(NamedTuple):
     dscores: np.ndarray  # (n, K): the loss's gradient with respect to the scores
     g: Any  # NetParams: the gradient the backward pass adds to
     dh_rows: np.ndarray  # (4, H): the backward pass's scratch rows
-    dtok: tuple  # D and K as tuple lengths (the small form), or empty (the general form)
-    ktok: tuple
+    d_token: tuple  # D and K as tuple lengths (the small form), or empty (the general form)
+    k_token: tuple
 
 
 #: Hidden units per block of the fused passes (docs/design.md, "Constants").
@@ -94,10 +94,10 @@ def is_small_shape(n_features, n_classes) -> bool:
     )
 
 
-def dims_token(n_features, n_classes, dtype):
-    """``(dtok, ktok)``: D and K as tuples of zeros of ``dtype``, or two empty tuples.
+def shape_tokens(n_features, n_classes, dtype):
+    """``(d_token, k_token)``: D and K as tuples of zeros of ``dtype``, or two empty tuples.
 
-    Numba types a tuple by its length, so ``len(dtok)`` is a constant inside a
+    Numba types a tuple by its length, so ``len(d_token)`` is a constant inside a
     kernel and the short loops over D and K unroll (with D and K as runtime
     integers LLVM vectorised the 2- and 3-long loops instead, 5x slower;
     ``numba.literally`` cost ~25 ms per call in the dispatcher). Empty tokens
@@ -110,7 +110,7 @@ def dims_token(n_features, n_classes, dtype):
 
 
 def is_general(dims) -> bool:
-    """Whether ``dims`` (from :func:`dims_token`) selects the general form."""
+    """Whether ``dims`` (from :func:`shape_tokens`) selects the general form."""
     return len(dims[1]) == 0
 
 

@@ -52,7 +52,7 @@ class NetTrainer:
         self.parallel = parallel
         # one worker unless parallel; shared with earlier trainings of this shape in the process
         self.chooser = shared_chooser((N, D, H, K, pr.dtype.name), self.ws.n_workers)
-        shape = "any" if is_general((self.ws.dtok, self.ws.ktok)) else (D, K)
+        shape = "any" if is_general((self.ws.d_token, self.ws.k_token)) else (D, K)
         self._key = ("net", pr.dtype.name, shape, parallel)
         self._kernels = None
 
@@ -106,7 +106,7 @@ class LinearTrainer:
         n_weights = linear_layout(pr.n_features, pr.n_classes, pr.dtype.itemsize)[0]
         self.opt = gd_optimizer(pr.step_size, pr.reg, self.p.flat.size, n_weights, pr.dtype)
         self.ws = linear_workspace(pr.n_samples, pr.n_features, pr.n_classes, pr.dtype)
-        self._key = ("linear", pr.dtype.name, len(self.ws.ktok) or "any")
+        self._key = ("linear", pr.dtype.name, len(self.ws.k_token) or "any")
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
         with first_call(self._key):

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from numba.extending import register_jitable
 
-from .tiles import dims_token
+from .tiles import shape_tokens
 
 #: Bytes per cache line on x86-64 (and most other CPUs numba targets).
 CACHE_LINE = 64
@@ -233,8 +233,8 @@ class NetWorkspace(NamedTuple):
     scratch: np.ndarray  # (P, tile buffers + pad): worker p's tile buffers (tile_views)
     losses: np.ndarray  # (S,) float64: slot s's data loss
     tile_rows: int  # T
-    dtok: tuple  # D and K as tuple lengths, or empty: the general form (fastspiral.numba_backend.tiles)
-    ktok: tuple
+    d_token: tuple  # D and K as tuple lengths, or empty: the general form (fastspiral.numba_backend.tiles)
+    k_token: tuple
 
     @property
     def n_workers(self) -> int:
@@ -251,40 +251,40 @@ class LinearWorkspace(NamedTuple):
     grad: np.ndarray  # (parameters,), in the parameters' layout
     scores: np.ndarray  # (T, K)
     dscores: np.ndarray  # (T, K)
-    ktok: tuple
+    k_token: tuple
 
 
-def net_workspace_shapes(n_samples, n_features, n_hidden, n_classes, dtype, n_workers):
+def net_workspace_shapes(n_samples, n_features, n_hidden, n_classes, dtype, threads):
     """``(grads, scratch, losses)`` shapes and the tile rows of :func:`net_workspace`, allocating nothing."""
     N, D, H, K = n_samples, n_features, n_hidden, n_classes
     itemsize = np.dtype(dtype).itemsize
     S = n_slots(N, H)
-    P = max(1, min(int(n_workers), S))
+    P = min(int(threads), S)  # a worker per thread (>= 1), no more than there are slots
     T = tile_rows(N, H)
     grads = (S, padded_row(net_layout(D, H, K, itemsize)[-1], itemsize))
     scratch = (P, padded_row(tile_layout(T, H, K, itemsize)[-1], itemsize))
     return grads, scratch, (S,), T
 
 
-def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) -> NetWorkspace:
+def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, threads) -> NetWorkspace:
     """The buffers for the net's compiled loops (:mod:`~fastspiral.numba_backend.loops`), for up to
-    ``n_workers`` threads (each slot clears its whole gradient row, padding included)."""
+    ``threads`` threads (each slot clears its whole gradient row, padding included)."""
     grads, scratch, losses, T = net_workspace_shapes(
-        n_samples, n_features, n_hidden, n_classes, dtype, n_workers
+        n_samples, n_features, n_hidden, n_classes, dtype, threads
     )
     return NetWorkspace(
         aligned_empty(grads, dtype),
         aligned_empty(scratch, dtype),
         np.zeros(losses, np.float64),
         T,
-        *dims_token(n_features, n_classes, dtype),
+        *shape_tokens(n_features, n_classes, dtype),
     )
 
 
-def net_workspace_bytes(n_samples, n_features, n_hidden, n_classes, dtype, n_workers) -> int:
+def net_workspace_bytes(n_samples, n_features, n_hidden, n_classes, dtype, threads) -> int:
     """Bytes of :func:`net_workspace`'s buffers, computed without allocating them."""
     grads, scratch, losses, _ = net_workspace_shapes(
-        n_samples, n_features, n_hidden, n_classes, dtype, n_workers
+        n_samples, n_features, n_hidden, n_classes, dtype, threads
     )
     itemsize = np.dtype(dtype).itemsize
     return (int(np.prod(grads)) + int(np.prod(scratch))) * itemsize + 8 * losses[0]
@@ -298,7 +298,7 @@ def linear_workspace(n_samples, n_features, n_classes, dtype) -> LinearWorkspace
         aligned_zeros(linear_layout(n_features, n_classes, itemsize)[-1], dtype),
         aligned_empty((T, n_classes), dtype),
         aligned_empty((T, n_classes), dtype),
-        dims_token(n_features, n_classes, dtype)[1],
+        shape_tokens(n_features, n_classes, dtype)[1],
     )
 
 
