@@ -8,7 +8,7 @@ parameters; a backend then prepares a trainer from the :class:`Problem`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from ._validation import (
     check_X,
     check_y,
 )
+from ._plan import Plan
 from .data import random_source
 
 #: The parameter names and shapes of each model, from (D, H, K).
@@ -45,6 +46,8 @@ class Problem:
     params: dict[str, np.ndarray]
     step_size: float
     reg: float
+    #: The update rule, its schedule and state, the batches (fastspiral._plan).
+    plan: Plan = field(default_factory=Plan)
 
     @property
     def dtype(self) -> np.dtype:

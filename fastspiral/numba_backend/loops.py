@@ -33,6 +33,7 @@ from .jit import KernelPointer, inline_kernel, kernel, parallel_kernel
 from .loss import is_finite, l2_penalty, softmax_xent_grad, sum_squares
 from .small import backward_small, backward_small_fours, forward_small, forward_small_fours
 from .tiles import Tile, small_row_group
+from .._plan import batch_bounds, shuffle_rows
 from .update import REG, fill_zero, gd_update, sum_slots
 from .workspace import linear_views, net_views, tile_views
 
@@ -138,14 +139,49 @@ def _net_slot(job):
     return loss
 
 
+class Batches(NamedTuple):
+    """The rows a training's updates see: the full batch in order, or shuffled mini-batches
+    (:mod:`fastspiral._plan`)."""
+
+    X: np.ndarray  # (N, D): all the rows
+    y: np.ndarray  # (N,) int64
+    size: int  # rows per mini-batch; 0: every update sees the full batch, in order
+    draws: np.ndarray  # (epochs, N) int64: the random integers of epochs first_epoch, ...
+    first_epoch: int
+    order: np.ndarray  # (N,) int64: the current epoch's order of the rows
+    Xb: np.ndarray  # (size, D): a mini-batch's rows, gathered
+    yb: np.ndarray  # (size,) int64
+
+
+@inline_kernel
+def _rows(data, u, fresh):
+    """``(X, y)`` of update ``u``: all the rows, or its mini-batch gathered into ``Xb``, ``yb``
+    (the epoch's order shuffled at its first update, or when ``fresh``: a call's first)."""
+    if data.size == 0:
+        return data.X, data.y
+    N, D = data.X.shape
+    epoch, first, stop = batch_bounds(u, N, data.size)
+    if first == 0 or fresh:
+        shuffle_rows(data.order, data.draws[epoch - data.first_epoch])
+    n = stop - first
+    for i in range(n):
+        r = data.order[first + i]
+        for d in range(D):
+            data.Xb[i, d] = data.X[r, d]
+        data.yb[i] = data.y[r]
+    return data.Xb[:n], data.yb[:n]
+
+
 @inline_kernel
 def _slots_in_turn(kernels, X, y, p, ws):
     """Every slot in turn on this thread (worker 0's scratch); data losses into ``ws.losses``."""
     N, S = X.shape[0], ws.losses.size
     for s in range(S):
         job = SlotJob(
-            X, y, s * N // S, (s + 1) * N // S, 1.0 / N, p, ws.grads[s], ws.scratch[0],
-            ws.tile_rows, ws.d_token, ws.k_token, kernels.forward, kernels.backward,
+            X=X, y=y, first=s * N // S, stop=(s + 1) * N // S, scale=1.0 / N, p=p,
+            grad=ws.grads[s], scratch=ws.scratch[0], tile_rows=ws.tile_rows,
+            d_token=ws.d_token, k_token=ws.k_token, forward=kernels.forward,
+            backward=kernels.backward,
         )  # fmt: skip
         ws.losses[s] = kernels.slot(job)
 
@@ -162,7 +198,7 @@ def _net_loss(p, reg, losses):
 @kernel  # by address: inlined, its loops went through the parallel loop's prange passes
 def _end_iteration(it, history, p, ws, update, opt):
     """Record iteration it's loss; if it is finite, sum the slots, update, and return True."""
-    loss = _net_loss(p, opt.hyper[REG], ws.losses)
+    loss = _net_loss(p, p.flat.dtype.type(opt.hyper[REG]), ws.losses)
     history[it] = loss
     if not is_finite(loss):
         return False
@@ -172,14 +208,16 @@ def _end_iteration(it, history, p, ws, update, opt):
 
 
 @kernel
-def train_net_serial(kernels, X, y, p, opt, history, start, stop, ws):
+def train_net_serial(kernels, data, p, opt, history, start, stop, ws):
     """Iterations ``start..stop-1`` of the net on this thread, in place.
 
-    ``history[i]`` gets the loss at iteration i, before its update. Returns -1,
-    or the first iteration whose loss is not finite (the parameters are then
-    as they were before it). ``kernels``: :func:`net_kernels` of these arrays.
+    ``history[i]`` gets the loss at iteration i (of its batch), before its
+    update. Returns -1, or the first iteration whose loss is not finite (the
+    parameters are then as they were before it). ``kernels``:
+    :func:`net_kernels` of these arrays; ``data``: :class:`Batches`.
     """
     for it in range(start, stop):
+        X, y = _rows(data, opt.first_update + it, it == start)
         _slots_in_turn(kernels, X, y, p, ws)
         if not kernels.end(it, history, p, ws, kernels.update, opt):
             return it
@@ -187,7 +225,7 @@ def train_net_serial(kernels, X, y, p, opt, history, start, stop, ws):
 
 
 @parallel_kernel
-def train_net_parallel(kernels, X, y, p, opt, history, start, stop, threads, ws):
+def train_net_parallel(kernels, data, p, opt, history, start, stop, threads, ws):
     """:func:`train_net_serial` with the slots shared out among ``threads`` threads (workers).
 
     Worker w runs slots w, w + P, ... on its own scratch; which worker ran a
@@ -197,23 +235,20 @@ def train_net_parallel(kernels, X, y, p, opt, history, start, stop, threads, ws)
     # What the prange body uses leaves the named tuples first: a tuple held in a
     # tuple (the tokens in the workspace) cannot cross into a prange body (Numba's
     # gufunc wrapper rejects it).
-    grads, scratch, losses, T, d_token, k_token = (
-        ws.grads,
-        ws.scratch,
-        ws.losses,
-        ws.tile_rows,
-        ws.d_token,
-        ws.k_token,
-    )
+    grads, scratch, losses, T = ws.grads, ws.scratch, ws.losses, ws.tile_rows
+    d_token, k_token = ws.d_token, ws.k_token
     slot, forward, backward = kernels.slot, kernels.forward, kernels.backward
-    N, S = X.shape[0], losses.size
-    scale = 1.0 / N
+    S = losses.size
     for it in range(start, stop):
+        X, y = _rows(data, opt.first_update + it, it == start)
+        N = X.shape[0]
+        scale = 1.0 / N
         for w in prange(threads):
             for s in range(np.int64(w), S, threads):  # the pointer's types are exact: w is unsigned
                 job = SlotJob(
-                    X, y, s * N // S, (s + 1) * N // S, scale, p, grads[s], scratch[w], T, d_token,
-                    k_token, forward, backward,
+                    X=X, y=y, first=s * N // S, stop=(s + 1) * N // S, scale=scale, p=p,
+                    grad=grads[s], scratch=scratch[w], tile_rows=T, d_token=d_token,
+                    k_token=k_token, forward=forward, backward=backward,
                 )  # fmt: skip
                 losses[s] = slot(job)
         if not kernels.end(it, history, p, ws, kernels.update, opt):
@@ -226,6 +261,31 @@ def _net_loss_grad(kernels, X, y, p, reg, ws):
     _slots_in_turn(kernels, X, y, p, ws)
     sum_slots(ws.grads)
     return _net_loss(p, reg, ws.losses)
+
+
+@kernel
+def net_evaluate(kernels, X, y, p, ws):
+    """``(loss, correct)``: the mean data loss on (X, y) and how many rows the net classifies
+    right, on this thread; the parameters are only read (the L2 term is left out)."""
+    N, D = X.shape
+    H, K, T = p.b1.size, p.b2.size, ws.tile_rows
+    hidden, scores, dscores, dh_rows = tile_views(ws.scratch[0], T, H, K)
+    loss, correct = 0.0, 0
+    for a in range(0, N, T):
+        e = min(a + T, N)
+        n = e - a
+        tile = Tile(
+            X[a:e], p, hidden[:n], scores[:n], dscores[:n], p, dh_rows, ws.d_token, ws.k_token
+        )
+        kernels.forward(tile)
+        for t in range(n):
+            best = 0
+            for k in range(1, K):
+                if scores[t, k] > scores[t, best]:
+                    best = k
+            correct += best == y[a + t]
+        loss += softmax_xent_grad(scores[:n], y[a:e], 1.0 / N, dscores[:n], ws.k_token)
+    return loss, correct
 
 
 # -- the linear classifier ----------------------------------------------------------------
@@ -255,15 +315,37 @@ def linear_loss_grad(X, y, p, reg, ws):
 
 
 @kernel
-def train_linear_steps(update, X, y, p, opt, history, start, stop, ws):
+def train_linear_steps(update, data, p, opt, history, start, stop, ws):
     """Iterations ``start..stop-1`` of the linear classifier; same contract as :func:`train_net_serial`."""
+    reg = p.flat.dtype.type(opt.hyper[REG])
     for it in range(start, stop):
-        loss = linear_loss_grad(X, y, p, opt.hyper[REG], ws)
+        X, y = _rows(data, opt.first_update + it, it == start)
+        loss = linear_loss_grad(X, y, p, reg, ws)
         history[it] = loss
         if not is_finite(loss):
             return it
         update(p.flat, ws.grad, opt, it)
     return -1
+
+
+@kernel
+def linear_evaluate(X, y, p, ws):
+    """``(loss, correct)`` of the linear classifier on (X, y), as :func:`net_evaluate`."""
+    N, K, T = X.shape[0], p.b.size, ws.scores.shape[0]
+    loss, correct = 0.0, 0
+    for a in range(0, N, T):
+        e = min(a + T, N)
+        n = e - a
+        scores = ws.scores[:n]
+        linear_forward(X[a:e], p, scores)
+        for t in range(n):
+            best = 0
+            for k in range(1, K):
+                if scores[t, k] > scores[t, best]:
+                    best = k
+            correct += best == y[a + t]
+        loss += softmax_xent_grad(scores, y[a:e], 1.0 / N, ws.dscores[:n], ws.k_token)
+    return loss, correct
 
 
 # -- called from Python ---------------------------------------------------------------------
@@ -304,20 +386,9 @@ def net_kernels(X, y, p, opt, ws, rule=gd_update) -> NetKernels:
         forward = KernelPointer(forward, types.none, (tile,))
         backward = KernelPointer(backward, types.none, (tile,))
         job = SlotJob(
-            X,
-            y,
-            0,
-            1,
-            1.0,
-            p,
-            ws.grads[0],
-            ws.scratch[0],
-            T,
-            ws.d_token,
-            ws.k_token,
-            forward,
-            backward,
-        )
+            X=X, y=y, first=0, stop=1, scale=1.0, p=p, grad=ws.grads[0], scratch=ws.scratch[0],
+            tile_rows=T, d_token=ws.d_token, k_token=ws.k_token, forward=forward, backward=backward,
+        )  # fmt: skip
         slot = KernelPointer(_net_slot, types.float64, (job,))
         update = _update_pointer(rule, p, ws.grads[0], opt)
         example = (0, np.empty(1), p, ws, update, opt)  # (it, history, ...) as the loops pass them

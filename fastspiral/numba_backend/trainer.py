@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -12,13 +13,16 @@ from . import loops
 from .cache import first_call
 from .threads import parallel_section, shared_chooser, threads_allowed, usable_threads
 from .tiles import is_general
-from .update import gd_optimizer
+from .update import RULES, new_optimizer
 from .workspace import (
+    aligned_empty,
     linear_layout,
+    linear_views,
     linear_workspace,
     linear_workspace_bytes,
     n_slots,
     net_layout,
+    net_views,
     net_workspace,
     net_workspace_bytes,
     new_linear_params,
@@ -32,50 +36,121 @@ def _writeable(a: np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-class NetTrainer:
+class _Trainer:
+    """What the net's and the linear classifier's trainers share: the plan's optimizer, its state
+    in the parameters' layout, and the batches."""
+
+    p: Any  # NetParams or LinearParams
+    problem: Problem
+
+    def _setup(self, problem: Problem, n_weights: int, new_params) -> None:
+        pr, plan = problem, problem.plan
+        self.problem = pr
+        self.X, self.y = _writeable(pr.X), _writeable(pr.y)
+        self._new_params = new_params
+        self.opt = new_optimizer(
+            plan.rule, plan.schedule, pr.step_size, pr.reg, self.p.flat.size, n_weights, pr.dtype,
+            plan.first_update,
+        )  # fmt: skip
+        for i, name in enumerate(plan.rule.state):
+            if name in plan.state:  # the rule's vectors of a continued model, laid out as theta
+                self.opt.state[i] = new_params(plan.state[name], pr.dtype).flat
+        self._rule = RULES[plan.rule.name]
+        N, D = pr.X.shape
+        B = plan.batch_size
+        self.data = loops.Batches(
+            self.X, self.y, B or 0, np.empty((0, 0), np.int64), 0, np.empty(N if B else 0, np.int64),
+            aligned_empty((B or 0, D), pr.dtype), np.empty(B or 0, np.int64),
+        )  # fmt: skip
+
+    def _batches(self, start: int, stop: int):
+        """The data for iterations start..stop-1: with mini-batches, their epochs' random integers."""
+        order = self.problem.plan.batch_order
+        if order is None:
+            return self.data
+        first = self.opt.first_update
+        draws, first_epoch = order.draws(first + start, first + stop)
+        return self.data._replace(draws=draws, first_epoch=first_epoch)
+
+    def state(self, done: int) -> dict[str, Any]:
+        """Where the training stands after ``done`` iterations: see :mod:`fastspiral.backends`."""
+        plan = self.problem.plan
+        names = self.params().keys()
+        vectors = {}
+        for i, vec in enumerate(plan.rule.state):
+            views = self._views_of(self.opt.state[i].copy())
+            vectors[vec] = {k: np.ascontiguousarray(v) for k, v in zip(names, views)}
+        updates = self.opt.first_update + done
+        order = plan.batch_order
+        return {
+            "updates": updates,
+            "vectors": vectors,
+            "batches": None if order is None else order.state(updates),
+        }
+
+
+class NetTrainer(_Trainer):
     """A net training: the flat parameter vector and its views, the update rule's numbers, the workspace.
 
     With one slot the serial loop runs; with more the parallel loop, on as
     many threads as :class:`~fastspiral.numba_backend.threads.ThreadChooser`
-    picks for each run (the result does not depend on it).
+    picks for each run (the result does not depend on it). With mini-batches
+    the slots split each batch, so their number follows the batch size.
     """
 
     def __init__(self, problem: Problem):
         pr = problem
-        self.X, self.y = _writeable(pr.X), _writeable(pr.y)
         N, D, H, K = pr.n_samples, pr.n_features, pr.n_hidden, pr.n_classes
         self.p = new_net_params(pr.params, pr.dtype)
-        n_weights = net_layout(D, H, K, pr.dtype.itemsize)[1]
-        self.opt = gd_optimizer(pr.step_size, pr.reg, self.p.flat.size, n_weights, pr.dtype)
-        parallel = n_slots(N, H) > 1 and threads_allowed()
-        self.ws = net_workspace(N, D, H, K, pr.dtype, usable_threads() if parallel else 1)
+        self._setup(pr, net_layout(D, H, K, pr.dtype.itemsize)[1], new_net_params)
+        rows = pr.plan.batch_size or N  # rows per update
+        parallel = n_slots(rows, H) > 1 and threads_allowed()
+        self.ws = net_workspace(rows, D, H, K, pr.dtype, usable_threads() if parallel else 1)
         self.parallel = parallel
         # one worker unless parallel; shared with earlier trainings of this shape in the process
-        self.chooser = shared_chooser((N, D, H, K, pr.dtype.name), self.ws.n_workers)
+        self.chooser = shared_chooser((rows, D, H, K, pr.dtype.name), self.ws.n_workers)
         shape = "any" if is_general((self.ws.d_token, self.ws.k_token)) else (D, K)
-        self._key = ("net", pr.dtype.name, shape, parallel)
+        self._key = ("net", pr.dtype.name, shape, parallel, pr.plan.rule.name)
         self._kernels = None
 
+    def _views_of(self, flat):
+        D, H, K = self.p.W1.shape[0], self.p.b1.size, self.p.b2.size
+        v = net_views(flat, D, H, K)
+        return v.W1, v.b1, v.W2T.T, v.b2
+
+    def _kernel_pointers(self) -> loops.NetKernels:
+        """The kernels the loops call by address (built at the first call, under its compile lock)."""
+        if self._kernels is None:
+            self._kernels = loops.net_kernels(self.X, self.y, self.p, self.opt, self.ws, self._rule)
+        return self._kernels
+
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
-        args = (self.X, self.y, self.p, self.opt, history)
+        data = self._batches(start, stop)
+        args = (data, self.p, self.opt, history)
         with first_call(self._key):
-            if self._kernels is None:
-                self._kernels = loops.net_kernels(self.X, self.y, self.p, self.opt, self.ws)
+            kernels = self._kernel_pointers()
             if not self.parallel:
-                return loops.train_net_serial(self._kernels, *args, start, stop, self.ws)
+                return loops.train_net_serial(kernels, *args, start, stop, self.ws)
             it = start
             while it < stop:
                 threads, n, timed = self.chooser.next(stop - it)
                 t0 = time.perf_counter()
                 with parallel_section(threads):
-                    bad = loops.train_net_parallel(
-                        self._kernels, *args, it, it + n, threads, self.ws
-                    )
+                    bad = loops.train_net_parallel(kernels, *args, it, it + n, threads, self.ws)
                 self.chooser.record(threads, n, time.perf_counter() - t0, timed)
                 if bad >= 0:
                     return bad
                 it += n
             return -1
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """``(loss, accuracy)`` of the current parameters on (X, y): the mean data loss (no L2)."""
+        with first_call((*self._key, "evaluate")):
+            kernels = self._kernel_pointers()
+            loss, correct = loops.net_evaluate(
+                kernels, _writeable(X), _writeable(y), self.p, self.ws
+            )
+        return float(loss), correct / X.shape[0]
 
     def params(self) -> dict[str, np.ndarray]:
         p = self.p
@@ -96,24 +171,35 @@ class NetTrainer:
         }
 
 
-class LinearTrainer:
+class LinearTrainer(_Trainer):
     """A linear training: the flat parameter vector [WT | b] and its views, the workspace; one thread."""
 
     def __init__(self, problem: Problem):
         pr = problem
-        self.X, self.y = _writeable(pr.X), _writeable(pr.y)
         self.p = new_linear_params(pr.params, pr.dtype)
-        n_weights = linear_layout(pr.n_features, pr.n_classes, pr.dtype.itemsize)[0]
-        self.opt = gd_optimizer(pr.step_size, pr.reg, self.p.flat.size, n_weights, pr.dtype)
-        self.ws = linear_workspace(pr.n_samples, pr.n_features, pr.n_classes, pr.dtype)
-        self._key = ("linear", pr.dtype.name, len(self.ws.k_token) or "any")
+        self._setup(
+            pr, linear_layout(pr.n_features, pr.n_classes, pr.dtype.itemsize)[0], new_linear_params
+        )
+        rows = pr.plan.batch_size or pr.n_samples
+        self.ws = linear_workspace(rows, pr.n_features, pr.n_classes, pr.dtype)
+        self._key = ("linear", pr.dtype.name, len(self.ws.k_token) or "any", pr.plan.rule.name)
+
+    def _views_of(self, flat):
+        v = linear_views(flat, self.p.WT.shape[1], self.p.b.size)
+        return v.WT.T, v.b
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
+        data = self._batches(start, stop)
         with first_call(self._key):
-            update = loops.linear_kernels(self.p, self.opt, self.ws)
+            update = loops.linear_kernels(self.p, self.opt, self.ws, self._rule)
             return loops.train_linear_steps(
-                update, self.X, self.y, self.p, self.opt, history, start, stop, self.ws
+                update, data, self.p, self.opt, history, start, stop, self.ws
             )
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        with first_call((*self._key, "evaluate")):
+            loss, correct = loops.linear_evaluate(_writeable(X), _writeable(y), self.p, self.ws)
+        return float(loss), correct / X.shape[0]
 
     def params(self) -> dict[str, np.ndarray]:
         return {"W": np.ascontiguousarray(self.p.WT.T), "b": self.p.b.copy()}
