@@ -5,8 +5,8 @@ parameters. With ``batch_size=B`` an epoch is ``ceil(N / B)`` updates over the r
 new random order, the last batch smaller (as scikit-learn's ``gen_batches``).
 Epoch e's order is a Fisher-Yates shuffle of ``0..N-1`` driven by N random
 integers drawn for it from one NumPy generator, epochs in turn; the shuffle
-itself (:func:`shuffle_rows`) runs inside the compiled loop and in the NumPy
-reference alike, so both backends train on the same batches. The generator's
+itself (:func:`shuffle_rows`) runs inside the compiled loop (compiled from
+this code) and in the NumPy reference alike, so both backends train on the same batches. The generator's
 state at the start of an epoch is saved with a model, so a continued training
 draws what an uninterrupted one would have.
 """
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numba.extending import register_jitable
 
 from .optim import GD, Schedule, UpdateRule
 
@@ -27,7 +26,6 @@ from .optim import GD, Schedule, UpdateRule
 DRAW_BOUND = 2**62
 
 
-@register_jitable
 def shuffle_rows(order, draws):
     """``order`` becomes a permutation of ``0..N-1``: Fisher-Yates, row i swapped with row
     ``draws[i] % (i + 1)``, from the last row down."""
@@ -39,7 +37,6 @@ def shuffle_rows(order, draws):
         order[i], order[j] = order[j], order[i]
 
 
-@register_jitable
 def batch_bounds(u, n_samples, batch_size):
     """``(epoch, first, stop)``: update u trains on rows ``order[first:stop]`` of that epoch."""
     per_epoch = (n_samples + batch_size - 1) // batch_size

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._plan import Plan
 from ._validation import (
     check_dtype,
     check_fits,
@@ -21,7 +22,6 @@ from ._validation import (
     check_X,
     check_y,
 )
-from ._plan import Plan
 from .data import random_source
 
 #: The parameter names and shapes of each model, from (D, H, K).

@@ -142,7 +142,7 @@ rng = np.random.default_rng(0)
 W1, b1 = 0.01 * rng.standard_normal((2, 100)), np.zeros(100)
 W2, b2 = 0.01 * rng.standard_normal((100, 3)), np.zeros(3)
 p = new_net_params({"W1": W1, "b1": b1, "W2": W2, "b2": b2}, np.float64)
-opt = gd_optimizer(1.0, 1e-3, p.flat.size, net_layout(2, 100, 3, 8)[1], np.float64)
+opt = gd_optimizer(1.0, 1e-3, p.flat.size, net_layout(2, 100, 3, np.float64).b1, np.float64)
 ws = net_workspace(1200, 2, 100, 3, np.dtype(np.float64), 2)
 """
 STEPS = {
@@ -150,7 +150,7 @@ STEPS = {
     "train": "import fastspiral as fs; X, y = fs.make_spiral(400, 3, seed=0); "
     "print(fs.train_net(X, y, iters=10).final_loss)",
     "loop": SETUP + "h = np.empty(10); k = _loops.net_kernels(X, y, p, opt, ws); "
-    "_loops.train_net_parallel(k, X, y, p, opt, h, 0, 10, 2, ws); print(h[-1])",
+    "_loops.train_net_parallel(k, _loops.new_batches(X, y), p, opt, h, 0, 10, 2, ws); print(h[-1])",
 }
 
 

@@ -267,7 +267,7 @@ def test_gd_update_and_sum_squares(shape, dtype):
     dparams = {k: rng.standard_normal(s).astype(dtype) for k, s in names.items()}
     grad = new_net_params(dparams, dtype)
     grad_before = grad.flat.copy()
-    n_weights = net_layout(D, H, K, dtype.itemsize)[1]
+    n_weights = net_layout(D, H, K, dtype).b1
     opt = _update.gd_optimizer(0.7, 1e-2, theta.flat.size, n_weights, dtype)
     _update.gd_update(theta.flat, grad.flat, opt, 0)
     ref = _params(p)
@@ -296,8 +296,7 @@ def test_slots_are_summed_in_slot_order():
 def _slot0(ws, p):
     """The gradient in slot 0 of a workspace, as the reference names and shapes it."""
     D, H = p["W1"].shape
-    K = p["W2T"].shape[0]
-    g = net_views(ws.grads[0], D, H, K)
+    g = net_views(ws.grads[0], ws.layout)
     return {"W1": g.W1, "b1": g.b1, "W2": g.W2T.T, "b2": g.b2}
 
 
@@ -336,7 +335,7 @@ def test_linear_loss_grad(shape, dtype):
     loss = _loops.linear_loss_grad(p["X"], p["y"], params, 1e-3, ws)
     loss_r, grad_r = reference.linear_loss_grad({"W": WT.T, "b": p["b2"]}, p["X"], p["y"], 1e-3)
     assert_close(loss, loss_r, dtype)
-    g = linear_views(ws.grad, D, K)
+    g = linear_views(ws.grad, ws.layout)
     assert_close(g.WT, (grad_r["W"] - 1e-3 * WT.T).T, dtype, factor=10)
     assert_close(g.b, grad_r["b"], dtype, factor=10)
 
@@ -377,7 +376,7 @@ def test_linear_gradient_matches_finite_differences():
     WT, b, reg = rng.standard_normal((4, 3)), rng.standard_normal(4), 0.05
     ws = linear_workspace(15, 3, 4, np.float64)
     _loops.linear_loss_grad(X, y, new_linear_params({"W": WT.T, "b": b}, np.float64), reg, ws)
-    g = linear_views(ws.grad, 3, 4)
+    g = linear_views(ws.grad, ws.layout)
     analytic = {"W": (g.WT + reg * WT).T, "b": g.b}
     params = {"W": WT.T.copy(), "b": b}
     for name, grad in analytic.items():
@@ -408,12 +407,13 @@ def _train_steps(p, n_threads, chunks, step_size=1.0):
     K, H = p["W2T"].shape
     ws = net_workspace(T, D, H, K, p["X"].dtype, n_threads)
     params = _flat(p)
-    n_weights = net_layout(D, H, K, p["X"].dtype.itemsize)[1]
+    n_weights = net_layout(D, H, K, p["X"].dtype).b1
     opt = _update.gd_optimizer(step_size, 1e-3, params.flat.size, n_weights, p["X"].dtype)
     kernels = _loops.net_kernels(p["X"], p["y"], params, opt, ws)
     history = np.full(chunks[-1][1], np.nan)
+    data = _loops.new_batches(p["X"], p["y"])
     for start, stop in chunks:
-        args = (kernels, p["X"], p["y"], params, opt, history, start, stop)
+        args = (kernels, data, params, opt, history, start, stop)
         if ws.n_slots == 1:
             result = _loops.train_net_serial(*args, ws)
         else:

@@ -74,15 +74,15 @@ def test_net_workspace_slots_start_on_cache_lines(hidden, dtype, n_threads):
     assert T % 4 == 0 or T >= -(-3001 // ws.n_slots)
     # Every view of a row starts on a cache line: each part of a gradient and each buffer.
     for s in range(ws.n_slots):
-        g = net_views(ws.grads[s], D, hidden, K)
+        g = net_views(ws.grads[s], ws.layout)
         assert all(v.ctypes.data % CACHE_LINE == 0 for v in g)
-        end = net_layout(D, hidden, K, ws.grads.itemsize)[-1]
+        end = net_layout(D, hidden, K, dtype).size
         assert (ws.grads.shape[1] - end) * ws.grads.itemsize >= SLOT_PAD_BYTES
     for w in range(ws.n_workers):
-        views = tile_views(ws.scratch[w], T, hidden, K)
+        views = tile_views(ws.scratch[w], ws.tiles)
         assert all(v.ctypes.data % CACHE_LINE == 0 for v in views)
         assert views[0].shape == (T, hidden) and views[3].shape == (4, hidden)
-        end = tile_layout(T, hidden, K, ws.scratch.itemsize)[-1]
+        end = tile_layout(T, hidden, K, dtype).size
         assert (ws.scratch.shape[1] - end) * ws.scratch.itemsize >= SLOT_PAD_BYTES
 
 

@@ -61,7 +61,8 @@ def test_each_rule_follows_its_formula(rule, dtype):
     grads = [{k: rng.standard_normal(s) for k, s in NAMES.items()} for _ in range(5)]
     lr, reg, first = 0.1, 0.05, 3  # a continued training: its updates count from 4
     theta = new_net_params(start, dtype)
-    n_weights = net_layout(D, H, K, dtype.itemsize)[1]
+    layout = net_layout(D, H, K, dtype)
+    n_weights = layout.b1
     opt = compiled.new_optimizer(rule, None, lr, reg, theta.flat.size, n_weights, dtype, first)
     numpy_params = {k: v.astype(dtype) for k, v in start.items()}
     numpy_state = {s: {k: np.zeros(v.shape, dtype) for k, v in start.items()} for s in rule.state}
@@ -88,13 +89,12 @@ def test_each_rule_follows_its_formula(rule, dtype):
         assert_close(got[k], formula[k], dtype, factor=100)
         assert_close(numpy_params[k], formula[k], dtype, factor=100)
     # The padding between the parts of the flat vectors stays zero.
-    w2t, b1, b2, end = net_layout(D, H, K, dtype.itemsize)
-    gaps = np.ones(end, bool)
-    for first, size in ((0, D * H), (w2t, K * H), (b1, H), (b2, K)):
+    gaps = np.ones(layout.size, bool)
+    for first, size in ((0, D * H), (layout.W2T, K * H), (layout.b1, H), (layout.b2, K)):
         gaps[first : first + size] = False
     assert gaps.any() and not theta.flat[gaps].any() and not opt.state[:, gaps].any()
     for i, name in enumerate(rule.state):
-        v = net_views(opt.state[i], D, H, K)
+        v = net_views(opt.state[i], layout)
         expect = {k: formula_state[k][i] for k in formula}
         for part, key in ((v.W1, "W1"), (v.b1, "b1"), (v.W2T.T, "W2"), (v.b2, "b2")):
             assert_close(part, expect[key], dtype, factor=100)

@@ -146,7 +146,7 @@ def test_compiled_loop_gives_the_same_bits_on_any_number_of_workers(workers):
         t.ws = net_workspace(1200, 2, 100, 3, np.dtype(np.float64), n)
         history = np.empty(2000)
         kernels = _loops.net_kernels(t.X, t.y, t.p, t.opt, t.ws)
-        bad = _loops.train_net_parallel(kernels, t.X, t.y, t.p, t.opt, history, 0, 2000, n, t.ws)
+        bad = _loops.train_net_parallel(kernels, t.data, t.p, t.opt, history, 0, 2000, n, t.ws)
         assert bad == -1
         results.append([history] + list(t.params().values()))
     for a, b in zip(*results):

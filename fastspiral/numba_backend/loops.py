@@ -28,14 +28,25 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import prange, types
 
+from .._plan import batch_bounds, shuffle_rows
 from .general import backward_general, forward_general
 from .jit import KernelPointer, inline_kernel, kernel, parallel_kernel
 from .loss import is_finite, l2_penalty, softmax_xent_grad, sum_squares
 from .small import backward_small, backward_small_fours, forward_small, forward_small_fours
 from .tiles import Tile, small_row_group
-from .._plan import batch_bounds, shuffle_rows
 from .update import REG, fill_zero, gd_update, sum_slots
-from .workspace import linear_views, net_views, tile_views
+from .workspace import (
+    aligned_empty,
+    linear_views_kernel,
+    net_views,
+    net_views_kernel,
+    tile_views,
+    tile_views_kernel,
+)
+
+#: The batches' functions (fastspiral._plan), compiled for the loops.
+_batch_bounds = inline_kernel(batch_bounds)
+_shuffle_rows = inline_kernel(shuffle_rows)
 
 # -- the passes of one tile ---------------------------------------------------------------
 
@@ -98,7 +109,8 @@ class SlotJob(NamedTuple):
     p: Any  # NetParams: the parameters
     grad: np.ndarray  # the slot's gradient row (cleared, then written)
     scratch: np.ndarray  # the worker's scratch row
-    tile_rows: int
+    layout: tuple  # NetLayout of p and of the gradient row
+    tiles: tuple  # TileLayout of the scratch row
     d_token: tuple
     k_token: tuple
     forward: Any  # the tile passes of the shape's form (KernelPointer)
@@ -121,11 +133,10 @@ def _net_slot(job):
 
     The whole row is cleared first, padding included, so rows can be summed whole.
     """
-    X, y, p, T = job.X, job.y, job.p, job.tile_rows
-    D, H, K = X.shape[1], p.b1.size, p.b2.size
+    X, y, p, T = job.X, job.y, job.p, job.tiles[0]
     fill_zero(job.grad)
-    g = net_views(job.grad, D, H, K)
-    hidden, scores, dscores, dh_rows = tile_views(job.scratch, T, H, K)
+    g = net_views_kernel(job.grad, job.layout)
+    hidden, scores, dscores, dh_rows = tile_views_kernel(job.scratch, job.tiles)
     loss = 0.0
     for a in range(job.first, job.stop, T):
         e = min(a + T, job.stop)
@@ -153,6 +164,16 @@ class Batches(NamedTuple):
     yb: np.ndarray  # (size,) int64
 
 
+def new_batches(X, y, batch_size=None) -> Batches:
+    """The :class:`Batches` of a training: the full batch (``batch_size`` None), or the buffers of
+    mini-batches, whose epochs' draws each call of a loop then brings (``_replace``)."""
+    N, D = X.shape
+    B = batch_size or 0
+    no_draws = np.empty((0, 0), np.int64)
+    order, yb = np.empty(N if B else 0, np.int64), np.empty(B, np.int64)
+    return Batches(X, y, B, no_draws, 0, order, aligned_empty((B, D), X.dtype), yb)
+
+
 @inline_kernel
 def _rows(data, u, fresh):
     """``(X, y)`` of update ``u``: all the rows, or its mini-batch gathered into ``Xb``, ``yb``
@@ -160,9 +181,9 @@ def _rows(data, u, fresh):
     if data.size == 0:
         return data.X, data.y
     N, D = data.X.shape
-    epoch, first, stop = batch_bounds(u, N, data.size)
+    epoch, first, stop = _batch_bounds(u, N, data.size)
     if first == 0 or fresh:
-        shuffle_rows(data.order, data.draws[epoch - data.first_epoch])
+        _shuffle_rows(data.order, data.draws[epoch - data.first_epoch])
     n = stop - first
     for i in range(n):
         r = data.order[first + i]
@@ -179,7 +200,7 @@ def _slots_in_turn(kernels, X, y, p, ws):
     for s in range(S):
         job = SlotJob(
             X=X, y=y, first=s * N // S, stop=(s + 1) * N // S, scale=1.0 / N, p=p,
-            grad=ws.grads[s], scratch=ws.scratch[0], tile_rows=ws.tile_rows,
+            grad=ws.grads[s], scratch=ws.scratch[0], layout=ws.layout, tiles=ws.tiles,
             d_token=ws.d_token, k_token=ws.k_token, forward=kernels.forward,
             backward=kernels.backward,
         )  # fmt: skip
@@ -233,9 +254,9 @@ def train_net_parallel(kernels, data, p, opt, history, start, stop, threads, ws)
     so the result does not depend on ``threads``.
     """
     # What the prange body uses leaves the named tuples first: a tuple held in a
-    # tuple (the tokens in the workspace) cannot cross into a prange body (Numba's
-    # gufunc wrapper rejects it).
-    grads, scratch, losses, T = ws.grads, ws.scratch, ws.losses, ws.tile_rows
+    # tuple (the tokens, the layouts in the workspace) cannot cross into a prange body
+    # (Numba's gufunc wrapper rejects it), nor can a named tuple of numbers.
+    grads, scratch, losses, layout, tiles = ws.grads, ws.scratch, ws.losses, ws.layout, ws.tiles
     d_token, k_token = ws.d_token, ws.k_token
     slot, forward, backward = kernels.slot, kernels.forward, kernels.backward
     S = losses.size
@@ -247,8 +268,8 @@ def train_net_parallel(kernels, data, p, opt, history, start, stop, threads, ws)
             for s in range(np.int64(w), S, threads):  # the pointer's types are exact: w is unsigned
                 job = SlotJob(
                     X=X, y=y, first=s * N // S, stop=(s + 1) * N // S, scale=scale, p=p,
-                    grad=grads[s], scratch=scratch[w], tile_rows=T, d_token=d_token,
-                    k_token=k_token, forward=forward, backward=backward,
+                    grad=grads[s], scratch=scratch[w], layout=layout, tiles=tiles,
+                    d_token=d_token, k_token=k_token, forward=forward, backward=backward,
                 )  # fmt: skip
                 losses[s] = slot(job)
         if not kernels.end(it, history, p, ws, kernels.update, opt):
@@ -267,9 +288,8 @@ def _net_loss_grad(kernels, X, y, p, reg, ws):
 def net_evaluate(kernels, X, y, p, ws):
     """``(loss, correct)``: the mean data loss on (X, y) and how many rows the net classifies
     right, on this thread; the parameters are only read (the L2 term is left out)."""
-    N, D = X.shape
-    H, K, T = p.b1.size, p.b2.size, ws.tile_rows
-    hidden, scores, dscores, dh_rows = tile_views(ws.scratch[0], T, H, K)
+    N, K, T = X.shape[0], p.b2.size, ws.tiles[0]
+    hidden, scores, dscores, dh_rows = tile_views_kernel(ws.scratch[0], ws.tiles)
     loss, correct = 0.0, 0
     for a in range(0, N, T):
         e = min(a + T, N)
@@ -297,12 +317,11 @@ def linear_loss_grad(X, y, p, reg, ws):
 
     Returns ``data_loss + 0.5 * reg * sum(WT**2)``. A few FLOPs per row: one thread.
     """
-    N, D = X.shape
-    K = p.b.size
+    N = X.shape[0]
     T = ws.scores.shape[0]
     scale = 1.0 / N
     fill_zero(ws.grad)
-    g = linear_views(ws.grad, D, K)
+    g = linear_views_kernel(ws.grad, ws.layout)
     loss = 0.0
     for a in range(0, N, T):
         e = min(a + T, N)
@@ -377,9 +396,8 @@ def net_kernels(X, y, p, opt, ws, rule=gd_update) -> NetKernels:
     key = ("net", rule, *map(_array_key, arrays), _token_key(ws.d_token), _token_key(ws.k_token))
     if key not in _built:
         forward, backward = net_forms(ws.d_token, ws.k_token)
-        D, H, K, T = X.shape[1], p.b1.size, p.b2.size, ws.tile_rows
-        hidden, scores, dscores, dh_rows = tile_views(ws.scratch[0], T, H, K)
-        g = net_views(ws.grads[0], D, H, K)
+        hidden, scores, dscores, dh_rows = tile_views(ws.scratch[0], ws.tiles)
+        g = net_views(ws.grads[0], ws.layout)
         tile = Tile(
             X[:1], p, hidden[:1], scores[:1], dscores[:1], g, dh_rows, ws.d_token, ws.k_token
         )
@@ -387,7 +405,8 @@ def net_kernels(X, y, p, opt, ws, rule=gd_update) -> NetKernels:
         backward = KernelPointer(backward, types.none, (tile,))
         job = SlotJob(
             X=X, y=y, first=0, stop=1, scale=1.0, p=p, grad=ws.grads[0], scratch=ws.scratch[0],
-            tile_rows=T, d_token=ws.d_token, k_token=ws.k_token, forward=forward, backward=backward,
+            layout=ws.layout, tiles=ws.tiles, d_token=ws.d_token, k_token=ws.k_token,
+            forward=forward, backward=backward,
         )  # fmt: skip
         slot = KernelPointer(_net_slot, types.float64, (job,))
         update = _update_pointer(rule, p, ws.grads[0], opt)

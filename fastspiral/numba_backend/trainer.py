@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,7 +19,6 @@ from .threads import parallel_section, shared_chooser, threads_allowed, usable_t
 from .tiles import is_general
 from .update import RULES, new_optimizer
 from .workspace import (
-    aligned_empty,
     linear_layout,
     linear_views,
     linear_workspace,
@@ -28,6 +31,39 @@ from .workspace import (
     new_linear_params,
     new_net_params,
 )
+
+#: A first call that has not finished after this many seconds is compiling, not loading: say so.
+COMPILE_NOTICE_SECONDS = 0.5
+_log = logging.getLogger("fastspiral")
+_noticed = threading.Event()  # the notice is given once per process
+
+
+@contextlib.contextmanager
+def _first_call(key) -> Iterator[None]:
+    """:func:`~fastspiral.numba_backend.cache.first_call`, and one log record (logger "fastspiral",
+    INFO) if a first call takes long: a cold compile otherwise ran for seconds in silence."""
+    timer = None
+    if not _noticed.is_set():
+        timer = threading.Timer(COMPILE_NOTICE_SECONDS, _notice, args=(key,))
+        timer.daemon = True
+        timer.start()
+    try:
+        with first_call(key):
+            yield
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _notice(key) -> None:
+    if not _noticed.is_set():
+        _noticed.set()
+        _log.info(
+            "compiling the training kernels (%s, %s): a few seconds, once; later processes load "
+            "them from the cache (fastspiral compile fills it ahead)",
+            key[0],
+            key[1],
+        )
 
 
 def _writeable(a: np.ndarray) -> np.ndarray:
@@ -56,12 +92,7 @@ class _Trainer:
             if name in plan.state:  # the rule's vectors of a continued model, laid out as theta
                 self.opt.state[i] = new_params(plan.state[name], pr.dtype).flat
         self._rule = RULES[plan.rule.name]
-        N, D = pr.X.shape
-        B = plan.batch_size
-        self.data = loops.Batches(
-            self.X, self.y, B or 0, np.empty((0, 0), np.int64), 0, np.empty(N if B else 0, np.int64),
-            aligned_empty((B or 0, D), pr.dtype), np.empty(B or 0, np.int64),
-        )  # fmt: skip
+        self.data = loops.new_batches(self.X, self.y, plan.batch_size)
 
     def _batches(self, start: int, stop: int):
         """The data for iterations start..stop-1: with mini-batches, their epochs' random integers."""
@@ -102,7 +133,7 @@ class NetTrainer(_Trainer):
         pr = problem
         N, D, H, K = pr.n_samples, pr.n_features, pr.n_hidden, pr.n_classes
         self.p = new_net_params(pr.params, pr.dtype)
-        self._setup(pr, net_layout(D, H, K, pr.dtype.itemsize)[1], new_net_params)
+        self._setup(pr, net_layout(D, H, K, pr.dtype).b1, new_net_params)
         rows = pr.plan.batch_size or N  # rows per update
         parallel = n_slots(rows, H) > 1 and threads_allowed()
         self.ws = net_workspace(rows, D, H, K, pr.dtype, usable_threads() if parallel else 1)
@@ -114,8 +145,7 @@ class NetTrainer(_Trainer):
         self._kernels = None
 
     def _views_of(self, flat):
-        D, H, K = self.p.W1.shape[0], self.p.b1.size, self.p.b2.size
-        v = net_views(flat, D, H, K)
+        v = net_views(flat, self.ws.layout)
         return v.W1, v.b1, v.W2T.T, v.b2
 
     def _kernel_pointers(self) -> loops.NetKernels:
@@ -124,13 +154,19 @@ class NetTrainer(_Trainer):
             self._kernels = loops.net_kernels(self.X, self.y, self.p, self.opt, self.ws, self._rule)
         return self._kernels
 
+    def compile(self) -> None:
+        """Compile (or load from the cache) every kernel :meth:`run` calls, running no iteration."""
+        self.run(0, 0, np.empty(0))
+
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
         data = self._batches(start, stop)
         args = (data, self.p, self.opt, history)
-        with first_call(self._key):
+        with _first_call(self._key):
             kernels = self._kernel_pointers()
             if not self.parallel:
                 return loops.train_net_serial(kernels, *args, start, stop, self.ws)
+            if start == stop:  # compile only
+                return loops.train_net_parallel(kernels, *args, start, stop, 1, self.ws)
             it = start
             while it < stop:
                 threads, n, timed = self.chooser.next(stop - it)
@@ -145,7 +181,7 @@ class NetTrainer(_Trainer):
 
     def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """``(loss, accuracy)`` of the current parameters on (X, y): the mean data loss (no L2)."""
-        with first_call((*self._key, "evaluate")):
+        with _first_call((*self._key, "evaluate")):
             kernels = self._kernel_pointers()
             loss, correct = loops.net_evaluate(
                 kernels, _writeable(X), _writeable(y), self.p, self.ws
@@ -177,27 +213,29 @@ class LinearTrainer(_Trainer):
     def __init__(self, problem: Problem):
         pr = problem
         self.p = new_linear_params(pr.params, pr.dtype)
-        self._setup(
-            pr, linear_layout(pr.n_features, pr.n_classes, pr.dtype.itemsize)[0], new_linear_params
-        )
+        self._setup(pr, linear_layout(pr.n_features, pr.n_classes, pr.dtype).b, new_linear_params)
         rows = pr.plan.batch_size or pr.n_samples
         self.ws = linear_workspace(rows, pr.n_features, pr.n_classes, pr.dtype)
         self._key = ("linear", pr.dtype.name, len(self.ws.k_token) or "any", pr.plan.rule.name)
 
     def _views_of(self, flat):
-        v = linear_views(flat, self.p.WT.shape[1], self.p.b.size)
+        v = linear_views(flat, self.ws.layout)
         return v.WT.T, v.b
+
+    def compile(self) -> None:
+        """Compile (or load from the cache) every kernel :meth:`run` calls, running no iteration."""
+        self.run(0, 0, np.empty(0))
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
         data = self._batches(start, stop)
-        with first_call(self._key):
+        with _first_call(self._key):
             update = loops.linear_kernels(self.p, self.opt, self.ws, self._rule)
             return loops.train_linear_steps(
                 update, data, self.p, self.opt, history, start, stop, self.ws
             )
 
     def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        with first_call((*self._key, "evaluate")):
+        with _first_call((*self._key, "evaluate")):
             loss, correct = loops.linear_evaluate(_writeable(X), _writeable(y), self.p, self.ws)
         return float(loss), correct / X.shape[0]
 

@@ -20,9 +20,9 @@ kernels 6-9% (docs/design.md). Every vector, row and part therefore starts on
 a 64-byte line, and each slot's and worker's row ends in ``SLOT_PAD_BYTES`` of
 padding, so no two threads write one line.
 
-The layout functions are plain Python that Numba also compiles where a kernel
-calls them (``register_jitable``), so the kernels and the trainers cut the
-same views from the same offsets.
+The layouts are computed once in Python (:class:`NetLayout`,
+:class:`TileLayout`); the kernels cut their views from them with compiled
+twins of the same view functions, so kernels and trainers see the same parts.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba.extending import register_jitable
 
+from .jit import inline_kernel
 from .tiles import shape_tokens
 
 #: Bytes per cache line on x86-64 (and most other CPUs numba targets).
@@ -85,7 +85,6 @@ def aligned_zeros(shape, dtype) -> np.ndarray:
     return out
 
 
-@register_jitable
 def _lines(n, itemsize):
     """``n`` elements rounded up to whole cache lines, in elements."""
     per_line = CACHE_LINE // itemsize
@@ -114,6 +113,18 @@ class NetParams(NamedTuple):
     b2: np.ndarray  # (K,)
 
 
+class NetLayout(NamedTuple):
+    """Where each part of a net's flat vector starts (W1 at 0), and its length."""
+
+    D: int
+    H: int
+    K: int
+    W2T: int
+    b1: int  # also the weights' extent: L2 acts on flat[:b1]
+    b2: int
+    size: int
+
+
 class LinearParams(NamedTuple):
     """The linear classifier's parameters (or a gradient), as views of one flat vector."""
 
@@ -122,22 +133,35 @@ class LinearParams(NamedTuple):
     b: np.ndarray  # (K,)
 
 
-@register_jitable
-def net_layout(D, H, K, itemsize):
-    """``(W2T, b1, b2, end)``: where the parts after W1 start in the net's flat vector, and its length.
+class LinearLayout(NamedTuple):
+    """Where b starts in the linear classifier's flat vector (WT at 0), and its length."""
 
-    The weights, which L2 acts on, are ``flat[:b1]``; W1 starts at 0.
-    """
+    D: int
+    K: int
+    b: int  # also the weights' extent
+    size: int
+
+
+def net_layout(D, H, K, dtype) -> NetLayout:
+    """The layout of a net's flat vector in ``dtype``: each part from a cache line."""
+    itemsize = np.dtype(dtype).itemsize
     w2t = _lines(D * H, itemsize)
     b1 = w2t + _lines(K * H, itemsize)
     b2 = b1 + _lines(H, itemsize)
-    return w2t, b1, b2, b2 + _lines(K, itemsize)
+    return NetLayout(D, H, K, w2t, b1, b2, b2 + _lines(K, itemsize))
 
 
-@register_jitable
-def net_views(flat, D, H, K):
-    """The :class:`NetParams` views of a flat vector laid out by :func:`net_layout`."""
-    w2t, b1, b2, _ = net_layout(D, H, K, flat.itemsize)
+def linear_layout(D, K, dtype) -> LinearLayout:
+    """The layout of the linear classifier's flat vector in ``dtype``."""
+    itemsize = np.dtype(dtype).itemsize
+    b = _lines(K * D, itemsize)
+    return LinearLayout(D, K, b, b + _lines(K, itemsize))
+
+
+def net_views(flat, layout):
+    """The :class:`NetParams` views of a flat vector laid out as ``layout`` (a :class:`NetLayout`,
+    or its plain tuple)."""
+    D, H, K, w2t, b1, b2, _ = layout
     return NetParams(
         flat,
         flat[: D * H].reshape((D, H)),
@@ -147,25 +171,17 @@ def net_views(flat, D, H, K):
     )
 
 
-@register_jitable
-def linear_layout(D, K, itemsize):
-    """``(b, end)``: where b starts in the linear classifier's flat vector (WT at 0), and its length."""
-    b = _lines(K * D, itemsize)
-    return b, b + _lines(K, itemsize)
-
-
-@register_jitable
-def linear_views(flat, D, K):
-    """The :class:`LinearParams` views of a flat vector laid out by :func:`linear_layout`."""
-    b, _ = linear_layout(D, K, flat.itemsize)
+def linear_views(flat, layout):
+    """The :class:`LinearParams` views of a flat vector laid out as ``layout`` (or its plain tuple)."""
+    D, K, b, _ = layout
     return LinearParams(flat, flat[: K * D].reshape((K, D)), flat[b : b + K])
 
 
 def new_net_params(params, dtype) -> NetParams:
     """An aligned flat vector holding ``params`` (W1, b1, W2, b2: the model's names), and its views."""
     D, H = params["W1"].shape
-    K = params["b2"].shape[0]
-    p = net_views(aligned_zeros(net_layout(D, H, K, np.dtype(dtype).itemsize)[-1], dtype), D, H, K)
+    layout = net_layout(D, H, params["b2"].shape[0], dtype)
+    p = net_views(aligned_zeros(layout.size, dtype), layout)
     p.W1[...], p.W2T[...], p.b1[...], p.b2[...] = (
         params["W1"],
         params["W2"].T,
@@ -177,8 +193,8 @@ def new_net_params(params, dtype) -> NetParams:
 
 def new_linear_params(params, dtype) -> LinearParams:
     """An aligned flat vector holding ``params`` (W, b), and its views."""
-    D, K = params["W"].shape
-    p = linear_views(aligned_zeros(linear_layout(D, K, np.dtype(dtype).itemsize)[-1], dtype), D, K)
+    layout = linear_layout(*params["W"].shape, dtype)
+    p = linear_views(aligned_zeros(layout.size, dtype), layout)
     p.WT[...], p.b[...] = params["W"].T, params["b"]
     return p
 
@@ -202,19 +218,30 @@ def tile_rows(n_samples: int, n_hidden: int) -> int:
     return min(per_slot, max(4, TILE_ELEMENTS // max(n_hidden, 1) // 4 * 4))
 
 
-@register_jitable
-def tile_layout(T, H, K, itemsize):
-    """``(scores, dscores, dh_rows, end)``: offsets of a worker's buffers in its scratch row (hidden at 0)."""
+class TileLayout(NamedTuple):
+    """Where a worker's buffers start in its scratch row (hidden at 0), and its length."""
+
+    T: int  # rows per tile
+    H: int
+    K: int
+    scores: int
+    dscores: int
+    dh_rows: int
+    size: int
+
+
+def tile_layout(T, H, K, dtype) -> TileLayout:
+    """The layout of a worker's scratch row in ``dtype``: each buffer from a cache line."""
+    itemsize = np.dtype(dtype).itemsize
     scores = _lines(T * H, itemsize)
     dscores = scores + _lines(T * K, itemsize)
     dh_rows = dscores + _lines(T * K, itemsize)
-    return scores, dscores, dh_rows, dh_rows + _lines(DH_ROWS * H, itemsize)
+    return TileLayout(T, H, K, scores, dscores, dh_rows, dh_rows + _lines(DH_ROWS * H, itemsize))
 
 
-@register_jitable
-def tile_views(scratch, T, H, K):
+def tile_views(scratch, layout):
     """A worker's buffers in its scratch row: hidden (T, H), scores and dscores (T, K), dh_rows (4, H)."""
-    scores, dscores, dh_rows, _ = tile_layout(T, H, K, scratch.itemsize)
+    T, H, K, scores, dscores, dh_rows, _ = layout
     return (
         scratch[: T * H].reshape((T, H)),
         scratch[scores : scores + T * K].reshape((T, K)),
@@ -223,7 +250,11 @@ def tile_views(scratch, T, H, K):
     )
 
 
-# -- the workspaces ---------------------------------------------------------------------
+#: The views, compiled for the kernels (inlined: compiled apart and linked, the three cost
+#: 0.5 s of a cold start); the functions above stay plain Python for the trainers.
+net_views_kernel = inline_kernel(net_views)
+linear_views_kernel = inline_kernel(linear_views)
+tile_views_kernel = inline_kernel(tile_views)
 
 
 class NetWorkspace(NamedTuple):
@@ -232,7 +263,9 @@ class NetWorkspace(NamedTuple):
     grads: np.ndarray  # (S, parameters + pad): slot s's gradient, in the parameters' layout
     scratch: np.ndarray  # (P, tile buffers + pad): worker p's tile buffers (tile_views)
     losses: np.ndarray  # (S,) float64: slot s's data loss
-    tile_rows: int  # T
+    # The layouts as plain tuples: a named tuple cannot cross into a prange body.
+    layout: tuple  # NetLayout of the parameters and of each gradient row
+    tiles: tuple  # TileLayout of each scratch row
     d_token: tuple  # D and K as tuple lengths, or empty: the general form (fastspiral.numba_backend.tiles)
     k_token: tuple
 
@@ -244,6 +277,10 @@ class NetWorkspace(NamedTuple):
     def n_slots(self) -> int:
         return self.grads.shape[0]
 
+    @property
+    def tile_rows(self) -> int:
+        return self.tiles[0]
+
 
 class LinearWorkspace(NamedTuple):
     """Buffers of one linear training: its gradient (one slot), score tiles, the K token."""
@@ -251,59 +288,56 @@ class LinearWorkspace(NamedTuple):
     grad: np.ndarray  # (parameters,), in the parameters' layout
     scores: np.ndarray  # (T, K)
     dscores: np.ndarray  # (T, K)
+    layout: tuple  # LinearLayout
     k_token: tuple
 
 
-def net_workspace_shapes(n_samples, n_features, n_hidden, n_classes, dtype, threads):
-    """``(grads, scratch, losses)`` shapes and the tile rows of :func:`net_workspace`, allocating nothing."""
+def _net_sizes(n_samples, n_features, n_hidden, n_classes, dtype, threads):
+    """``(S, P, layout, tiles)``: slots, workers and the layouts of :func:`net_workspace`."""
     N, D, H, K = n_samples, n_features, n_hidden, n_classes
-    itemsize = np.dtype(dtype).itemsize
     S = n_slots(N, H)
     P = min(int(threads), S)  # a worker per thread (>= 1), no more than there are slots
-    T = tile_rows(N, H)
-    grads = (S, padded_row(net_layout(D, H, K, itemsize)[-1], itemsize))
-    scratch = (P, padded_row(tile_layout(T, H, K, itemsize)[-1], itemsize))
-    return grads, scratch, (S,), T
+    return S, P, net_layout(D, H, K, dtype), tile_layout(tile_rows(N, H), H, K, dtype)
 
 
 def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, threads) -> NetWorkspace:
     """The buffers for the net's compiled loops (:mod:`~fastspiral.numba_backend.loops`), for up to
     ``threads`` threads (each slot clears its whole gradient row, padding included)."""
-    grads, scratch, losses, T = net_workspace_shapes(
-        n_samples, n_features, n_hidden, n_classes, dtype, threads
-    )
+    S, P, layout, tiles = _net_sizes(n_samples, n_features, n_hidden, n_classes, dtype, threads)
+    itemsize = np.dtype(dtype).itemsize
     return NetWorkspace(
-        aligned_empty(grads, dtype),
-        aligned_empty(scratch, dtype),
-        np.zeros(losses, np.float64),
-        T,
+        aligned_empty((S, padded_row(layout.size, itemsize)), dtype),
+        aligned_empty((P, padded_row(tiles.size, itemsize)), dtype),
+        np.zeros(S, np.float64),
+        tuple(layout),
+        tuple(tiles),
         *shape_tokens(n_features, n_classes, dtype),
     )
 
 
 def net_workspace_bytes(n_samples, n_features, n_hidden, n_classes, dtype, threads) -> int:
     """Bytes of :func:`net_workspace`'s buffers, computed without allocating them."""
-    grads, scratch, losses, _ = net_workspace_shapes(
-        n_samples, n_features, n_hidden, n_classes, dtype, threads
-    )
+    S, P, layout, tiles = _net_sizes(n_samples, n_features, n_hidden, n_classes, dtype, threads)
     itemsize = np.dtype(dtype).itemsize
-    return (int(np.prod(grads)) + int(np.prod(scratch))) * itemsize + 8 * losses[0]
+    rows = S * padded_row(layout.size, itemsize) + P * padded_row(tiles.size, itemsize)
+    return rows * itemsize + 8 * S
 
 
 def linear_workspace(n_samples, n_features, n_classes, dtype) -> LinearWorkspace:
     """The buffers for :func:`~fastspiral.numba_backend.loops.train_linear_steps`."""
     T = min(n_samples, LINEAR_TILE_ROWS)
-    itemsize = np.dtype(dtype).itemsize
+    layout = linear_layout(n_features, n_classes, dtype)
     return LinearWorkspace(
-        aligned_zeros(linear_layout(n_features, n_classes, itemsize)[-1], dtype),
+        aligned_zeros(layout.size, dtype),
         aligned_empty((T, n_classes), dtype),
         aligned_empty((T, n_classes), dtype),
+        tuple(layout),
         shape_tokens(n_features, n_classes, dtype)[1],
     )
 
 
 def linear_workspace_bytes(n_samples, n_features, n_classes, dtype) -> int:
     """Bytes of :func:`linear_workspace`'s buffers, computed without allocating them."""
-    itemsize = np.dtype(dtype).itemsize
     T = min(n_samples, LINEAR_TILE_ROWS)
-    return (linear_layout(n_features, n_classes, itemsize)[-1] + 2 * T * n_classes) * itemsize
+    layout = linear_layout(n_features, n_classes, dtype)
+    return (layout.size + 2 * T * n_classes) * np.dtype(dtype).itemsize
