@@ -6,13 +6,13 @@ import platform
 import numba
 import numpy as np
 import pytest
-from numba import typeof
 
 from fastspiral import reference
 from fastspiral.numba_backend import loops as _loops
 from fastspiral.numba_backend import loss as _loss
 from fastspiral.numba_backend import tiles as _tiles
 from fastspiral.numba_backend import update as _update
+from fastspiral.numba_backend.general import forward_general
 from fastspiral.numba_backend.tiles import Tile
 from fastspiral.numba_backend.workspace import (
     linear_views,
@@ -66,16 +66,15 @@ def _flat(p):
     return new_net_params(_params(p), p["X"].dtype)
 
 
-def _tile(X, params, hidden, scores, dscores=None, grads=None, dh_rows=None):
-    """A Tile for the passes; what a pass does not touch may be left out."""
-    D, (K, H) = X.shape[1], params.W2T.shape
-    dt = X.dtype
+def _tile(X, params, hidden, scores, dscores=None, grads=None, y=None):
+    """A Tile for the passes; what a pass does not touch may be left out (labels: all 0)."""
+    K, H = params.W2T.shape
+    T = X.shape[0]
     return Tile(
-        X, params, hidden, scores,
-        np.empty_like(scores) if dscores is None else dscores,
-        params if grads is None else grads,
-        np.empty((4, H), dt) if dh_rows is None else dh_rows,
-        *_tiles.shape_tokens(D, K, dt),
+        X, np.zeros(T, np.int64) if y is None else y, 1.0 / T, params, hidden,
+        np.empty((T, K), X.dtype) if scores is None else scores,
+        np.empty((T, K), X.dtype) if dscores is None else dscores,
+        params if grads is None else grads, np.empty((4, H), X.dtype),
     )  # fmt: skip
 
 
@@ -108,10 +107,15 @@ def test_net_forward(shape, dtype):
     p = _problem(shape, dtype)
     T, D, H, K = shape
     hidden, scores = np.full((T, H), np.nan, dtype), np.full((T, K), np.nan, dtype)
-    _loops.net_forward(_tile(p["X"], _flat(p), hidden, scores))
+    dscores = np.full((T, K), np.nan, dtype)
+    loss = _loops.net_forward(_tile(p["X"], _flat(p), hidden, scores, dscores, y=p["y"]))
     ref_hidden, ref_scores = reference.forward(_params(p), p["X"])
     assert_close(hidden, ref_hidden, dtype)
     assert_close(scores, ref_scores, dtype)
+    # ... and the softmax cross-entropy on them, fused into the same pass
+    ref_loss, ref_dscores = reference.softmax_loss(ref_scores, p["y"])
+    assert_close(loss, ref_loss, dtype, factor=10)
+    assert_close(dscores, ref_dscores, dtype, factor=10)
     assert (hidden >= 0).all()
     # The math, written out independently in float64.
     X, W1, b1 = (p[k].astype(np.float64) for k in ("X", "W1", "b1"))
@@ -507,5 +511,7 @@ def test_loop_kernels_are_built_once_per_set_of_types():
     assert str(tile.types[Tile._fields.index("X")].dtype) == "float32"
     general = kernels(np.float64, shape=(30, 12, 8, 6))
     assert general is not first
-    tile = general.forward.signature().args[0]
-    assert tile.types[-1] == typeof(())  # the general form's empty K token
+    assert general.forward._kernel is forward_general  # the general form's passes
+    # ... behind the same types: one compiled slot and loop serve every shape of a dtype
+    assert general.forward.signature() == first.forward.signature()
+    assert general.slot.signature() == first.slot.signature()

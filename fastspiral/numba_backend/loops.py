@@ -32,8 +32,8 @@ from .._plan import batch_bounds, shuffle_rows
 from .general import backward_general, forward_general
 from .jit import KernelPointer, inline_kernel, kernel, parallel_kernel
 from .loss import is_finite, l2_penalty, softmax_xent_grad, sum_squares
-from .small import backward_small, backward_small_fours, forward_small, forward_small_fours
-from .tiles import Tile, small_row_group
+from .small import small_form
+from .tiles import Tile, is_small_shape, small_row_group
 from .update import REG, fill_zero, gd_update, sum_slots
 from .workspace import (
     aligned_empty,
@@ -51,23 +51,22 @@ _shuffle_rows = inline_kernel(shuffle_rows)
 # -- the passes of one tile ---------------------------------------------------------------
 
 
-def net_forms(d_token, k_token):
-    """``(forward, backward)``: the compiled passes for the shape the shape tokens select."""
-    if len(k_token) == 0:
+def net_forms(n_features, n_classes, dtype):
+    """``(forward, backward)``: the compiled passes of the form the shape takes (see ``tiles``)."""
+    if not is_small_shape(n_features, n_classes):
         return forward_general, backward_general
-    if small_row_group(len(d_token), len(k_token)) == 4:
-        return forward_small_fours, backward_small_fours
-    return forward_small, backward_small
+    fours = small_row_group(n_features, n_classes) == 4
+    return small_form(n_features, n_classes, np.dtype(dtype), fours)
 
 
-def net_forward(tile: Tile) -> None:
-    """The fused forward pass of ``tile`` in the form its tokens select (see :class:`Tile`)."""
-    net_forms(tile.d_token, tile.k_token)[0](tile)
+def net_forward(tile: Tile) -> float:
+    """The fused forward pass of ``tile`` and its softmax gradient (see :class:`Tile`): the loss."""
+    return net_forms(tile.X.shape[1], tile.scores.shape[1], tile.X.dtype)[0](tile)
 
 
 def net_backward(tile: Tile) -> None:
-    """The fused backward pass of ``tile`` in the form its tokens select (see :class:`Tile`)."""
-    net_forms(tile.d_token, tile.k_token)[1](tile)
+    """The fused backward pass of ``tile`` (see :class:`Tile`)."""
+    net_forms(tile.X.shape[1], tile.scores.shape[1], tile.X.dtype)[1](tile)
 
 
 @inline_kernel
@@ -111,8 +110,6 @@ class SlotJob(NamedTuple):
     scratch: np.ndarray  # the worker's scratch row
     layout: tuple  # NetLayout of p and of the gradient row
     tiles: tuple  # TileLayout of the scratch row
-    d_token: tuple
-    k_token: tuple
     forward: Any  # the tile passes of the shape's form (KernelPointer)
     backward: Any
 
@@ -141,11 +138,8 @@ def _net_slot(job):
     for a in range(job.first, job.stop, T):
         e = min(a + T, job.stop)
         n = e - a
-        tile = Tile(
-            X[a:e], p, hidden[:n], scores[:n], dscores[:n], g, dh_rows, job.d_token, job.k_token
-        )
-        job.forward(tile)
-        loss += softmax_xent_grad(scores[:n], y[a:e], job.scale, dscores[:n], job.k_token)
+        tile = Tile(X[a:e], y[a:e], job.scale, p, hidden[:n], scores[:n], dscores[:n], g, dh_rows)
+        loss += job.forward(tile)
         job.backward(tile)
     return loss
 
@@ -201,8 +195,7 @@ def _slots_in_turn(kernels, X, y, p, ws):
         job = SlotJob(
             X=X, y=y, first=s * N // S, stop=(s + 1) * N // S, scale=1.0 / N, p=p,
             grad=ws.grads[s], scratch=ws.scratch[0], layout=ws.layout, tiles=ws.tiles,
-            d_token=ws.d_token, k_token=ws.k_token, forward=kernels.forward,
-            backward=kernels.backward,
+            forward=kernels.forward, backward=kernels.backward,
         )  # fmt: skip
         ws.losses[s] = kernels.slot(job)
 
@@ -257,7 +250,6 @@ def train_net_parallel(kernels, data, p, opt, history, start, stop, threads, ws)
     # tuple (the tokens, the layouts in the workspace) cannot cross into a prange body
     # (Numba's gufunc wrapper rejects it), nor can a named tuple of numbers.
     grads, scratch, losses, layout, tiles = ws.grads, ws.scratch, ws.losses, ws.layout, ws.tiles
-    d_token, k_token = ws.d_token, ws.k_token
     slot, forward, backward = kernels.slot, kernels.forward, kernels.backward
     S = losses.size
     for it in range(start, stop):
@@ -269,7 +261,7 @@ def train_net_parallel(kernels, data, p, opt, history, start, stop, threads, ws)
                 job = SlotJob(
                     X=X, y=y, first=s * N // S, stop=(s + 1) * N // S, scale=scale, p=p,
                     grad=grads[s], scratch=scratch[w], layout=layout, tiles=tiles,
-                    d_token=d_token, k_token=k_token, forward=forward, backward=backward,
+                    forward=forward, backward=backward,
                 )  # fmt: skip
                 losses[s] = slot(job)
         if not kernels.end(it, history, p, ws, kernels.update, opt):
@@ -294,17 +286,14 @@ def net_evaluate(kernels, X, y, p, ws):
     for a in range(0, N, T):
         e = min(a + T, N)
         n = e - a
-        tile = Tile(
-            X[a:e], p, hidden[:n], scores[:n], dscores[:n], p, dh_rows, ws.d_token, ws.k_token
-        )
-        kernels.forward(tile)
+        tile = Tile(X[a:e], y[a:e], 1.0 / N, p, hidden[:n], scores[:n], dscores[:n], p, dh_rows)
+        loss += kernels.forward(tile)
         for t in range(n):
             best = 0
             for k in range(1, K):
                 if scores[t, k] > scores[t, best]:
                     best = k
             correct += best == y[a + t]
-        loss += softmax_xent_grad(scores[:n], y[a:e], 1.0 / N, dscores[:n], ws.k_token)
     return loss, correct
 
 
@@ -379,10 +368,6 @@ def _array_key(a):
     return a.dtype, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned
 
 
-def _token_key(token):
-    return len(token), type(token[0]) if token else None
-
-
 def _update_pointer(rule, p, grad, opt) -> KernelPointer:
     """The update rule ``rule(theta, grad, opt, it)``, typed from what the loops pass it."""
     return KernelPointer(rule, types.none, (p.flat, grad[: p.flat.size], opt, 0))
@@ -393,20 +378,17 @@ def net_kernels(X, y, p, opt, ws, rule=gd_update) -> NetKernels:
     loaded) for these arrays. Built once per process for each set of types: building took ~0.7 ms,
     more than a one-iteration training."""
     arrays = (X, y, p.flat, opt.hyper, opt.state, ws.grads, ws.scratch)
-    key = ("net", rule, *map(_array_key, arrays), _token_key(ws.d_token), _token_key(ws.k_token))
+    forms = net_forms(X.shape[1], p.b2.size, X.dtype)
+    key = ("net", rule, *forms, *map(_array_key, arrays))
     if key not in _built:
-        forward, backward = net_forms(ws.d_token, ws.k_token)
         hidden, scores, dscores, dh_rows = tile_views(ws.scratch[0], ws.tiles)
         g = net_views(ws.grads[0], ws.layout)
-        tile = Tile(
-            X[:1], p, hidden[:1], scores[:1], dscores[:1], g, dh_rows, ws.d_token, ws.k_token
-        )
-        forward = KernelPointer(forward, types.none, (tile,))
-        backward = KernelPointer(backward, types.none, (tile,))
+        tile = Tile(X[:1], y[:1], 1.0, p, hidden[:1], scores[:1], dscores[:1], g, dh_rows)
+        forward = KernelPointer(forms[0], types.float64, (tile,))
+        backward = KernelPointer(forms[1], types.none, (tile,))
         job = SlotJob(
             X=X, y=y, first=0, stop=1, scale=1.0, p=p, grad=ws.grads[0], scratch=ws.scratch[0],
-            layout=ws.layout, tiles=ws.tiles, d_token=ws.d_token, k_token=ws.k_token,
-            forward=forward, backward=backward,
+            layout=ws.layout, tiles=ws.tiles, forward=forward, backward=backward,
         )  # fmt: skip
         slot = KernelPointer(_net_slot, types.float64, (job,))
         update = _update_pointer(rule, p, ws.grads[0], opt)

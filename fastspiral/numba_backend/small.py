@@ -3,7 +3,7 @@
 The loops over D and K sit inside the loop over H and are unrolled; the K
 score sums ride in tuples (registers). Rows go in groups so each weight
 load serves several rows, as many as the registers hold
-(:func:`~fastspiral.numba_backend.tiles.small_row_group`): four (``*_fours``) where the
+(:func:`~fastspiral.numba_backend.tiles.small_row_group`): four where the
 CPU has 32 vector registers and 4·(D + K) values fit, else pairs. On AVX2's
 16 registers four rows spilled, and the case study ran 1.3x slower per
 iteration; with AVX-512, pairs ran 7-15% slower at H=1,000, loading each
@@ -13,21 +13,18 @@ weight twice as often (docs/design.md, "Two forms"). One specialisation per
 
 from __future__ import annotations
 
+import functools
+
 from numba.cpython.unsafe.tuple import tuple_setitem
 
 from .jit import inline_kernel, kernel
-from .tiles import H_BLOCK, h_block_bounds, row_values
+from .loss import softmax_xent_grad
+from .tiles import H_BLOCK, h_block_bounds, row_values, shape_tokens
 
 
 @inline_kernel
-def _forward_one_row(tile, t, lo, hi):
-    X, hidden, scores, d_token, k_token = (
-        tile.X,
-        tile.hidden,
-        tile.scores,
-        tile.d_token,
-        tile.k_token,
-    )
+def _forward_one_row(tile, t, lo, hi, d_token, k_token):
+    X, hidden, scores = tile.X, tile.hidden, tile.scores
     W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)
     x = row_values(X, t, d_token)
@@ -46,15 +43,9 @@ def _forward_one_row(tile, t, lo, hi):
 
 
 @inline_kernel
-def _forward_two_rows(tile, t, lo, hi):
+def _forward_two_rows(tile, t, lo, hi, d_token, k_token):
     """Rows t, t+1: each weight load serves two rows; the K score sums ride in tuples (registers)."""
-    X, hidden, scores, d_token, k_token = (
-        tile.X,
-        tile.hidden,
-        tile.scores,
-        tile.d_token,
-        tile.k_token,
-    )
+    X, hidden, scores = tile.X, tile.hidden, tile.scores
     W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
     x0, x1 = row_values(X, t, d_token), row_values(X, t + 1, d_token)
@@ -81,15 +72,9 @@ def _forward_two_rows(tile, t, lo, hi):
 
 
 @inline_kernel
-def _forward_four_rows(tile, t, lo, hi):
+def _forward_four_rows(tile, t, lo, hi, d_token, k_token):
     """Rows t..t+3: each weight load serves four rows; the K score sums ride in tuples (registers)."""
-    X, hidden, scores, d_token, k_token = (
-        tile.X,
-        tile.hidden,
-        tile.scores,
-        tile.d_token,
-        tile.k_token,
-    )
+    X, hidden, scores = tile.X, tile.hidden, tile.scores
     W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
     x0, x1 = row_values(X, t, d_token), row_values(X, t + 1, d_token)
@@ -129,41 +114,26 @@ def _forward_four_rows(tile, t, lo, hi):
 
 
 @inline_kernel
-def _forward_tile(group, rows, tile):
-    """The forward pass of a tile, ``rows`` rows at a time through ``group`` (then one by one)."""
+def _forward_tile(group, rows, tile, d_token, k_token):
+    """The forward pass of a tile, ``rows`` rows at a time through ``group`` (then one by one),
+    then the softmax cross-entropy: the tile's data loss returned, its gradient in ``dscores``."""
     T, H = tile.hidden.shape
     for t in range(T):
-        for k in range(len(tile.k_token)):
+        for k in range(len(k_token)):
             tile.scores[t, k] = tile.p.b2[k]
     grouped = T - T % rows
     for h0 in range(0, H, H_BLOCK):
         lo, hi = h_block_bounds(h0, H)
         for t in range(0, grouped, rows):
-            group(tile, t, lo, hi)
+            group(tile, t, lo, hi, d_token, k_token)
         for t in range(grouped, T):
-            _forward_one_row(tile, t, lo, hi)
-
-
-@kernel
-def forward_small(tile):
-    _forward_tile(_forward_two_rows, 2, tile)
-
-
-@kernel
-def forward_small_fours(tile):
-    """:func:`forward_small` with rows four at a time, for CPUs with 32 vector registers."""
-    _forward_tile(_forward_four_rows, 4, tile)
+            _forward_one_row(tile, t, lo, hi, d_token, k_token)
+    return softmax_xent_grad(tile.scores, tile.y, tile.scale, tile.dscores, k_token)
 
 
 @inline_kernel
-def _backward_one_row(tile, t, lo, hi):
-    X, hidden, dscores, d_token, k_token = (
-        tile.X,
-        tile.hidden,
-        tile.dscores,
-        tile.d_token,
-        tile.k_token,
-    )
+def _backward_one_row(tile, t, lo, hi, d_token, k_token):
+    X, hidden, dscores = tile.X, tile.hidden, tile.dscores
     W2T, dW1, db1, dW2T = tile.p.W2T, tile.g.W1, tile.g.b1, tile.g.W2T
     zero = hidden.dtype.type(0)
     x = row_values(X, t, d_token)
@@ -182,15 +152,9 @@ def _backward_one_row(tile, t, lo, hi):
 
 
 @inline_kernel
-def _backward_two_rows(tile, t, lo, hi):
+def _backward_two_rows(tile, t, lo, hi, d_token, k_token):
     """Rows t, t+1: each load and store of a gradient serves two rows."""
-    X, hidden, dscores, d_token, k_token = (
-        tile.X,
-        tile.hidden,
-        tile.dscores,
-        tile.d_token,
-        tile.k_token,
-    )
+    X, hidden, dscores = tile.X, tile.hidden, tile.dscores
     W2T, dW1, db1, dW2T = tile.p.W2T, tile.g.W1, tile.g.b1, tile.g.W2T
     zero = hidden.dtype.type(0)
     s0, s1 = row_values(dscores, t, k_token), row_values(dscores, t + 1, k_token)
@@ -213,15 +177,9 @@ def _backward_two_rows(tile, t, lo, hi):
 
 
 @inline_kernel
-def _backward_four_rows(tile, t, lo, hi):
+def _backward_four_rows(tile, t, lo, hi, d_token, k_token):
     """Rows t..t+3: each load and store of a gradient serves four rows."""
-    X, hidden, dscores, d_token, k_token = (
-        tile.X,
-        tile.hidden,
-        tile.dscores,
-        tile.d_token,
-        tile.k_token,
-    )
+    X, hidden, dscores = tile.X, tile.hidden, tile.dscores
     W2T, dW1, db1, dW2T = tile.p.W2T, tile.g.W1, tile.g.b1, tile.g.W2T
     zero = hidden.dtype.type(0)
     s0, s1 = row_values(dscores, t, k_token), row_values(dscores, t + 1, k_token)
@@ -252,27 +210,45 @@ def _backward_four_rows(tile, t, lo, hi):
 
 
 @inline_kernel
-def _backward_tile(group, rows, tile):
+def _backward_tile(group, rows, tile, d_token, k_token):
     """The backward pass of a tile, ``rows`` rows at a time through ``group`` (then one by one)."""
     T, H = tile.hidden.shape
     for t in range(T):
-        for k in range(len(tile.k_token)):
+        for k in range(len(k_token)):
             tile.g.b2[k] += tile.dscores[t, k]
     grouped = T - T % rows
     for h0 in range(0, H, H_BLOCK):
         lo, hi = h_block_bounds(h0, H)
         for t in range(0, grouped, rows):
-            group(tile, t, lo, hi)
+            group(tile, t, lo, hi, d_token, k_token)
         for t in range(grouped, T):
-            _backward_one_row(tile, t, lo, hi)
+            _backward_one_row(tile, t, lo, hi, d_token, k_token)
 
 
-@kernel
-def backward_small(tile):
-    _backward_tile(_backward_two_rows, 2, tile)
+@functools.lru_cache(maxsize=None)
+def small_form(n_features, n_classes, dtype, fours):
+    """``(forward, backward)``: the passes compiled for D and K as constants, in ``dtype``, rows four
+    at a time (``fours``) or in pairs.
 
+    The shape tokens are the passes' closure variables, so each shape's passes
+    are kernels of their own (cached on disk by the tokens too), while their
+    argument, a :class:`~fastspiral.numba_backend.tiles.Tile`, has one type
+    for every shape.
+    """
+    d_token, k_token = shape_tokens(n_features, n_classes, dtype)
+    if fours:
 
-@kernel
-def backward_small_fours(tile):
-    """:func:`backward_small` with rows four at a time, for CPUs with 32 vector registers."""
-    _backward_tile(_backward_four_rows, 4, tile)
+        def forward(tile):
+            return _forward_tile(_forward_four_rows, 4, tile, d_token, k_token)
+
+        def backward(tile):
+            _backward_tile(_backward_four_rows, 4, tile, d_token, k_token)
+    else:
+
+        def forward(tile):
+            return _forward_tile(_forward_two_rows, 2, tile, d_token, k_token)
+
+        def backward(tile):
+            _backward_tile(_backward_two_rows, 2, tile, d_token, k_token)
+
+    return kernel(forward), kernel(backward)

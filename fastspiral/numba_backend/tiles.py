@@ -5,17 +5,21 @@ second layer stored transposed, W2T (K, H), so every loop over the hidden
 units runs along a contiguous row and vectorises over H. Kernels write into
 buffers the caller owns and allocate nothing.
 
-Two forms of each pass, picked from the shape tokens (:func:`shape_tokens`)
-in Python, when the training loops get their kernels as function pointers
-(:class:`~fastspiral.numba_backend.jit.KernelPointer`):
+Two forms of each pass, picked in Python when the training loops get their
+kernels as function pointers (:class:`~fastspiral.numba_backend.jit.KernelPointer`):
 
-* small D and K (the spiral's 2 and 3): D and K are compile-time constants,
-  the loops over them sit inside the loop over H and are unrolled, and rows
-  go in groups of two or four (as many as the vector registers hold) so each
-  weight load serves several rows;
+* small D and K (the spiral's 2 and 3, :func:`is_small_shape`): D and K are
+  compile-time constants (the lengths of the shape tokens, :func:`shape_tokens`,
+  which the passes of each shape hold), the loops over them sit inside the loop
+  over H and are unrolled, and rows go in groups of two or four (as many as the
+  vector registers hold) so each weight load serves several rows;
 * any other D and K: runtime loops over D and K outside vectorised loops over
   H, features four at a time. One compiled specialisation per dtype serves
   every such shape, so a new shape costs no compile.
+
+Both forms take a :class:`Tile`, whose type says nothing of the shape, so the
+slot kernel and the training loops are compiled once per dtype for every
+shape; a new small shape compiles its two passes only.
 
 The forms live in :mod:`~fastspiral.numba_backend.small` and
 :mod:`~fastspiral.numba_backend.general`; why each was shaped as it is, with the
@@ -42,7 +46,9 @@ class Tile(NamedTuple):
 
     ``forward(tile)`` writes ``hidden = max(X @ W1 + b1, 0)`` and
     ``scores = hidden @ W2T.T + b2`` (a NaN pre-activation stays NaN, as with
-    ``np.maximum``). ``backward(tile)`` *adds* the tile's gradient to ``g``:
+    ``np.maximum``), then the softmax cross-entropy's gradient
+    ``dscores = scale * (softmax(scores) - onehot(y))``, and returns the
+    tile's data loss times ``scale``. ``backward(tile)`` *adds* the tile's gradient to ``g``:
     with ``dhidden = (dscores @ W2T) * (hidden > 0)`` (the case study's
     ``dhidden[hidden <= 0] = 0``), ``g.W2T += dscores.T @ hidden``,
     ``g.b2 += dscores.sum(0)``, ``g.W1 += X.T @ dhidden`` and
@@ -51,14 +57,14 @@ class Tile(NamedTuple):
     """
 
     X: np.ndarray  # (n, D): the tile's rows
+    y: np.ndarray  # (n,) int64: their labels
+    scale: float  # 1 / rows of the batch: the loss is their mean
     p: Any  # NetParams: the parameters
     hidden: np.ndarray  # (n, H)
     scores: np.ndarray  # (n, K)
     dscores: np.ndarray  # (n, K): the loss's gradient with respect to the scores
     g: Any  # NetParams: the gradient the backward pass adds to
     dh_rows: np.ndarray  # (4, H): the backward pass's scratch rows
-    d_token: tuple  # D and K as tuple lengths (the small form), or empty (the general form)
-    k_token: tuple
 
 
 #: Hidden units per block of the fused passes (docs/design.md, "Constants").
@@ -109,9 +115,9 @@ def shape_tokens(n_features, n_classes, dtype):
     return (zero,) * n_features, (zero,) * n_classes
 
 
-def is_general(dims) -> bool:
-    """Whether ``dims`` (from :func:`shape_tokens`) selects the general form."""
-    return len(dims[1]) == 0
+def is_general(tokens) -> bool:
+    """Whether ``tokens`` (from :func:`shape_tokens`) select the general form."""
+    return len(tokens[1]) == 0
 
 
 @inline_kernel

@@ -16,7 +16,7 @@ from .._problem import Problem, read_only
 from . import loops
 from .cache import first_call
 from .threads import parallel_section, shared_chooser, threads_allowed, usable_threads
-from .tiles import is_general
+from .tiles import is_small_shape
 from .update import RULES, new_optimizer
 from .workspace import (
     linear_layout,
@@ -140,7 +140,7 @@ class NetTrainer(_Trainer):
         self.parallel = parallel
         # one worker unless parallel; shared with earlier trainings of this shape in the process
         self.chooser = shared_chooser((rows, D, H, K, pr.dtype.name), self.ws.n_workers)
-        shape = "any" if is_general((self.ws.d_token, self.ws.k_token)) else (D, K)
+        shape = (D, K) if is_small_shape(D, K) else "any"
         self._key = ("net", pr.dtype.name, shape, parallel, pr.plan.rule.name)
         self._kernels = None
 

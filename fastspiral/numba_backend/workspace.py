@@ -266,8 +266,6 @@ class NetWorkspace(NamedTuple):
     # The layouts as plain tuples: a named tuple cannot cross into a prange body.
     layout: tuple  # NetLayout of the parameters and of each gradient row
     tiles: tuple  # TileLayout of each scratch row
-    d_token: tuple  # D and K as tuple lengths, or empty: the general form (fastspiral.numba_backend.tiles)
-    k_token: tuple
 
     @property
     def n_workers(self) -> int:
@@ -311,7 +309,6 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, threads) ->
         np.zeros(S, np.float64),
         tuple(layout),
         tuple(tiles),
-        *shape_tokens(n_features, n_classes, dtype),
     )
 
 
