@@ -68,6 +68,9 @@ class BatchOrder:
         (epochs, N) int64 array drives the shuffle of epoch ``first_epoch + e``."""
         e0 = first_update // self.per_epoch
         e1 = (max(stop_update, first_update + 1) - 1) // self.per_epoch
+        kept = self._drawn[0][0] if self._drawn else self._next_epoch
+        if e0 < kept:
+            raise RuntimeError(f"the draws of epoch {e0} are gone: updates run forwards only")
         while self._drawn and self._drawn[0][0] < e0:
             self._drawn.popleft()
         if self._next_epoch < e0:  # epochs skipped, as by a resumed count: draw them in turn

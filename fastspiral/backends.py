@@ -4,25 +4,34 @@ A backend turns a :class:`~fastspiral._problem.Problem` into a *trainer*: an
 object holding that training's working parameters and buffers, with
 
 * ``run(start, stop, history) -> int``: iterations ``start..stop-1`` in place;
-  ``history[i]`` gets the loss at iteration i (before its update); returns -1,
-  or the first iteration whose loss is not finite (the parameters are then
-  those from before it);
+  ``history[i]`` gets the loss at iteration i (of its batch, before its
+  update); returns -1, or the first iteration whose loss is not finite (the
+  parameters are then those from before it);
+* ``compile()``: what ``run`` needs compiled or loaded, and no iteration (so
+  that a first call's compile is timed apart from training);
+* ``evaluate(X, y) -> (loss, accuracy)``: the mean data loss and the accuracy
+  of the current parameters on held-out data (X in the training dtype);
 * ``params() -> dict``: copies of the current parameters, as plain arrays with
   the model's names;
 * ``views() -> dict``: the same as read-only views of the working arrays, for
-  a callback between runs (no copy; valid until the next ``run``).
+  a callback between runs (no copy; valid until the next ``run``);
+* ``state(done) -> dict``: where the training stands after ``done`` iterations,
+  to continue from: ``{"updates", "vectors", "batches"}`` (the update rule's
+  vectors by name and parameter, the batch order's state).
 
-The trainers (:mod:`fastspiral.train`), the tests and the benchmarks all look
-backends up here, so every benchmarked implementation is a tested one. Adding
-one (a GPU twin, JAX) means one module with ``prepare`` and ``workspace_bytes``
-and one entry below.
+The problem's :class:`~fastspiral._plan.Plan` says which update rule, schedule
+and batches to use; both backends draw the same batches from it. The trainers
+(:mod:`fastspiral.train`), the tests and the benchmarks all look backends up
+here, so every benchmarked implementation is a tested one. Adding one (a GPU
+twin, JAX) means one module with ``prepare`` and ``workspace_bytes`` and one
+entry below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,9 +42,15 @@ from ._problem import Problem
 class Trainer(Protocol):
     def run(self, start: int, stop: int, history: np.ndarray) -> int: ...
 
+    def compile(self) -> None: ...
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]: ...
+
     def params(self) -> dict[str, np.ndarray]: ...
 
     def views(self) -> dict[str, np.ndarray]: ...
+
+    def state(self, done: int) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
