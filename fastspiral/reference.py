@@ -11,9 +11,11 @@ names and shapes: W1 (D, H), b1 (H,), W2 (H, K), b2 (K,) or W (D, K), b (K,).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from ._plan import batch_bounds, shuffle_rows
 from ._problem import Problem, read_only
 
 
@@ -103,23 +105,35 @@ def linear_loss_grad(params, X, y, reg):
     return loss + l2_penalty(params, reg), grads
 
 
-def sgd_step(params, grads, step_size):
-    """``p -= step_size * grads[p]`` for every parameter, in place."""
-    for name, g in grads.items():
-        params[name] -= step_size * g
-
-
 class Trainer:
-    """A training on the NumPy reference: working copies of the parameters, the hidden buffer."""
+    """A training on the NumPy reference: working copies of the parameters, the update rule's
+    state, the hidden buffer, and the batches' order (the plan: :mod:`fastspiral._plan`)."""
 
     def __init__(self, problem: Problem):
         self.problem = problem
+        plan = problem.plan
         self.current = {k: v.copy() for k, v in problem.params.items()}
         dt = problem.dtype
-        self.step, self.reg = dt.type(problem.step_size), dt.type(problem.reg)
-        self.hidden = (
-            np.empty((problem.n_samples, problem.n_hidden), dt) if problem.model == "net" else None
-        )
+        self.reg = dt.type(problem.reg)
+        self.state = {
+            name: {k: np.array(plan.state.get(name, {}).get(k, np.zeros(v.shape)), dt)
+                   for k, v in self.current.items()}
+            for name in plan.rule.state
+        }  # fmt: skip
+        rows = plan.batch_size or problem.n_samples
+        self.hidden = np.empty((rows, problem.n_hidden), dt) if problem.model == "net" else None
+        self.order = np.empty(problem.n_samples, np.int64)
+
+    def _rows(self, u: int, fresh: bool, draws: np.ndarray, first_epoch: int):
+        """``(X, y)`` of update ``u``: all the rows, or its mini-batch (fastspiral._plan)."""
+        X, y, B = self.problem.X, self.problem.y, self.problem.plan.batch_size
+        if B is None:
+            return X, y
+        epoch, first, stop = batch_bounds(u, X.shape[0], B)
+        if first == 0 or fresh:
+            shuffle_rows(self.order, draws[epoch - first_epoch])
+        rows = self.order[first:stop]
+        return X[rows], y[rows]
 
     def run(self, start: int, stop: int, history: np.ndarray) -> int:
         """Iterations ``start..stop-1`` (see :mod:`fastspiral.backends`).
@@ -128,25 +142,57 @@ class Trainer:
         diverges and is reported by the return value, so NumPy's warnings
         about it are silenced.
         """
-        X, y = self.problem.X, self.problem.y
+        plan = self.problem.plan
+        step_size, dt = self.problem.step_size, self.problem.dtype.type
+        draws, first_epoch = None, 0
+        if plan.batch_order is not None:
+            draws, first_epoch = plan.batch_order.draws(
+                plan.first_update + start, plan.first_update + stop
+            )
         for it in range(start, stop):
+            u = plan.first_update + it
+            X, y = self._rows(u, it == start, draws, first_epoch)
             with np.errstate(over="ignore", invalid="ignore"):
                 if self.hidden is not None:
-                    loss, grads = net_loss_grad(self.current, X, y, self.reg, self.hidden)
+                    loss, grads = net_loss_grad(
+                        self.current, X, y, self.reg, self.hidden[: X.shape[0]]
+                    )
                 else:
                     loss, grads = linear_loss_grad(self.current, X, y, self.reg)
             history[it] = loss
             if not math.isfinite(loss):
                 return it
+            lr = step_size if plan.schedule is None else plan.schedule.rate(step_size, u)
             with np.errstate(over="ignore", invalid="ignore"):
-                sgd_step(self.current, grads, self.step)
+                plan.rule.step(self.current, grads, self.state, u + 1, dt(lr))
         return -1
+
+    def compile(self) -> None:
+        """Nothing to compile."""
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """``(loss, accuracy)`` of the current parameters on (X, y): the mean data loss (no L2)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            s = scores(self.current, X)
+            loss, _ = softmax_loss(s, y)
+        return loss, float(np.mean(np.argmax(s, axis=1) == y))
 
     def params(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.current.items()}
 
     def views(self) -> dict[str, np.ndarray]:
         return {k: read_only(v) for k, v in self.current.items()}
+
+    def state(self, done: int) -> dict[str, Any]:
+        plan = self.problem.plan
+        updates = plan.first_update + done
+        return {
+            "updates": updates,
+            "vectors": {
+                name: {k: v.copy() for k, v in vecs.items()} for name, vecs in self.state.items()
+            },
+            "batches": None if plan.batch_order is None else plan.batch_order.state(updates),
+        }
 
 
 def prepare(problem: Problem) -> Trainer:

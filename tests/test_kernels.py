@@ -7,7 +7,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastspiral import reference
+from fastspiral import optim, reference
 from fastspiral.numba_backend import loops as _loops
 from fastspiral.numba_backend import loss as _loss
 from fastspiral.numba_backend import tiles as _tiles
@@ -279,7 +279,7 @@ def test_gd_update_and_sum_squares(shape, dtype):
     step, reg = dtype.type(0.7), dtype.type(1e-2)
     l2 = {k: reg * v if k.startswith("W") else 0 for k, v in ref.items()}
     start = {k: v.astype(np.float64) for k, v in ref.items()}
-    reference.sgd_step(ref, {k: dparams[k] + l2[k] for k in ref}, step)
+    optim.GD().step(ref, {k: dparams[k] + l2[k] for k in ref}, {}, 1, step)  # the reference's rule
     got = {"W1": theta.W1, "b1": theta.b1, "W2": theta.W2T.T, "b2": theta.b2}
     for k in ref:
         assert_close(got[k], ref[k], dtype)
