@@ -12,11 +12,13 @@ cache cannot be used (no writable folder, a damaged entry, a lock held too
 long) training goes on and a :class:`CacheWarning` says so once.
 """
 
+from . import optim
 from ._version import __version__
 from .animate import Snapshot, animate_training, record_snapshots
-from .data import make_spiral
+from .data import make_data, make_spiral
 from .model import LinearModel, NetModel, load
 from .numba_backend.cache import CacheWarning
+from .numba_backend.warmup import compile_kernels
 from .plot import plot_data, plot_decision_regions, plot_grid, plot_loss
 from .scaling import sweep
 from .train import train_linear, train_net
@@ -27,8 +29,11 @@ __all__ = [
     "NetModel",
     "Snapshot",
     "animate_training",
+    "compile_kernels",
     "load",
+    "make_data",
     "make_spiral",
+    "optim",
     "plot_data",
     "plot_decision_regions",
     "plot_grid",
