@@ -56,7 +56,7 @@ class BatchOrder:
         self.n_samples, self.batch_size = n_samples, batch_size
         self._rng = rng
         self._next_epoch = epoch  # the epoch rng draws for next
-        self._drawn: deque[tuple[int, dict, np.ndarray]] = deque()  # (epoch, state before, draws)
+        self._drawn: deque[tuple[int, Any, np.ndarray]] = deque()  # (epoch, state before, draws)
 
     @property
     def per_epoch(self) -> int:

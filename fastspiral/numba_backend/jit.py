@@ -82,9 +82,9 @@ def vector_registers() -> int:
     """
     if platform.machine().lower() in ("arm64", "aarch64"):
         return 32
-    features = numba.config.CPU_FEATURES
+    features = getattr(numba.config, "CPU_FEATURES", None)
     if features is None:
-        if numba.config.CPU_NAME not in (None, "host"):
+        if getattr(numba.config, "CPU_NAME", None) not in (None, "host"):
             return 16
         features = llvmlite.binding.get_host_cpu_features().flatten()
     return 32 if "+avx512f" in features.split(",") else 16

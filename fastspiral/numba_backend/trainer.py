@@ -79,6 +79,13 @@ class _Trainer:
     p: Any  # NetParams or LinearParams
     problem: Problem
 
+    def params(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _views_of(self, flat: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Views of a flat vector laid out as the parameters, in the order of :meth:`params`."""
+        raise NotImplementedError
+
     def _setup(self, problem: Problem, n_weights: int, new_params) -> None:
         pr, plan = problem, problem.plan
         self.problem = pr
@@ -142,7 +149,7 @@ class NetTrainer(_Trainer):
         self.chooser = shared_chooser((rows, D, H, K, pr.dtype.name), self.ws.n_workers)
         shape = (D, K) if is_small_shape(D, K) else "any"
         self._key = ("net", pr.dtype.name, shape, parallel, pr.plan.rule.name)
-        self._kernels = None
+        self._kernels: loops.NetKernels | None = None
 
     def _views_of(self, flat):
         v = net_views(flat, self.ws.layout)

@@ -193,7 +193,8 @@ def new_net_params(params, dtype) -> NetParams:
 
 def new_linear_params(params, dtype) -> LinearParams:
     """An aligned flat vector holding ``params`` (W, b), and its views."""
-    layout = linear_layout(*params["W"].shape, dtype)
+    D, K = params["W"].shape
+    layout = linear_layout(D, K, dtype)
     p = linear_views(aligned_zeros(layout.size, dtype), layout)
     p.WT[...], p.b[...] = params["W"].T, params["b"]
     return p
