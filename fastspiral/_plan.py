@@ -1,4 +1,4 @@
-"""How a training proceeds: its update rule and schedule, where it starts, which rows each update sees.
+"""How a training proceeds: its update rule and schedule, its start, the rows each update sees.
 
 A :class:`Plan` is what every backend reads beside a problem's data and
 parameters. With ``batch_size=B`` an epoch is ``ceil(N / B)`` updates over the rows in a
@@ -6,7 +6,8 @@ new random order, the last batch smaller (as scikit-learn's ``gen_batches``).
 Epoch e's order is a Fisher-Yates shuffle of ``0..N-1`` driven by N random
 integers drawn for it from one NumPy generator, epochs in turn; the shuffle
 itself (:func:`shuffle_rows`) runs inside the compiled loop (compiled from
-this code) and in the NumPy reference alike, so both backends train on the same batches. The generator's
+this code) and in the NumPy reference alike, so both backends train on the same batches. The
+generator's
 state at the start of an epoch is saved with a model, so a continued training
 draws what an uninterrupted one would have.
 """
@@ -86,7 +87,7 @@ class BatchOrder:
         return self._rng.integers(0, DRAW_BOUND, size=self.n_samples, dtype=np.int64)
 
     def state(self, next_update: int) -> dict[str, Any]:
-        """JSON values that restore the order from update ``next_update`` on (:meth:`from_state`)."""
+        """JSON values restoring the order from update ``next_update`` on (:meth:`from_state`)."""
         epoch = next_update // self.per_epoch
         for e, state, _ in self._drawn:
             if e == epoch:

@@ -60,7 +60,7 @@ class Backend:
     name: str
     #: ``prepare(problem) -> Trainer`` for ``problem.model`` "net" or "linear".
     prepare: Callable[[Problem], Trainer]
-    #: ``workspace_bytes(model, N, D, H, K, dtype) -> int``: bytes of work arrays a training allocates.
+    #: ``workspace_bytes(model, N, D, H, K, dtype) -> int``: bytes of a training's work arrays.
     workspace_bytes: Callable[[str, int, int, int, int, np.dtype], int]
     description: str = ""
 

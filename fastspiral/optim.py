@@ -104,7 +104,7 @@ class UpdateRule:
         return tuple(float(v) for v in astuple(self))
 
     def config(self) -> dict[str, Any]:
-        """The rule as JSON values: ``{"name": ..., <hyperparameter>: ...}`` (saved with a model)."""
+        """The rule as JSON values, ``{"name": ..., <hyperparameter>: ...}``, saved with a model."""
         return {"name": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     def step(self, params: dict, grads: dict, state: dict, t: int, lr: float) -> None:
@@ -294,7 +294,7 @@ class Schedule:
 
 @dataclass(frozen=True)
 class StepDecay(Schedule):
-    """``lr = step_size * factor ** (u // every)``: the rate drops by ``factor`` every ``every`` updates."""
+    """``lr = step_size * factor ** (u // every)``: times ``factor`` every ``every`` updates."""
 
     every: int
     factor: float = 0.5

@@ -51,7 +51,7 @@ def _tile(T, D, H, K, dtype):
 
 
 def _small_asm(name, D, K, dtype):
-    """Assembly of one small-form helper over a block of H=1,000 units, compiled for D, K, ``dtype``."""
+    """Assembly of a small-form helper over a block of H=1,000 units, for D, K, ``dtype``."""
     H = 1000
     tokens = _tiles.shape_tokens(D, K, dtype)
     assert tokens[1], f"D={D}, K={K} does not take the small form"
@@ -88,7 +88,8 @@ def test_hot_loops_use_packed_fma(name, dtype, suffix):
 
 
 def _small_shapes(edges_only):
-    """Every (D, K) the small form admits, or only the largest D for each K (where LLVM gives up first)."""
+    """Every (D, K) the small form admits, or only the largest D for each K (where LLVM gives up
+    first)."""
     shapes = [
         (D, K)
         for K in range(1, _tiles.SMALL_K + 1)

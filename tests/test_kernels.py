@@ -126,7 +126,7 @@ def test_net_forward(shape, dtype):
 
 @pytest.mark.parametrize("D,K", [(2, 2), (12, 2)], ids=["small", "general"])
 def test_relu_keeps_nan(D, K):
-    """A NaN pre-activation must reach the loss, so divergence is detected (both forms, and NumPy)."""
+    """A NaN pre-activation must reach the loss, so divergence is detected (both forms, NumPy)."""
     X = np.ones((2, D))
     X[0, 0] = np.nan
     W1, b1 = np.ones((D, 3)), np.zeros(3)
@@ -397,7 +397,7 @@ def test_linear_gradient_matches_finite_differences():
 
 
 def test_workspace_does_not_grow_with_n_times_h():
-    """The Numba workspace holds cache-sized tiles and per-slot gradients, not the (N, H) hidden layer."""
+    """The Numba workspace holds cache-sized tiles and per-slot gradients, not the (N, H) layer."""
     n, h = 1_000_000, 4096
     ws = net_workspace(n, 2, h, 3, np.dtype(np.float64), 2)
     total = sum(a.nbytes for a in ws if isinstance(a, np.ndarray))
@@ -406,7 +406,7 @@ def test_workspace_does_not_grow_with_n_times_h():
 
 
 def _train_steps(p, n_threads, chunks, step_size=1.0):
-    """The compiled loop over the given (start, stop) chunks on ``n_threads``; (history, weights, result)."""
+    """The compiled loop over the (start, stop) chunks on ``n_threads``: history, weights, end."""
     T, D = p["X"].shape
     K, H = p["W2T"].shape
     ws = net_workspace(T, D, H, K, p["X"].dtype, n_threads)
@@ -493,7 +493,7 @@ def test_is_finite():
 
 
 def test_loop_kernels_are_built_once_per_set_of_types():
-    """Trainings with arrays of the same types share the kernel pointers; other types get their own."""
+    """Trainings with arrays of the same types share kernel pointers; other types have theirs."""
 
     def kernels(dtype, shape=(30, 2, 8, 3), seed=0):
         p = _problem(shape, dtype, seed)

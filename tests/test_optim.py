@@ -93,7 +93,7 @@ def test_each_rule_follows_its_formula(rule, dtype):
     for first, size in ((0, D * H), (layout.W2T, K * H), (layout.b1, H), (layout.b2, K)):
         gaps[first : first + size] = False
     assert gaps.any() and not theta.flat[gaps].any() and not opt.state[:, gaps].any()
-    for i, name in enumerate(rule.state):
+    for i in range(len(rule.state)):
         v = net_views(opt.state[i], layout)
         expect = {k: formula_state[k][i] for k in formula}
         for part, key in ((v.W1, "W1"), (v.b1, "b1"), (v.W2T.T, "W2"), (v.b2, "b2")):

@@ -59,7 +59,8 @@ def test_chooser_follows_a_machine_that_becomes_busy():
 def test_probes_that_stall_cost_a_bounded_share():
     """Beside busy programs a parallel region can wait ~0.1 s for a worker (146 ms for 14 iterations
     seen on two cores): re-probed every 0.5 s whatever a probe cost, busy trainings ran 1.12-1.66x
-    the one-thread time in the busy benchmark; probes now wait until their cost is 5% of the training."""
+    the one-thread time in the busy benchmark; probes now wait until their cost is 5% of the
+    training."""
     busy = {2: 450e-6, 1: 48e-6}
     chunks = [1000] * 80
     spent, on = _simulate(

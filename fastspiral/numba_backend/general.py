@@ -44,7 +44,8 @@ def _active(g, z, zero):
 
 @inline_kernel
 def _four_by_four(A, t, j, transpose):
-    """``A[t:t+4, j:j+4]`` (or its transpose) as four tuples of four values, read once before a loop over H."""
+    """``A[t:t+4, j:j+4]`` (or its transpose) as four tuples of four values, read once before a
+    loop over H."""
     r0 = (A[t, j], A[t, j + 1], A[t, j + 2], A[t, j + 3])
     r1 = (A[t + 1, j], A[t + 1, j + 1], A[t + 1, j + 2], A[t + 1, j + 3])
     r2 = (A[t + 2, j], A[t + 2, j + 1], A[t + 2, j + 2], A[t + 2, j + 3])
@@ -146,7 +147,7 @@ def _forward_one_row_general(tile, t, lo, hi):
 
 @kernel
 def forward_general(tile):
-    """The forward pass of a tile and its softmax cross-entropy (see ``Tile``): the data loss returned."""
+    """The forward pass of a tile and its softmax cross-entropy (see ``Tile``); returns the loss."""
     forward_pass(tile)
     return softmax_xent_grad(tile.scores, tile.y, tile.scale, tile.dscores, ())
 

@@ -324,7 +324,7 @@ def linear_loss_grad(X, y, p, reg, ws):
 
 @kernel
 def train_linear_steps(update, data, p, opt, history, start, stop, ws):
-    """Iterations ``start..stop-1`` of the linear classifier; same contract as :func:`train_net_serial`."""
+    """Iterations ``start..stop-1`` of the linear classifier, as :func:`train_net_serial`."""
     reg = p.flat.dtype.type(opt.hyper[REG])
     for it in range(start, stop):
         X, y = _rows(data, opt.first_update + it, it == start)

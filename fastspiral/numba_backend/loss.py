@@ -123,7 +123,8 @@ def softmax_xent_grad(scores, y, scale, dscores, k_token):
     for t in range(T):
         # The row maximum, inline: as a helper taking k_token, the code loaded
         # from Numba's cache rounded differently from the code compiled in
-        # the process (tests/test_install.py::test_processes_compiling_at_once_leave_a_loadable_cache).
+        # the process
+        # (tests/test_install.py::test_processes_compiling_at_once_leave_a_loadable_cache).
         m = scores[t, 0]
         for k in range(1, K):
             if scores[t, k] > m:

@@ -44,7 +44,7 @@ def _forward_one_row(tile, t, lo, hi, d_token, k_token):
 
 @inline_kernel
 def _forward_two_rows(tile, t, lo, hi, d_token, k_token):
-    """Rows t, t+1: each weight load serves two rows; the K score sums ride in tuples (registers)."""
+    """Rows t, t+1: each weight load serves two rows; the K score sums ride in tuples."""
     X, hidden, scores = tile.X, tile.hidden, tile.scores
     W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
@@ -73,7 +73,7 @@ def _forward_two_rows(tile, t, lo, hi, d_token, k_token):
 
 @inline_kernel
 def _forward_four_rows(tile, t, lo, hi, d_token, k_token):
-    """Rows t..t+3: each weight load serves four rows; the K score sums ride in tuples (registers)."""
+    """Rows t..t+3: each weight load serves four rows; the K score sums ride in tuples."""
     X, hidden, scores = tile.X, tile.hidden, tile.scores
     W1, b1, W2T = tile.p.W1, tile.p.b1, tile.p.W2T
     zero = hidden.dtype.type(0)  # a literal 0 would turn float32 sums into float64
@@ -225,10 +225,10 @@ def _backward_tile(group, rows, tile, d_token, k_token):
             _backward_one_row(tile, t, lo, hi, d_token, k_token)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_form(n_features, n_classes, dtype, fours):
-    """``(forward, backward)``: the passes compiled for D and K as constants, in ``dtype``, rows four
-    at a time (``fours``) or in pairs.
+    """``(forward, backward)``: the passes compiled for D and K as constants, in ``dtype``, rows
+    four at a time (``fours``) or in pairs.
 
     The shape tokens are the passes' closure variables, so each shape's passes
     are kernels of their own (cached on disk by the tokens too), while their

@@ -57,12 +57,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def threads_allowed() -> bool:
-    """Whether this process may enter Numba's threading layer (not in a child forked after OpenMP)."""
+    """Whether this process may enter Numba's threading layer (not a child forked after OpenMP)."""
     return not _inherited_omp
 
 
 def usable_threads() -> int:
-    """Threads a training may use: Numba's count for this thread, at most the CPUs this process may run on.
+    """Threads a training may use: Numba's count for this thread, at most the CPUs this process
+    may run on.
 
     More threads than CPUs (``NUMBA_NUM_THREADS=16`` on two cores, ``taskset
     -c 0``) only makes the threads wait for each other at every iteration.
@@ -85,7 +86,8 @@ class _ProbeCost:
 
 
 class ThreadChooser:
-    """Chooses, segment by segment, how many threads a training's compiled loop gets: ``max_threads`` or 1.
+    """Chooses, segment by segment, how many threads a training's compiled loop gets:
+    ``max_threads`` or 1.
 
     The slots make results independent of the thread count, so the count may
     change between calls of the compiled loop. Both counts are timed; the
@@ -136,7 +138,8 @@ class ThreadChooser:
     #: A count's first time must be longer still: right after the first call, two iterations
     #: on two threads took 1.19 ms at N=3,000 (2.6x their later time), and a quiet training then
     #: ran on one thread until the next probe
-    #: (tests/test_threads.py::test_cold_first_iterations_do_not_send_a_quiet_training_to_one_thread).
+    #: (tests/test_threads.py::
+    #: test_cold_first_iterations_do_not_send_a_quiet_training_to_one_thread).
     FIRST_TRUSTED_SECONDS = 0.002
     #: The threads must beat one thread by this factor to be used: on a busy
     #: machine their timings scatter, and a lucky probe must not win.
@@ -158,7 +161,7 @@ class ThreadChooser:
         self._lock = threading.Lock()
 
     def next(self, n_left: int) -> tuple[int, int, bool]:
-        """``(threads, iterations, timed)`` for the next segment of the ``n_left`` iterations to run."""
+        """``(threads, iterations, timed)``: the next segment of the ``n_left`` iterations left."""
         with self._lock:
             return self._next(n_left)
 
@@ -249,7 +252,7 @@ class ThreadChooser:
                     self._reprobe_after = max(self._interval, lost / self.PROBE_SHARE)
 
     def rate(self, threads: int) -> float:
-        """Seconds per iteration on ``threads`` threads: the median of the last three timed segments."""
+        """Seconds per iteration on ``threads`` threads: the median of the last three segments."""
         times = sorted(self._times[threads])
         return times[len(times) // 2]
 

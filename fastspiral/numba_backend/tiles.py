@@ -87,7 +87,7 @@ FOURS_D_PLUS_K = 6
 
 
 def small_row_group(n_features, n_classes) -> int:
-    """Rows per group in the small form: 4 where their values fit in the vector registers, else 2."""
+    """Rows per group in the small form: 4 where their values fit in the registers, else 2."""
     return 4 if vector_registers() >= 32 and n_features + n_classes <= FOURS_D_PLUS_K else 2
 
 

@@ -102,7 +102,7 @@ class _Trainer:
         self.data = loops.new_batches(self.X, self.y, plan.batch_size)
 
     def _batches(self, start: int, stop: int):
-        """The data for iterations start..stop-1: with mini-batches, their epochs' random integers."""
+        """The data for iterations start..stop-1: with mini-batches, their epochs' draws."""
         order = self.problem.plan.batch_order
         if order is None:
             return self.data
@@ -128,7 +128,7 @@ class _Trainer:
 
 
 class NetTrainer(_Trainer):
-    """A net training: the flat parameter vector and its views, the update rule's numbers, the workspace.
+    """A net training: the flat parameters and their views, the rule's numbers, the workspace.
 
     With one slot the serial loop runs; with more the parallel loop, on as
     many threads as :class:`~fastspiral.numba_backend.threads.ThreadChooser`
@@ -156,7 +156,7 @@ class NetTrainer(_Trainer):
         return v.W1, v.b1, v.W2T.T, v.b2
 
     def _kernel_pointers(self) -> loops.NetKernels:
-        """The kernels the loops call by address (built at the first call, under its compile lock)."""
+        """The kernels the loops call by address (built at the first call, under its lock)."""
         if self._kernels is None:
             self._kernels = loops.net_kernels(self.X, self.y, self.p, self.opt, self.ws, self._rule)
         return self._kernels
@@ -215,7 +215,7 @@ class NetTrainer(_Trainer):
 
 
 class LinearTrainer(_Trainer):
-    """A linear training: the flat parameter vector [WT | b] and its views, the workspace; one thread."""
+    """A linear training: the flat parameters [WT | b], their views, the workspace; one thread."""
 
     def __init__(self, problem: Problem):
         pr = problem

@@ -37,7 +37,8 @@ class Variant(NamedTuple):
     def __str__(self) -> str:
         loop = "parallel" if self.rows >= 300 else "serial"
         form = "small form" if self.n_features <= 8 else "general form"
-        return f"{self.model} {self.dtype} D={self.n_features} K={self.n_classes} ({form}, {loop} loop)"
+        shape = f"D={self.n_features} K={self.n_classes}"
+        return f"{self.model} {self.dtype} {shape} ({form}, {loop} loop)"
 
 
 def standard_variants() -> list[Variant]:
@@ -101,7 +102,7 @@ def compile_kernels(
             if report is not None:
                 report(f"{v}: {results[-1][1]:.1f} s")
         return results
-    # spawn, not fork: a forked child of a process that already ran OpenMP threads could not use them
+    # spawn, not fork: a child forked from a process that ran OpenMP threads could not use them
     context = multiprocessing.get_context("spawn")
     results = []
     with context.Pool(n) as pool:

@@ -172,13 +172,13 @@ def net_views(flat, layout):
 
 
 def linear_views(flat, layout):
-    """The :class:`LinearParams` views of a flat vector laid out as ``layout`` (or its plain tuple)."""
+    """The :class:`LinearParams` views of a flat vector laid out as ``layout`` (or its tuple)."""
     D, K, b, _ = layout
     return LinearParams(flat, flat[: K * D].reshape((K, D)), flat[b : b + K])
 
 
 def new_net_params(params, dtype) -> NetParams:
-    """An aligned flat vector holding ``params`` (W1, b1, W2, b2: the model's names), and its views."""
+    """An aligned flat vector holding ``params`` (W1, b1, W2, b2, the model's names); its views."""
     D, H = params["W1"].shape
     layout = net_layout(D, H, params["b2"].shape[0], dtype)
     p = net_views(aligned_zeros(layout.size, dtype), layout)
@@ -241,7 +241,7 @@ def tile_layout(T, H, K, dtype) -> TileLayout:
 
 
 def tile_views(scratch, layout):
-    """A worker's buffers in its scratch row: hidden (T, H), scores and dscores (T, K), dh_rows (4, H)."""
+    """A worker's scratch row cut into hidden (T, H), scores, dscores (T, K), dh_rows (4, H)."""
     T, H, K, scores, dscores, dh_rows, _ = layout
     return (
         scratch[: T * H].reshape((T, H)),
