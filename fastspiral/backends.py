@@ -1,6 +1,6 @@
 """The registry of training backends, and the contract every backend keeps.
 
-A backend turns a :class:`~fastspiral._problem.Problem` into a *trainer*: an
+A backend turns a ``Problem`` (``fastspiral._problem``) into a *trainer*: an
 object holding that training's working parameters and buffers, with
 
 * ``run(start, stop, history) -> int``: iterations ``start..stop-1`` in place;
@@ -19,9 +19,9 @@ object holding that training's working parameters and buffers, with
   to continue from: ``{"updates", "vectors", "batches"}`` (the update rule's
   vectors by name and parameter, the batch order's state).
 
-The problem's :class:`~fastspiral._plan.Plan` says which update rule, schedule
+The problem's ``Plan`` (``fastspiral._plan``) says which update rule, schedule
 and batches to use; both backends draw the same batches from it. The trainers
-(:mod:`fastspiral.train`), the tests and the benchmarks all look backends up
+(``fastspiral.train``), the tests and the benchmarks all look backends up
 here, so every benchmarked implementation is a tested one. Adding one (a GPU
 twin, JAX) means one module with ``prepare`` and ``workspace_bytes`` and one
 entry below.
