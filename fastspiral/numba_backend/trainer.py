@@ -19,6 +19,7 @@ from .threads import parallel_section, shared_chooser, threads_allowed, usable_t
 from .tiles import is_small_shape
 from .update import RULES, new_optimizer
 from .workspace import (
+    batch_slots,
     linear_layout,
     linear_views,
     linear_workspace,
@@ -141,9 +142,12 @@ class NetTrainer(_Trainer):
         N, D, H, K = pr.n_samples, pr.n_features, pr.n_hidden, pr.n_classes
         self.p = new_net_params(pr.params, pr.dtype)
         self._setup(pr, net_layout(D, H, K, pr.dtype).b1, new_net_params)
-        rows = pr.plan.batch_size or N  # rows per update
-        parallel = n_slots(rows, H) > 1 and threads_allowed()
-        self.ws = net_workspace(rows, D, H, K, pr.dtype, usable_threads() if parallel else 1)
+        B = pr.plan.batch_size
+        rows = B or N  # rows per update
+        slots = n_slots(N, H) if B is None else batch_slots(B, D, H, K)
+        parallel = slots > 1 and threads_allowed()
+        threads = usable_threads() if parallel else 1
+        self.ws = net_workspace(rows, D, H, K, pr.dtype, threads, batches=B is not None)
         self.parallel = parallel
         # one worker unless parallel; shared with earlier trainings of this shape in the process
         self.chooser = shared_chooser((rows, D, H, K, pr.dtype.name), self.ws.n_workers)

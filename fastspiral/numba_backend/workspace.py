@@ -213,9 +213,33 @@ def n_slots(n_samples: int, n_hidden: int) -> int:
     return max(1, min(MAX_SLOTS, n_samples, net_work(n_samples, n_hidden) // SLOT_WORK))
 
 
-def tile_rows(n_samples: int, n_hidden: int) -> int:
+#: A mini-batch's slots: one per SLOT_FLOPS of its work (4DH + 6HK per row; the case study's
+#: 300 rows of D=2, K=3, H=100 are 780,000, two slots as in the full batch), and at most one
+#: per SLOT_FLOPS_PER_PARAMETER * P of it: each slot's gradient row of P values is cleared and
+#: summed once an update, about a nanosecond a value, where the passes run at ~30 GFLOP/s, so
+#: a slot carrying 300 FLOPs a parameter spends a tenth of its time on its row. Measured in
+#: benchmarks/test_design.py (mini-batch slots).
+SLOT_FLOPS = 390_000
+SLOT_FLOPS_PER_PARAMETER = 300
+
+
+def batch_slots(batch_size: int, n_features: int, n_hidden: int, n_classes: int) -> int:
+    """Slots a mini-batch is split into: from its size and shape only, never the thread count.
+
+    Its rows are few and may be wide, so its work is counted in FLOPs where
+    :func:`n_slots` counts the full batch's hidden activations (which it keeps,
+    so full-batch trainings keep their bits).
+    """
+    D, H, K = n_features, n_hidden, n_classes
+    flops = batch_size * (4 * D * H + 6 * H * K)
+    parameters = D * H + K * H + H + K
+    by_sum = flops // (SLOT_FLOPS_PER_PARAMETER * max(parameters, 1))
+    return max(1, min(MAX_SLOTS, batch_size, flops // SLOT_FLOPS, by_sum))
+
+
+def tile_rows(rows: int, n_hidden: int, slots: int) -> int:
     """Rows per tile: a cache-sized (T, H) tile, a multiple of 4 where it is smaller than a slot."""
-    per_slot = -(-n_samples // n_slots(n_samples, n_hidden))
+    per_slot = -(-rows // slots)
     return min(per_slot, max(4, TILE_ELEMENTS // max(n_hidden, 1) // 4 * 4))
 
 
@@ -291,18 +315,21 @@ class LinearWorkspace(NamedTuple):
     k_token: tuple
 
 
-def _net_sizes(n_samples, n_features, n_hidden, n_classes, dtype, threads):
+def _net_sizes(rows, n_features, n_hidden, n_classes, dtype, threads, batches):
     """``(S, P, layout, tiles)``: slots, workers and the layouts of :func:`net_workspace`."""
-    N, D, H, K = n_samples, n_features, n_hidden, n_classes
-    S = n_slots(N, H)
+    D, H, K = n_features, n_hidden, n_classes
+    S = batch_slots(rows, D, H, K) if batches else n_slots(rows, H)
     P = min(int(threads), S)  # a worker per thread (>= 1), no more than there are slots
-    return S, P, net_layout(D, H, K, dtype), tile_layout(tile_rows(N, H), H, K, dtype)
+    return S, P, net_layout(D, H, K, dtype), tile_layout(tile_rows(rows, H, S), H, K, dtype)
 
 
-def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, threads) -> NetWorkspace:
+def net_workspace(
+    rows, n_features, n_hidden, n_classes, dtype, threads, batches=False
+) -> NetWorkspace:
     """The buffers for the net's compiled loops (:mod:`~fastspiral.numba_backend.loops`), for up to
-    ``threads`` threads (each slot clears its whole gradient row, padding included)."""
-    S, P, layout, tiles = _net_sizes(n_samples, n_features, n_hidden, n_classes, dtype, threads)
+    ``threads`` threads, ``rows`` rows an update (mini-batches of that size where ``batches``);
+    each slot clears its whole gradient row, padding included."""
+    S, P, layout, tiles = _net_sizes(rows, n_features, n_hidden, n_classes, dtype, threads, batches)
     itemsize = np.dtype(dtype).itemsize
     return NetWorkspace(
         aligned_empty((S, padded_row(layout.size, itemsize)), dtype),
@@ -313,9 +340,11 @@ def net_workspace(n_samples, n_features, n_hidden, n_classes, dtype, threads) ->
     )
 
 
-def net_workspace_bytes(n_samples, n_features, n_hidden, n_classes, dtype, threads) -> int:
+def net_workspace_bytes(
+    rows, n_features, n_hidden, n_classes, dtype, threads, batches=False
+) -> int:
     """Bytes of :func:`net_workspace`'s buffers, computed without allocating them."""
-    S, P, layout, tiles = _net_sizes(n_samples, n_features, n_hidden, n_classes, dtype, threads)
+    S, P, layout, tiles = _net_sizes(rows, n_features, n_hidden, n_classes, dtype, threads, batches)
     itemsize = np.dtype(dtype).itemsize
     rows = S * padded_row(layout.size, itemsize) + P * padded_row(tiles.size, itemsize)
     return rows * itemsize + 8 * S
