@@ -7,6 +7,8 @@ parameters; a backend then prepares a trainer from the :class:`Problem`.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +21,8 @@ from ._validation import (
     check_fits,
     check_float,
     check_int,
+    check_memory,
+    check_real_dtype,
     check_X,
     check_y,
 )
@@ -37,7 +41,9 @@ class Problem:
 
     ``X`` (N, D) C-contiguous in the training dtype, ``y`` (N,) int64,
     ``params`` fresh C-contiguous arrays of that dtype (the model's names:
-    W1, b1, W2, b2 or W, b). Trainers copy what they change.
+    W1, b1, W2, b2 or W, b). All of them are the problem's own: never the
+    caller's arrays, which may change while a training runs. Trainers copy
+    what they change.
     """
 
     model: str
@@ -91,7 +97,7 @@ def _init_dim(source: Mapping, key: str, axis: int) -> int:
 
 
 def _init_params(
-    source: Mapping | None, shapes: dict[str, tuple[int, ...]], dtype: np.dtype, seed: Any
+    source: Mapping | None, shapes: dict[str, tuple[int, ...]], dtype: np.dtype, rng: Any
 ) -> dict[str, np.ndarray]:
     """Copies of ``source`` (shape-checked), or the case study's ``0.01 * randn`` weights and zero biases.
 
@@ -100,7 +106,6 @@ def _init_params(
     """
     params = {}
     if source is None:
-        rng = random_source(seed)
         for name, shape in shapes.items():
             if len(shape) == 2:  # weight matrix
                 params[name] = (0.01 * rng.standard_normal(shape)).astype(dtype)
@@ -113,9 +118,8 @@ def _init_params(
         value = np.asarray(source[name])
         if value.shape != shape:
             raise ValueError(f"init[{name!r}] has shape {value.shape}, expected {shape}")
-        if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)):
-            # complex would lose its imaginary part in the cast, silently
-            raise TypeError(f"init[{name!r}] must hold real numbers, got dtype {value.dtype}")
+        # complex would lose its imaginary part in the cast, silently; a duration's NaT is -2**63
+        check_real_dtype(value.dtype, f"init[{name!r}]", kinds="iuf")
         if not np.isfinite(value).all():
             raise ValueError(f"init[{name!r}] must hold finite numbers")
         if np.abs(value).max(initial=0) > np.finfo(dtype).max:
@@ -135,13 +139,63 @@ def _n_classes(y: np.ndarray, source: Mapping | None, key: str) -> int:
     return k_init
 
 
-def _common(X, y, step_size, reg, dtype):
+def _warn_empty_classes(y: np.ndarray, K: int) -> None:
+    """Warn once if labels 0..K-1 leave classes without a label.
+
+    Legal (K is ``max(y) + 1``, and each class gets a column of scores), but
+    most often a mistake: labels 1..3 leave class 0 empty, 0, 10, 20 make 21
+    classes (tests/test_validation.py::test_labels_that_leave_classes_empty_warn_once).
+    Found by counting where K <= N (O(N)), else from the sorted labels: never
+    an array of a huge K's entries.
+    """
+    present = np.flatnonzero(np.bincount(y, minlength=K)) if K <= y.size else np.unique(y)
+    if present.size == K:
+        return
+    starts, stops = np.concatenate(([0], present + 1)), np.concatenate((present, [K]))
+    gaps = [(a, b - 1) for a, b in zip(starts.tolist(), stops.tolist()) if b > a]
+    shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in gaps[:10])
+    warnings.warn(
+        f"y leaves {K - present.size:,} of its {K:,} classes without a label "
+        f"(class {shown}{', ...' if len(gaps) > 10 else ''}): K is max(y) + 1 = {K:,}, and each "
+        "class below the largest label gets a column of scores; relabel y as 0..K-1 "
+        "(np.unique(y, return_inverse=True)) to drop them",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _check_param_memory(
+    shapes: dict[str, tuple[int, ...]], dtype: np.dtype, source: Mapping | None
+) -> None:
+    """ValueError naming what makes the parameters too large for memory, before they are drawn.
+
+    Counted as stored in ``dtype`` plus drawn in float64: a stray label of
+    10**8 makes K = 10**8 + 1 and W2 alone 80 GB at H = 100
+    (tests/test_validation.py::test_sizes_too_large_for_memory).
+    """
+    # Python ints, not np.prod's int64: hidden=10**30 is legal input until here
+    n = sum(math.prod(shape) for shape in shapes.values())
+    D, K = shapes["W1" if "W1" in shapes else "W"][0], shapes["b2" if "b2" in shapes else "b"][0]
+    H = shapes["b1"][0] if "b1" in shapes else 0
+    if source is not None:
+        why = f"init's parameters (D={D:,}, H={H:,}, K={K:,})"
+    elif K >= max(D, H):
+        why = f"y holds the label {K - 1:,}, so K = max(y) + 1 = {K:,} classes, and the parameters"
+    elif H >= D:
+        why = f"hidden={H:,} makes parameters that"
+    else:
+        why = f"X's {D:,} features make parameters that"
+    check_memory(n * (dtype.itemsize + 8), f"{why} need")
+
+
+def _common(X, y, step_size, reg, dtype, seed):
     dt = check_dtype(dtype)
+    rng = random_source(seed)  # checked even where init makes it unused
     step_size = check_fits(check_float(step_size, "step_size", positive=True), "step_size", dt)
     reg = check_fits(check_float(reg, "reg"), "reg", dt)
-    X = check_X(X, dt)
-    y = check_y(y, X.shape[0])
-    return dt, X, y, step_size, reg
+    X = check_X(X, dt, copy=True)
+    y = check_y(y, X.shape[0], copy=True)
+    return dt, X, y, step_size, reg, rng
 
 
 def net_problem(
@@ -156,7 +210,7 @@ def net_problem(
     dtype: Any = "float64",
 ) -> Problem:
     """The set-up of :func:`fastspiral.train_net` (same arguments, same checks)."""
-    dt, X, y, step_size, reg = _common(X, y, step_size, reg, dtype)
+    dt, X, y, step_size, reg, rng = _common(X, y, step_size, reg, dtype, seed)
     source = _init_source(init)
     if source is None:
         H = 100 if hidden is None else check_int(hidden, "hidden", minimum=1)
@@ -165,7 +219,11 @@ def net_problem(
         if hidden is not None and check_int(hidden, "hidden", minimum=1) != H:
             raise ValueError(f"hidden={hidden} but init has {H} hidden units")
     K = _n_classes(y, source, "W2")
-    params = _init_params(source, SHAPES["net"](X.shape[1], H, K), dt, seed)
+    shapes = SHAPES["net"](X.shape[1], H, K)
+    _check_param_memory(shapes, dt, source)
+    params = _init_params(source, shapes, dt, rng)
+    if source is None:
+        _warn_empty_classes(y, K)
     return Problem("net", X, y, params, step_size, reg)
 
 
@@ -180,10 +238,14 @@ def linear_problem(
     dtype: Any = "float64",
 ) -> Problem:
     """The set-up of :func:`fastspiral.train_linear` (same arguments, same checks)."""
-    dt, X, y, step_size, reg = _common(X, y, step_size, reg, dtype)
+    dt, X, y, step_size, reg, rng = _common(X, y, step_size, reg, dtype, seed)
     source = _init_source(init)
     K = _n_classes(y, source, "W")
-    params = _init_params(source, SHAPES["linear"](X.shape[1], 0, K), dt, seed)
+    shapes = SHAPES["linear"](X.shape[1], 0, K)
+    _check_param_memory(shapes, dt, source)
+    params = _init_params(source, shapes, dt, rng)
+    if source is None:
+        _warn_empty_classes(y, K)
     return Problem("linear", X, y, params, step_size, reg)
 
 

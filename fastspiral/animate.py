@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._files import check_writable_path, replace_path
-from ._validation import check_int
+from ._validation import check_int, check_memory
 from .model import LinearModel, NetModel
 from .plot import RegionGrid, _check_2d, _scatter_classes, class_colors
 
@@ -50,14 +50,20 @@ def record_snapshots(
         raise TypeError("record_snapshots sets callback and callback_every itself")
     iters = train_kwargs.get("iters", 10_000 if model == "net" else 200)
     iters = check_int(iters, "iters", minimum=0)
+    every = max(1, iters // snapshots)
+    n_kept = (iters + every - 1) // every + 1  # every multiple of `every`, the start and the end
     kept: list[Snapshot] = []
 
     def keep(iteration: int, loss: float, params: dict[str, np.ndarray]) -> None:
+        if not kept:  # the call before the first iteration: the copies' size is known now
+            # (tests/test_validation.py::test_sizes_too_large_for_memory)
+            check_memory(
+                n_kept * sum(v.nbytes for v in params.values()),
+                f"snapshots={snapshots:,} of {iters:,} iterations keep copies that need",
+            )
         kept.append(Snapshot(iteration, loss, {k: v.copy() for k, v in params.items()}))
 
-    fitted = trainers[model](
-        X, y, callback=keep, callback_every=max(1, iters // snapshots), **train_kwargs
-    )
+    fitted = trainers[model](X, y, callback=keep, callback_every=every, **train_kwargs)
     return fitted, kept
 
 
@@ -107,6 +113,8 @@ def animate_training(
         raise ValueError("snapshots is empty")
     models = [(NetModel if "W1" in f.params else LinearModel)(f.params) for f in frames]
     grid = RegionGrid(X, resolution)
+    # X and the grid checked once in each parameter dtype, not once a frame
+    inputs = {m.dtype: (m._checked_X(X), m._checked_X(grid.points)) for m in models}
     colors = class_colors(max(int(y.max()) + 1, models[0].n_classes))
 
     # A fixed layout, and one draw per frame by driving the writer directly:
@@ -115,7 +123,8 @@ def animate_training(
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.1, top=0.88)
     ax = fig.add_subplot()
-    image = grid.draw(ax, grid.labels(models[0]), colors)
+    shape = (grid.x1.size, grid.x0.size)
+    image = grid.draw(ax, models[0]._predict(inputs[models[0].dtype][1]).reshape(shape), colors)
     _scatter_classes(ax, X, y, colors, legend=False)
     wrong = ax.scatter([], [], s=90, facecolors="none", edgecolors="k", linewidths=1.2, zorder=3)
     ax.set_xlim(grid.extent[:2])
@@ -127,8 +136,9 @@ def animate_training(
     def write(tmp: str) -> None:
         with writer.saving(fig, tmp, dpi=fig.dpi):
             for model, frame in zip(models, frames):
-                image.set_data(grid.colours(grid.labels(model), colors))
-                miss = model.predict(X) != y
+                X_in, points = inputs[model.dtype]
+                image.set_data(grid.colours(model._predict(points).reshape(shape), colors))
+                miss = model._predict(X_in) != y
                 wrong.set_offsets(X[miss] if miss.any() else np.empty((0, 2)))
                 loss = "start" if not np.isfinite(frame.loss) else f"loss {frame.loss:.3f}"
                 ax.set_title(

@@ -26,8 +26,25 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "fastspiral.estimators needs scikit-learn >= 1.6: pip install 'fastspiral[sklearn]'"
     ) from exc
 
+from . import reference
+from ._validation import check_real_dtype
 from .model import LinearModel, NetModel
 from .train import train_linear, train_net
+
+#: What a fit sets; a fit that fails restores them as they were (or leaves them unset).
+_FITTED = ("classes_", "n_features_in_", "feature_names_in_", "model_", "loss_curve_", "n_iter_")
+
+
+def _refuse_dates(X: Any) -> None:
+    """TypeError for datetime or timedelta features, which scikit-learn's checks cast to float
+    silently (tests/test_estimators.py::test_dates_are_refused_as_features)."""
+    dtypes = getattr(X, "dtypes", None)  # a DataFrame's columns
+    if dtypes is None:
+        dtype = getattr(X, "dtype", None)  # not `or`: a dtype's len() is its field count, 0
+        dtypes = [np.asarray(X).dtype if dtype is None else dtype]
+    for dtype in dtypes:
+        if getattr(dtype, "kind", "") in "mM":
+            check_real_dtype(np.dtype(dtype), "X")
 
 
 class _SpiralClassifier(ClassifierMixin, BaseEstimator):
@@ -42,9 +59,24 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
         With ``warm_start=True`` and a previous fit on the same classes and
         features, training continues from the previous parameters, and
         ``loss_curve_`` and ``n_iter_`` count all the fits so far (as
-        scikit-learn's MLPClassifier does).
+        scikit-learn's MLPClassifier does). A fit that raises changes
+        nothing: the estimator keeps the previous fit, or stays unfitted.
         """
+        # validate_data sets n_features_in_ as it checks, before training can fail: a
+        # failed refit left the old model_ read through the new classes_
+        # (tests/test_estimators.py::test_a_failed_fit_changes_nothing).
+        before = {name: vars(self)[name] for name in _FITTED if name in vars(self)}
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            for name in _FITTED:
+                vars(self).pop(name, None)
+            vars(self).update(before)
+            raise
+
+    def _fit(self, X: Any, y: Any) -> _SpiralClassifier:
         warm = self.warm_start and hasattr(self, "model_")
+        _refuse_dates(X)
         X, y = validate_data(self, X, y, reset=not warm, dtype=np.float64, order="C")
         check_classification_targets(y)
         classes, encoded = np.unique(y, return_inverse=True)
@@ -52,31 +84,36 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
         if warm:
             if not np.array_equal(classes, self.classes_):
                 raise ValueError(
-                    f"warm_start=True needs the classes of the previous fit {self.classes_.tolist()}, "
-                    f"got {classes.tolist()}"
+                    "warm_start=True needs the classes of the previous fit "
+                    f"{self.classes_.tolist()}, got {classes.tolist()}"
                 )
             init = self.model_
-        self.classes_ = classes
-        self.model_ = self._train(X, encoded.astype(np.int64), init)
+        model = self._train(X, encoded.astype(np.int64), init)
         # As MLPClassifier: a warm fit extends the curve and the iteration count.
         earlier = self.loss_curve_ if warm else np.empty(0)
-        self.loss_curve_ = np.concatenate([earlier, self.model_.loss_history])
+        self.classes_ = classes
+        self.model_ = model
+        self.loss_curve_ = np.concatenate([earlier, model.loss_history])
         self.n_iter_ = self.loss_curve_.size
         return self
 
     def _validated(self, X: Any) -> np.ndarray:
+        """X checked once, as scikit-learn checks it and then in the model's dtype."""
         check_is_fitted(self, "model_")
-        return validate_data(self, X, reset=False, dtype=np.float64, order="C")
+        _refuse_dates(X)
+        X = validate_data(self, X, reset=False, dtype=np.float64, order="C")  # finite, float64
+        # a float32 model's cast can overflow: the model's own check refuses that
+        return X if self.model_.dtype == X.dtype else self.model_._checked_X(X)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""
         X = self._validated(X)
-        return self.model_.predict_proba(X)
+        return reference.softmax(self.model_._decision(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable label of each row (values from ``classes_``)."""
         X = self._validated(X)
-        return self.classes_[self.model_.predict(X)]
+        return self.classes_[self.model_._predict(X)]
 
     def _common(self) -> dict[str, Any]:
         return dict(

@@ -11,12 +11,16 @@ from typing import Any
 import numpy as np
 
 from . import reference
-from ._files import check_npz, replace_file
-from ._validation import DTYPES, check_X, check_y
+from ._files import check_npz, open_regular, replace_file
+from ._validation import DTYPES, check_real_dtype, check_X, check_y
 
 FORMAT, VERSION = "fastspiral-model", 1
 #: Largest header member load reads: the JSON of the kind and the training info.
 MAX_HEADER_BYTES = 1 << 20
+#: Deepest nesting of lists and dicts in a saved model's info. JSON's reader recurses, so
+#: whether a deep info loads depended on how deep in the stack load was called (an info
+#: nested 985 deep saved, and failed to load from 10 frames down).
+MAX_INFO_DEPTH = 100
 
 #: Rows per block in prediction: keeps the (rows, H) hidden layer near 32 MiB.
 PREDICT_ELEMENTS = 4_000_000
@@ -41,10 +45,8 @@ def _loss_history(value: Any) -> np.ndarray:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"loss_history could not be converted to an array: {exc}") from None
-    if arr.size and not (
-        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-    ):
-        raise TypeError(f"loss_history must hold real numbers, got dtype {arr.dtype}")
+    if arr.size:
+        check_real_dtype(arr.dtype, "loss_history", kinds="iuf")
     if arr.ndim != 1:
         raise ValueError(f"loss_history must be 1-D, got shape {arr.shape}")
     arr = np.array(arr, dtype=np.float64, copy=True)
@@ -68,33 +70,54 @@ class _Model:
         # The trainers' checks, applied to parameters from anywhere (a user, a
         # file): integer weights would make prediction cast X to integers
         # (tests/test_model.py::test_models_refuse_what_trainers_never_return).
+        self.params, self.loss_history, self.info = self._checked(params, loss_history, info)
+
+    @classmethod
+    def _checked(
+        cls, params: Any, loss_history: Any, info: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+        """Checked copies of a model's parts (the constructor's checks; save repeats them)."""
         if not isinstance(params, Mapping):
             raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
-        missing = [name for name in self.param_names if name not in params]
-        extra = [name for name in params if name not in self.param_names]
+        missing = [name for name in cls.param_names if name not in params]
+        extra = [name for name in params if name not in cls.param_names]
         if missing or extra:
             raise ValueError(
-                f"a {self.kind} model has params {list(self.param_names)}; "
+                f"a {cls.kind} model has params {list(cls.param_names)}; "
                 f"missing {missing}, unexpected {extra}"
             )
-        self.params = {name: _param(params[name], name) for name in self.param_names}
-        dtypes = sorted({v.dtype.name for v in self.params.values()})
+        checked = {name: _param(params[name], name) for name in cls.param_names}
+        dtypes = sorted({v.dtype.name for v in checked.values()})
         if len(dtypes) > 1:
             raise TypeError(f"params must share one dtype, got {dtypes}")
-        self._check_shapes()
-        self.loss_history = _loss_history(loss_history)
+        cls._check_shapes(checked)
+        history = _loss_history(loss_history)
         if info is not None and not isinstance(info, Mapping):
             raise TypeError(f"info must be a dict, got {type(info).__name__}")
-        self.info = dict(info or {})
-        try:  # save writes it as JSON: fail here, not when saving
-            json.dumps(self.info, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"info must hold JSON values (str, numbers, lists, dicts): {exc}"
-            ) from None
+        info = dict(info or {})
+        _header_text(cls.kind, info)  # save writes it as JSON: fail here, not when saving
+        return checked, history, info
+
+    @classmethod
+    def _trained(
+        cls, params: dict[str, np.ndarray], loss_history: np.ndarray, info: dict[str, Any]
+    ) -> Any:
+        """The model a trainer returns, built from arrays that are already its own.
+
+        The trainers hand over fresh C-contiguous parameters of one dtype, in the
+        model's shapes, that :func:`fastspiral.train._finished` has found
+        finite, a float64 history and JSON-ready info; checking and copying
+        them again, as the public constructor must for anyone's arrays, doubled
+        the way out of every training
+        (tests/test_model.py::test_a_trained_model_is_checked_and_copied_once).
+        """
+        model = cls.__new__(cls)
+        model.params, model.loss_history, model.info = params, loss_history, info
+        return model
 
     # -- shapes -----------------------------------------------------------------
-    def _check_shapes(self) -> None:
+    @staticmethod
+    def _check_shapes(params: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
     @property
@@ -119,11 +142,20 @@ class _Model:
     def _block_rows(self) -> int:
         return max(1, PREDICT_ELEMENTS // max(self.n_classes, 1))
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Class scores (unnormalised log-probabilities), shape (n_samples, K)."""
-        X = check_X(X, self.dtype, n_features=self.n_features)
+    def _checked_X(self, X: Any) -> np.ndarray:
+        return check_X(X, self.dtype, n_features=self.n_features)
+
+    def _decision(self, X: np.ndarray) -> np.ndarray:
+        """The scores of an X that :meth:`_checked_X` has checked (once per public call)."""
         step = self._block_rows()
         return np.concatenate([self._scores(X[i : i + step]) for i in range(0, X.shape[0], step)])
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return np.argmax(self._decision(X), axis=1).astype(np.int64)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Class scores (unnormalised log-probabilities), shape (n_samples, K)."""
+        return self._decision(self._checked_X(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (softmax of the scores), shape (n_samples, K); rows sum to 1."""
@@ -131,7 +163,7 @@ class _Model:
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class of each row, as int64 labels."""
-        return np.argmax(self.decision_function(X), axis=1).astype(np.int64)
+        return self._predict(self._checked_X(X))
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy: the fraction of rows whose predicted class equals ``y``."""
@@ -149,18 +181,24 @@ class _Model:
         """Write the model to ``path`` as an .npz archive (exactly that path, no suffix added).
 
         The file is written to a temporary name and moved into place, so an
-        interrupted save never leaves a truncated file behind. As with
-        ``np.savez``, a symlink is written through to its target; anything
+        interrupted save (an exception, Ctrl-C, SIGTERM) never leaves a
+        truncated or temporary file behind. As with ``np.savez``, a symlink is
+        written through to its target, and a file the user may not write is
+        refused with PermissionError, as ``open(path, "w")`` refuses it; anything
         at ``path`` other than a regular file (a folder, a device) is refused
         with ValueError, a missing or unwritable folder with OSError.
+
+        The model is checked as the constructor checks it, since its ``params``,
+        ``loss_history`` and ``info`` may have been changed since: what save
+        writes, :func:`load` reads, or ValueError/TypeError here and nothing is
+        written (tests/test_model.py::test_save_writes_only_what_load_reads).
         """
-        header = {"format": FORMAT, "version": VERSION, "kind": self.kind, "info": self.info}
-        arrays = {f"param_{name}": value for name, value in self.params.items()}
+        params, history, info = self._checked(self.params, self.loss_history, self.info)
+        header = _header_json(self.kind, info)
+        arrays = {f"param_{name}": value for name, value in params.items()}
         replace_file(
             path,
-            lambda fh: np.savez(
-                fh, header=np.array(json.dumps(header)), loss_history=self.loss_history, **arrays
-            ),
+            lambda fh: np.savez(fh, header=header, loss_history=history, **arrays),
             "model file",
         )
 
@@ -187,8 +225,9 @@ class LinearModel(_Model):
     kind = "linear"
     param_names = ("W", "b")
 
-    def _check_shapes(self) -> None:
-        W, b = self.params["W"], self.params["b"]
+    @staticmethod
+    def _check_shapes(params: dict[str, np.ndarray]) -> None:
+        W, b = params["W"], params["b"]
         if W.ndim != 2 or b.shape != (W.shape[1],):
             raise ValueError(
                 f"linear params need W (D, K) and b (K,), got W {W.shape}, b {b.shape}"
@@ -219,8 +258,9 @@ class NetModel(_Model):
     kind = "net"
     param_names = ("W1", "b1", "W2", "b2")
 
-    def _check_shapes(self) -> None:
-        W1, b1, W2, b2 = (self.params[k] for k in self.param_names)
+    @staticmethod
+    def _check_shapes(params: dict[str, np.ndarray]) -> None:
+        W1, b1, W2, b2 = (params[k] for k in ("W1", "b1", "W2", "b2"))
         if (
             W1.ndim != 2
             or W2.ndim != 2
@@ -258,6 +298,54 @@ MEMBERS = frozenset(
 )
 
 
+def _header_text(kind: str, info: dict[str, Any]) -> str:
+    """The JSON of a saved model's format, kind and info; TypeError if info is not JSON."""
+    header = {"format": FORMAT, "version": VERSION, "kind": kind, "info": info}
+    try:
+        return json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"info must hold JSON values (str, numbers, lists, dicts): {exc}") from None
+    except RecursionError:
+        raise ValueError("info is nested too deeply to be written as JSON") from None
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value`` (0 for a scalar); walked without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _header_json(kind: str, info: dict[str, Any]) -> np.ndarray:
+    """The header member save writes, or TypeError/ValueError if :func:`load` could not read it.
+
+    The JSON of :func:`_header_text`, as NumPy stores a str (4 bytes a
+    character). load reads at most MAX_HEADER_BYTES of it, so a larger info
+    is refused here, before anything is written: a model with 15,000 floats
+    in its info saved fine and then could not be loaded
+    (tests/test_model.py::test_save_writes_only_what_load_reads).
+    """
+    array = np.array(_header_text(kind, info))
+    if _depth(info) > MAX_INFO_DEPTH:
+        raise ValueError(
+            f"info nests {_depth(info)} lists or dicts deep; a saved model's info may nest at "
+            f"most {MAX_INFO_DEPTH}, so that load can read it from anywhere"
+        )
+    size = array.nbytes + 128  # the .npy preamble: magic, version, a dict padded to 64 bytes
+    if size > MAX_HEADER_BYTES:
+        raise ValueError(
+            f"info is too large to save: its JSON takes {size:,} bytes in the file, and "
+            f"load reads at most {MAX_HEADER_BYTES:,}; keep large arrays out of info"
+        )
+    return array
+
+
 def _read_header(archive) -> dict[str, Any]:
     raw = archive["header"]
     if raw.dtype.kind != "U" or raw.ndim != 0:
@@ -280,17 +368,22 @@ def load(path: str | os.PathLike) -> LinearModel | NetModel:
     The archive is checked before its arrays are read (members, sizes,
     header) and the model as a constructor checks it (float32/float64,
     agreeing shapes, finite values). Raises OSError if the file cannot be
-    opened and ValueError if it is not a fastspiral model or is damaged;
+    opened, and ValueError if it is not a regular file (a FIFO, a device, a
+    folder: refused before it is opened), not a fastspiral model, or damaged;
     both messages name the path. Never unpickles anything.
     """
     path = os.fspath(path)
     try:
-        check_npz(path, MEMBERS, {"header.npy": MAX_HEADER_BYTES})
-        with np.load(path, allow_pickle=False) as archive:
-            header = _read_header(archive)
-            cls = MODEL_TYPES[header["kind"]]
-            params = {name: archive[f"param_{name}"] for name in cls.param_names}
-            return cls(params, archive["loss_history"], header.get("info"))
+        # Opened once, as a regular file: a FIFO's open blocks until a writer comes,
+        # and a device's may act (tests/test_model.py::test_load_refuses_non_regular_files).
+        with open_regular(path, "model file") as fh:
+            check_npz(fh, MEMBERS, {"header.npy": MAX_HEADER_BYTES})
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as archive:
+                header = _read_header(archive)
+                cls = MODEL_TYPES[header["kind"]]
+                params = {name: archive[f"param_{name}"] for name in cls.param_names}
+                return cls(params, archive["loss_history"], header.get("info"))
     except OSError as exc:
         raise OSError(f"could not read model file {path!r}: {exc}") from exc
     except (

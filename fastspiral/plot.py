@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._files import replace_file
-from ._validation import check_X, check_y
+from ._validation import check_float, check_real_dtype, check_X, check_y
 
 
 def class_colors(n_classes: int) -> np.ndarray:
@@ -98,9 +98,20 @@ class RegionGrid:
     """
 
     def __init__(self, X: np.ndarray, resolution: float):
-        if not (np.isfinite(resolution) and resolution > 0):
-            raise ValueError(f"resolution must be a positive number, got {resolution!r}")
+        resolution = check_float(resolution, "resolution", positive=True)
         lo, hi = X.min(axis=0) - 1, X.max(axis=0) + 1
+        # Far from 0 the grid's steps vanish in rounding: around 1e17 float64 numbers are 16
+        # apart, so lo + 0.02 == lo, the margin of 1 is lost and the grid came out empty
+        # ("X must not be empty") (tests/test_watch.py::test_a_plane_too_far_out_is_refused).
+        # Each grid point is rounded by up to half the spacing, so with 4 spacings to a
+        # cell the cells' widths stay within a quarter of the resolution.
+        spacing = float(np.max(np.spacing(np.maximum(np.abs(lo), np.abs(hi)))))
+        if spacing * 4 > resolution:
+            raise ValueError(
+                f"X's coordinates reach {float(np.max(np.abs(X))):.3g}, where float64 numbers "
+                f"are {spacing:.3g} apart: a grid of resolution={resolution:g} cannot be drawn "
+                "there; centre and scale X, or pass a larger resolution"
+            )
         if np.prod((hi - lo) / resolution) > 4e6:
             raise ValueError(
                 f"resolution={resolution:g} makes a grid of more than 4 million points"
@@ -131,8 +142,13 @@ class RegionGrid:
         )
 
 
-def model_summary(model: Any, X: np.ndarray, y: np.ndarray) -> str:
-    """What a title says, e.g. "net H=100: 10,000 iterations, loss 0.245, training accuracy 98.0%"."""
+def model_summary(
+    model: Any, X: np.ndarray, y: np.ndarray, predicted: np.ndarray | None = None
+) -> str:
+    """What a title says, e.g. "net H=100: 10,000 iterations, loss 0.245, training accuracy 98.0%".
+
+    ``predicted``: ``model.predict(X)``, where the caller has it already.
+    """
     kind = getattr(model, "kind", type(model).__name__)
     if kind == "net" and hasattr(model, "n_hidden"):
         kind = f"net H={model.n_hidden}"
@@ -140,7 +156,7 @@ def model_summary(model: Any, X: np.ndarray, y: np.ndarray) -> str:
     history = getattr(model, "loss_history", None)
     if history is not None and len(history):
         parts.append(f"{len(history):,} iterations, loss {history[-1]:.3f}")
-    accuracy = float(np.mean(model.predict(X) == y))
+    accuracy = float(np.mean((model.predict(X) if predicted is None else predicted) == y))
     return f"{parts[0]}: " + ", ".join(parts[1:] + [f"training accuracy {accuracy:.1%}"])
 
 
@@ -172,7 +188,8 @@ def plot_decision_regions(
     colors = class_colors(n_classes)
     grid.draw(ax, labels, colors)
     _scatter_classes(ax, X, y, colors, legend=False)
-    wrong = model.predict(X) != y
+    predicted = model.predict(X)
+    wrong = predicted != y
     if wrong.any():
         ax.scatter(
             X[wrong, 0],
@@ -190,7 +207,7 @@ def plot_decision_regions(
     ax.set_ylim(grid.extent[2:])
     ax.set_xlabel("x[0]")
     ax.set_ylabel("x[1]")
-    ax.set_title(model_summary(model, X, y) if title is None else title, fontsize=10)
+    ax.set_title(model_summary(model, X, y, predicted) if title is None else title, fontsize=10)
     return fig
 
 
@@ -211,9 +228,11 @@ def plot_loss(models: Any, *, ax: Any = None, title: str | None = "loss during t
     for label, model in items:
         # a fitted model, or a scikit-learn style estimator's loss_curve_
         history = getattr(model, "loss_history", getattr(model, "loss_curve_", None))
-        history = np.asarray(history if history is not None else [], dtype=float)
+        history = np.asarray(history if history is not None else [])
         if history.ndim != 1 or not history.size:
             raise ValueError(f"{model!r} has no loss history to plot")
+        check_real_dtype(history.dtype, f"the loss history of {label or model!r}", kinds="iuf")
+        history = history.astype(np.float64)
         if label is None:
             label = getattr(model, "kind", type(model).__name__)
             if label == "net":

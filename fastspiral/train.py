@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ._problem import linear_problem, net_problem
-from ._validation import check_int
-from .backends import Trainer, get_backend
+from ._problem import Problem, linear_problem, net_problem
+from ._validation import check_int, check_memory, empty
+from .backends import Backend, Trainer, get_backend
 from .model import LinearModel, NetModel
 
 #: The compiled loop runs in chunks of iterations that each take about this
@@ -50,6 +51,10 @@ def _finished(
     here: it can leave non-finite weights, or finite ones so large that the
     scores overflow (step_size=1e300 gives weights near 1e297 and NaN
     probabilities) (tests/test_validation.py::test_divergence_in_the_last_update_is_refused).
+    This is the one check of a trained model's parameters, which are the
+    trainer's fresh copies and become the model's own without another copy,
+    and X is the problem's, checked once already
+    (tests/test_model.py::test_a_trained_model_is_checked_and_copied_once).
     """
     advice = _advice(info["step_size"], info["reg"])
     for name, value in params.items():
@@ -57,7 +62,7 @@ def _finished(
             raise FloatingPointError(
                 f"{what}: {name} became non-finite in the last update; {advice}"
             )
-    model = cls(params, history, info)
+    model = cls._trained(params, history, info)
     # Scores are computed only when a bound says they might overflow: a NumPy forward
     # pass cost 62 ms at N=30,000, H=1,000, and its BLAS threads, spinning on after it,
     # made the next training's thread choice pick one thread (docs/design.md, "The last update").
@@ -65,12 +70,38 @@ def _finished(
         bound = _scores_bound(params, X)
     if bound > float(np.finfo(X.dtype).max) / 1e3:
         with np.errstate(all="ignore"):
-            finite = np.isfinite(model.decision_function(X)).all()
+            finite = np.isfinite(model._decision(X)).all()
         if not finite:
             raise FloatingPointError(
                 f"{what}: the trained parameters give non-finite scores on X; {advice}"
             )
+    _warn_if_worse(history, info, what)
     return model
+
+
+def _warn_if_worse(history: np.ndarray, info: dict[str, Any], what: str) -> None:
+    """RuntimeWarning if the run ended at a higher loss than it began with.
+
+    Only a non-finite loss raises; a step size too large for the data but not
+    enough to overflow climbs quietly (step_size=100 on the spiral: 1.10 to
+    29.96) (tests/test_validation.py::test_a_run_that_ends_worse_than_it_began_warns).
+    Rises within the rounding of the loss are not counted: each row's
+    log-sum-exp is computed in the training dtype, a few units of its
+    epsilon relative, so 16 eps of the first loss separate a rise from noise.
+    """
+    if history.size < 2:
+        return
+    first, last = float(history[0]), float(history[-1])
+    if last > first + 16 * float(np.finfo(info["dtype"]).eps) * abs(first):
+        advice = _advice(info["step_size"], info["reg"]).replace(
+            "gradient descent diverged", "gradient descent went the wrong way"
+        )
+        warnings.warn(
+            f"{what}: the loss rose from {first:.6g} to {last:.6g} over {history.size:,} "
+            f"iterations; {advice}",
+            RuntimeWarning,
+            stacklevel=5,  # _finished, _train, the trainer: the line that called it
+        )
 
 
 def _scores_bound(params: dict[str, np.ndarray], X: np.ndarray) -> float:
@@ -88,12 +119,29 @@ def _scores_bound(params: dict[str, np.ndarray], X: np.ndarray) -> float:
         a = a.astype(np.float64, copy=False).ravel()
         return float(np.sqrt(np.einsum("i,i->", a, a)))
 
-    x64 = X.astype(np.float64, copy=False)
-    rows = float(np.sqrt(np.max(np.einsum("ij,ij->i", x64, x64)))) if X.size else 0.0
+    # summed in float64 without a float64 copy of a float32 X (X is cast once, by its check)
+    rows = float(np.sqrt(np.max(np.einsum("ij,ij->i", X, X, dtype=np.float64)))) if X.size else 0.0
     if "W1" in params:
         hidden = rows * norm(params["W1"]) + norm(params["b1"])
         return hidden * norm(params["W2"]) + float(np.max(np.abs(params["b2"]), initial=0))
     return rows * norm(params["W"]) + float(np.max(np.abs(params["b"]), initial=0))
+
+
+def _stops(result: Any) -> bool:
+    """Whether a callback's return value stops training: any false value but None.
+
+    Not ``result is False``: a NumPy comparison returns np.False_, which is
+    not False, and training went on to its last iteration
+    (tests/test_watch.py::test_any_false_value_but_none_stops).
+    """
+    if result is None:
+        return False
+    try:
+        return not result
+    except ValueError as exc:  # an array of several values
+        raise TypeError(
+            f"callback must return None or a truth value, got {type(result).__name__}: {exc}"
+        ) from None
 
 
 def _check_callback(callback: Any, callback_every: Any, default_every: int) -> int:
@@ -129,8 +177,8 @@ def _run(
     also end at every ``callback_every``-th iteration and at the last, where
     ``callback(done, loss, views)`` gets the iterations done, the loss of the
     last of them and read-only views of the parameters after it (and once
-    before the first, with NaN for the loss); returning False ends the
-    training there.
+    before the first, with NaN for the loss); a false return value other
+    than None (:func:`_stops`) ends the training there.
     """
     bar = None
     if progress:
@@ -138,7 +186,7 @@ def _run(
 
         bar = tqdm(total=iters, desc=what, unit="it", leave=True)
     try:
-        if callback is not None and callback(0, math.nan, trainer.views()) is False:
+        if callback is not None and _stops(callback(0, math.nan, trainer.views())):
             return 0
         start, chunk = 0, 1
         while start < iters:
@@ -167,7 +215,7 @@ def _run(
             if (
                 callback is not None
                 and (stop % callback_every == 0 or stop == iters)
-                and callback(stop, float(history[stop - 1]), trainer.views()) is False
+                and _stops(callback(stop, float(history[stop - 1]), trainer.views()))
             ):
                 return stop
             if elapsed < CHUNK_SECONDS / 2:
@@ -182,6 +230,68 @@ def _run(
 
 def _seed_info(seed: Any) -> Any:
     return int(seed) if isinstance(seed, (int, np.integer)) else None
+
+
+def _check_iters(iters: Any) -> int:
+    """``iters`` as an int >= 0 whose loss history (8 bytes an iteration) fits in memory."""
+    iters = check_int(iters, "iters", minimum=0)
+    check_memory(8 * iters, f"iters={iters:,} makes a loss history that needs")
+    return iters
+
+
+def _train(
+    impl: Backend,
+    problem: Problem,
+    iters: int,
+    seed: Any,
+    every: int,
+    verbose: bool,
+    progress: bool,
+    callback: Callable[[int, float, dict], Any] | None,
+    callback_every: int,
+    what: str,
+) -> NetModel | LinearModel:
+    """Train ``problem`` on ``impl`` (the trainers' common part, after their checks)."""
+    N, D, H, K = problem.n_samples, problem.n_features, problem.n_hidden, problem.n_classes
+    params = sum(p.nbytes for p in problem.params.values())
+    # The work arrays, the trainer's parameters and the copies it hands back: the NumPy
+    # backend's (N, H) hidden layer is 510 GB at N = 300,000, H = 100,000
+    # (tests/test_validation.py::test_sizes_too_large_for_memory).
+    check_memory(
+        impl.workspace_bytes(problem.model, N, D, H, K, problem.dtype) + 3 * params,
+        f"backend={impl.name!r} with N={N:,} rows, H={H:,} hidden units and K={K:,} "
+        "classes needs work arrays of",
+    )
+    history = empty(iters, np.float64, f"iters={iters:,} makes a loss history that needs")
+    trainer = impl.prepare(problem)
+    done = _run(
+        trainer,
+        iters,
+        history,
+        every,
+        verbose,
+        progress,
+        problem.step_size,
+        problem.reg,
+        what,
+        callback,
+        callback_every,
+    )
+    # a stopped run's history is copied out of the iters-long buffer, which it would keep alive
+    history = history[:done].copy() if done < iters else history
+    info: dict[str, Any] = {"model": problem.model}
+    if problem.model == "net":
+        info["hidden"] = H
+    info.update(
+        step_size=problem.step_size,
+        reg=problem.reg,
+        iters=done,
+        seed=_seed_info(seed),
+        backend=impl.name,
+        dtype=problem.dtype.name,
+    )
+    cls = NetModel if problem.model == "net" else LinearModel
+    return _finished(cls, trainer.params(), history, info, problem.X, what)
 
 
 def train_net(
@@ -243,15 +353,20 @@ def train_net(
         Show a tqdm progress bar with the current loss.
     callback : callable, optional
         ``callback(iteration, loss, params)``, called before training
-        (iteration 0, loss NaN), after every ``callback_every`` iterations and
-        after the last one, between compiled chunks (the loop itself stays
+        (iteration 0), after every ``callback_every`` iterations and after
+        the last one, between compiled chunks (the loop itself stays
         compiled): ``iteration`` is the number of iterations done, ``loss``
         the loss of the last of them (before its update), ``params`` a dict of
         read-only views of the current parameters (copy them to keep them;
-        they change as training goes on).
-        Returning ``False`` stops training there, and the model so far is
-        returned (its ``loss_history`` as long as the iterations run). See
-        :func:`fastspiral.record_snapshots`.
+        they change as training goes on). At the first call no iteration has
+        run and ``loss`` is NaN; every comparison with NaN is False, so a
+        test such as ``return loss > 0.3`` stops there: write
+        ``return iteration == 0 or loss > 0.3``.
+        Returning None (or nothing) goes on. Any other value is taken as a
+        truth value: a false one (``False``, ``np.False_``, ``0``, an empty
+        container) stops training there, and the model so far is returned
+        (its ``loss_history`` as long as the iterations run); an array of
+        several values is a TypeError. See :func:`fastspiral.record_snapshots`.
     callback_every : int, optional
         Iterations between callbacks (default 1000, the ``verbose`` interval).
 
@@ -264,45 +379,31 @@ def train_net(
     Raises
     ------
     ValueError, TypeError
-        For bad input, before any training.
+        For bad input, before any training; ValueError also for sizes that
+        cannot fit in memory (``iters``, labels that make K huge, ``hidden``).
     FloatingPointError
         If the loss, the trained parameters or their scores on X stop being
         finite (the step size, or step_size * reg, is too large); no model is
         returned then.
+
+    Warns
+    -----
+    RuntimeWarning
+        If the last loss is above the first (beyond rounding): training went
+        the wrong way, and the message names the argument to lower.
+    UserWarning
+        If K = max(y) + 1 leaves classes without a label (y in 1..3 leaves
+        class 0 empty); no warning when K comes from ``init``.
     """
     impl = get_backend(backend)
-    iters = check_int(iters, "iters", minimum=0)
+    iters = _check_iters(iters)
     callback_every = _check_callback(callback, callback_every, 1000)
     problem = net_problem(
         X, y, hidden=hidden, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype
     )
-    trainer = impl.prepare(problem)
-    history = np.empty(iters, np.float64)
-    done = _run(
-        trainer,
-        iters,
-        history,
-        1000,
-        verbose,
-        progress,
-        problem.step_size,
-        problem.reg,
-        "train_net",
-        callback,
-        callback_every,
+    return _train(
+        impl, problem, iters, seed, 1000, verbose, progress, callback, callback_every, "train_net"
     )
-    history = history[:done]
-    info = dict(
-        model="net",
-        hidden=problem.n_hidden,
-        step_size=problem.step_size,
-        reg=problem.reg,
-        iters=done,
-        seed=_seed_info(seed),
-        backend=backend,
-        dtype=problem.dtype.name,
-    )
-    return _finished(NetModel, trainer.params(), history, info, problem.X, "train_net")
 
 
 def train_linear(
@@ -336,32 +437,9 @@ def train_linear(
         With ``params`` (W, b) and ``loss_history``.
     """
     impl = get_backend(backend)
-    iters = check_int(iters, "iters", minimum=0)
+    iters = _check_iters(iters)
     callback_every = _check_callback(callback, callback_every, 10)
     problem = linear_problem(X, y, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype)
-    trainer = impl.prepare(problem)
-    history = np.empty(iters, np.float64)
-    done = _run(
-        trainer,
-        iters,
-        history,
-        10,
-        verbose,
-        progress,
-        problem.step_size,
-        problem.reg,
-        "train_linear",
-        callback,
-        callback_every,
+    return _train(
+        impl, problem, iters, seed, 10, verbose, progress, callback, callback_every, "train_linear"
     )
-    history = history[:done]
-    info = dict(
-        model="linear",
-        step_size=problem.step_size,
-        reg=problem.reg,
-        iters=done,
-        seed=_seed_info(seed),
-        backend=backend,
-        dtype=problem.dtype.name,
-    )
-    return _finished(LinearModel, trainer.params(), history, info, problem.X, "train_linear")

@@ -85,3 +85,67 @@ def test_importing_fastspiral_does_not_import_sklearn():
     code = "import sys, fastspiral; print('sklearn' in sys.modules, 'distributed' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_a_failed_fit_changes_nothing(warm_start):
+    """fit set classes_ and n_features_in_ before training; when the training raised, the old
+    model_ was read through the new labels (predict gave the new labels, predict_proba 3 columns
+    for 2 classes)."""
+    from sklearn.exceptions import NotFittedError
+
+    X, y = fs.make_spiral(seed=0)
+    names = np.array(["a", "b", "c"])[y]
+    clf = NetClassifier(iters=50, hidden=10, random_state=0, warm_start=warm_start).fit(X, names)
+    before = {k: v for k, v in vars(clf).items() if k.endswith("_")}
+    predicted, proba = clf.predict(X), clf.predict_proba(X)
+    two = y < 2
+    for attempt in (
+        lambda: clf.set_params(step_size=1e8).fit(X[two], np.array(["p", "q"])[y[two]]),
+        lambda: clf.set_params(step_size=1e8).fit(X, names),
+        lambda: clf.set_params(step_size=1.0, iters=-1).fit(np.c_[X, X], names),
+        lambda: clf.set_params(iters=50, hidden=0).fit(np.c_[X, X], names),
+    ):
+        with pytest.raises((FloatingPointError, ValueError)):
+            attempt()
+        assert {k: v for k, v in vars(clf).items() if k.endswith("_")}.keys() == before.keys()
+        for key, value in before.items():
+            assert vars(clf)[key] is value
+        np.testing.assert_array_equal(clf.predict(X), predicted)
+        np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    fresh = NetClassifier(iters=50, step_size=1e8, random_state=0)
+    with pytest.raises(FloatingPointError):
+        fresh.fit(X, names)
+    assert not [k for k in vars(fresh) if k.endswith("_")]
+    with pytest.raises(NotFittedError):
+        fresh.predict(X)
+
+
+def test_dates_are_refused_as_features():
+    """scikit-learn's checks cast datetime and timedelta features to float without a word."""
+    X, y = fs.make_spiral(seed=0)
+    clf = LinearClassifier(iters=10, random_state=0)
+    for bad in (X.astype("m8[s]"), X.astype("M8[D]")):
+        with pytest.raises(TypeError, match="X must hold numbers, not dates or durations"):
+            clf.fit(bad, y)
+    clf.fit(X, y)
+    with pytest.raises(TypeError, match="X must hold numbers, not dates or durations"):
+        clf.predict(X.astype("m8[s]"))
+    dates = np.array(["2024-01-01", "2024-06-01", "2025-01-01"], "M8[D]")
+    assert set(clf.fit(X, dates[y]).predict(X)) <= set(dates)  # dates as labels are labels
+
+
+def test_predictions_check_X_once_and_keep_float32_checks(monkeypatch):
+    from fastspiral import model
+
+    X, y = fs.make_spiral(seed=0)
+    clf = NetClassifier(iters=20, random_state=0).fit(X, y)
+    calls = []
+    monkeypatch.setattr(model, "check_X", lambda *a, **k: calls.append(1))
+    clf.predict(X)
+    clf.predict_proba(X)
+    assert calls == []  # scikit-learn's check, then the model's arithmetic
+    monkeypatch.undo()
+    small = NetClassifier(iters=20, random_state=0, dtype="float32").fit(X, y)
+    with pytest.raises(ValueError, match="X holds values too large for float32"):
+        small.predict(X * 1e300)  # finite in float64, inf in the model's float32

@@ -241,15 +241,27 @@ def filled_cache(tmp_path_factory):
     return folder, proc.stdout
 
 
-def _lock_paths(dtype):
-    """The compile-lock files of the case study's first calls in ``dtype``."""
-    from fastspiral import _problem as _setup
-    from fastspiral.numba_backend import cache as _cache
-    from fastspiral.numba_backend import trainer as _numba_backend
+LOCK_PATHS = """
+import sys
+import fastspiral
+from fastspiral import _problem as _setup
+from fastspiral.numba_backend import cache as _cache
+from fastspiral.numba_backend import trainer as _numba_backend
 
-    X, y = fastspiral.make_spiral(seed=0)
-    problems = [_setup.net_problem(X, y, dtype=dtype), _setup.linear_problem(X, y, dtype=dtype)]
-    return [_cache._compile_lock_path(_numba_backend.prepare(p)._key) for p in problems]
+X, y = fastspiral.make_spiral(seed=0)
+dtype = sys.argv[1]
+problems = [_setup.net_problem(X, y, dtype=dtype), _setup.linear_problem(X, y, dtype=dtype)]
+for problem in problems:
+    print(_cache._compile_lock_path(_numba_backend.prepare(problem)._key))
+"""
+
+
+def _lock_paths(dtype, env):
+    """The compile-lock files of the case study's first calls in ``dtype``, in a process with
+    ``env`` (they lie in its cache folder)."""
+    proc = _run_python(LOCK_PATHS, env, dtype, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.split()
 
 
 @pytest.mark.slow  # compiles into empty caches in subprocesses
@@ -267,13 +279,13 @@ def test_locks_held_elsewhere_cost_a_bounded_wait_and_loads_wait_for_nothing(
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
     save_locks = [str(f / ".fastspiral-save.lock") for f in cache.iterdir() if f.is_dir()]
     with contextlib.ExitStack() as stack:
-        for path in save_locks + _lock_paths("float32"):
+        for path in save_locks + _lock_paths("float32", env):
             assert stack.enter_context(file_lock(path, 1)) == "held"
         warm = _run_python(WARM, env, 1000, timeout=120)  # a hang would time out
         assert warm.returncode == 0, warm.stderr[-2000:]
         assert warm.stdout == filled_cache[1] and "CacheWarning" not in warm.stderr
 
-        for path in _lock_paths("float64"):
+        for path in _lock_paths("float64", env):
             assert stack.enter_context(file_lock(path, 1)) == "held"
         for entry in cache.rglob("*linear*.nb[ic]"):  # the linear kernels must compile again
             entry.unlink()
@@ -325,3 +337,55 @@ def test_no_writable_cache_folder_compiles_in_memory(tmp_path):
     assert len(proc.stdout.split()) == 1
     assert proc.stderr.count("no writable folder for the compile cache") == 1
     assert not list(site.rglob("*.nbi"))
+
+
+@pytest.mark.slow  # compiles into empty caches in subprocesses
+def test_processes_with_other_caches_do_not_wait_for_each_other(tmp_path):
+    """The compile lock lies in the cache folder: a process holding it for one NUMBA_CACHE_DIR
+    makes no process of another wait. Kept in /tmp and keyed by the kernel alone, two cold
+    processes with different caches waited for each other and then both compiled."""
+    pytest.importorskip("fcntl", reason="file locks are POSIX's; elsewhere fastspiral takes none")
+    from fastspiral.numba_backend.cache import file_lock
+
+    env_a = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "a"))
+    env_b = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "b"))
+    paths_a, paths_b = _lock_paths("float64", env_a), _lock_paths("float64", env_b)
+    assert len(paths_a) == 2 and not set(paths_a) & set(paths_b)
+    assert all(p.startswith(str(tmp_path / "a")) for p in paths_a)
+    with contextlib.ExitStack() as stack:
+        for path in paths_a:
+            assert stack.enter_context(file_lock(path, 1)) == "held"
+        cold = _run_python(WARM, env_b, 1, timeout=300)
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    assert "waited" not in cold.stderr and "CacheWarning" not in cold.stderr
+    assert list((tmp_path / "b").rglob("*linear*.nbc"))  # it compiled and saved
+
+
+NO_JIT = """
+import os, tempfile
+import numpy as np
+import fastspiral as fs
+X, y = fs.make_spiral(seed=0)
+net = fs.train_net(X, y, iters=20, seed=0, backend="numpy")
+lin = fs.train_linear(X, y, iters=20, seed=0, backend="numpy")
+path = os.path.join(tempfile.mkdtemp(), "net.npz")
+net.save(path)
+assert np.array_equal(fs.load(path).predict(X), net.predict(X))
+print(repr(net.final_loss), repr(lin.final_loss))
+try:
+    fs.train_net(X, y, iters=20, seed=0)
+except RuntimeError as exc:
+    print(exc)
+"""
+
+
+def test_import_and_the_numpy_backend_work_without_the_jit():
+    """NUMBA_DISABLE_JIT=1 (how kernel bodies get coverage): import fastspiral raised
+    AttributeError ("py_func"), so even the numpy backend was unusable. It trains as with the JIT,
+    and the numba backend, whose kernels cannot run as Python, says why it cannot."""
+    plain = _run_python(NO_JIT, dict(os.environ), timeout=300)
+    off = _run_python(NO_JIT, dict(os.environ, NUMBA_DISABLE_JIT="1"), timeout=300)
+    assert off.returncode == 0, off.stderr[-2000:]
+    losses, refusal = off.stdout.splitlines()
+    assert losses == plain.stdout.splitlines()[0]  # the numpy backend: the same bits
+    assert "backend='numba' needs Numba's compiler, which NUMBA_DISABLE_JIT=1 turns off" in refusal

@@ -143,3 +143,88 @@ def test_loss_and_grid_pictures(spiral):
         and titles[3].startswith("H=20, reg=0.1")
     )
     plt.close(grid)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize(
+    "stop", [np.False_, 0, 0.0, "", [], np.float64(0.0)], ids=lambda v: repr(v)
+)
+def test_any_false_value_but_none_stops(spiral, backend, stop):
+    """The loop tested ``is False``: a NumPy comparison's np.False_ ran all the iterations."""
+    X, y = spiral
+    model = fs.train_net(
+        X,
+        y,
+        iters=500,
+        seed=0,
+        hidden=10,
+        backend=backend,
+        callback_every=100,
+        callback=lambda i, loss, p: stop if i >= 200 else None,
+    )
+    assert model.loss_history.size == 200
+    weights = fs.train_linear(  # the motivating case: a NumPy bool from the parameters
+        X, y, seed=0, callback=lambda i, loss, p: np.abs(p["W"]).max() < 0.1, callback_every=1
+    )
+    assert 0 < weights.loss_history.size < 200
+    assert np.abs(weights.params["W"]).max() >= 0.1
+
+
+def test_none_and_true_values_go_on_and_arrays_are_refused(spiral):
+    X, y = spiral
+    for go_on in (None, True, np.True_, 1, "yes", [0]):
+        model = fs.train_linear(X, y, iters=30, callback=lambda *a, v=go_on: v, callback_every=10)
+        assert model.loss_history.size == 30
+    with pytest.raises(TypeError, match="callback must return None or a truth value, got ndarray"):
+        fs.train_linear(X, y, iters=30, callback=lambda i, loss, p: p["W"] > 0)
+
+
+README_CALLBACK = """
+import numpy as np
+import fastspiral as fs
+
+X, y = fs.make_spiral(seed=0)
+
+
+def report(iteration, loss, params):
+    print(f"{iteration:6d}  loss {loss:.4f}  |W1| {np.abs(params['W1']).max():.2f}")
+    return iteration == 0 or loss > 0.3  # iteration 0 has no loss yet (NaN); then stop under 0.3
+
+
+net = fs.train_net(X, y, seed=0, callback=report, callback_every=500)
+print(net.loss_history.size, "iterations")
+"""
+
+
+def test_the_first_callback_call_and_an_example_that_stops_under_a_loss(spiral):
+    """The first call comes before any iteration, with NaN for the loss: a stopping test must
+    let it pass (``nan > 0.3`` is False, which stops at once, as the README's example did)."""
+    calls = []
+
+    def report(iteration, loss, params):
+        calls.append((iteration, loss))
+        return loss > 0.3
+
+    X, y = fs.make_spiral(seed=0)
+    assert fs.train_net(X, y, seed=0, callback=report).loss_history.size == 0
+    assert len(calls) == 1 and calls[0][0] == 0 and np.isnan(calls[0][1])
+    namespace: dict = {}
+    exec(compile(README_CALLBACK, "README_CALLBACK", "exec"), namespace)
+    net = namespace["net"]
+    straight = fs.train_net(X, y, seed=0, iters=net.loss_history.size)
+    stop = net.loss_history.size
+    assert stop % 500 == 0 and 0 < stop < 10_000
+    assert net.loss_history[stop - 1] <= 0.3 < net.loss_history[stop - 501]
+    assert np.array_equal(net.loss_history, straight.loss_history)
+
+
+def test_a_plane_too_far_out_is_refused(spiral):
+    """Around 1e17 float64 numbers are 16 apart: the grid's margin and steps vanished and the
+    error was "X must not be empty"."""
+    X, y = spiral
+    net = fs.train_net(X, y, iters=10, seed=0, hidden=5)
+    with pytest.raises(ValueError, match=r"X's coordinates reach 1e\+17, where float64 numbers"):
+        fs.plot_decision_regions(net, X + 1e17, y)
+    with pytest.raises(ValueError, match="resolution=1e-12 cannot be drawn"):
+        fs.plot_decision_regions(net, X + 1e4, y, resolution=1e-12)
+    plt.close(fs.plot_decision_regions(net, X + 1e4, y))  # far out, but gridded finely enough

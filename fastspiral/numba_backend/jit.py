@@ -115,6 +115,14 @@ class KernelPointer(WrapperAddressProtocol):
     """
 
     def __init__(self, kernel, restype: types.Type, examples: tuple):
+        if numba.config.DISABLE_JIT:
+            # The kernels use LLVM intrinsics (the softmax's exp) that have no pure-Python
+            # form, so they cannot run as Python; the numpy backend can
+            # (tests/test_install.py::test_import_and_the_numpy_backend_work_without_the_jit).
+            raise RuntimeError(
+                "backend='numba' needs Numba's compiler, which NUMBA_DISABLE_JIT=1 turns off; "
+                "use backend='numpy', or unset NUMBA_DISABLE_JIT"
+            )
         argtypes = tuple(typeof(value) for value in examples)
         self._signature = signature(restype, *argtypes)
         self._type = FunctionType(self._signature)
