@@ -120,3 +120,61 @@ class Plan:
     first_update: int = 0
     state: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     batch_order: BatchOrder | None = None
+
+
+def _shuffle_generator(rng: Any) -> np.random.Generator:
+    """The generator of a training's batch orders: seeded by one draw from the ``seed``'s stream
+    (a Generator or the case study's legacy RandomState), after the initial weights."""
+    if isinstance(rng, np.random.RandomState):
+        return np.random.default_rng(int(rng.randint(0, 2**62, dtype=np.int64)))
+    return np.random.default_rng(int(rng.integers(0, 2**62)))
+
+
+def make_plan(
+    optimizer: Any, schedule: Any, batch_size: Any, n_samples: int, init: Any, rng: Any
+) -> Plan:
+    """The :class:`Plan` of a training, its arguments checked (errors name them).
+
+    ``init`` is what the training continues from: a model trained with the
+    same rule (name and hyperparameters) hands over its state and its update
+    count, and with the same batch size its batches' order too, so that two
+    trainings of 500 updates give the bits of one of 1,000. Anything else
+    starts the rule afresh. ``rng`` is the ``seed``'s stream, drawn from only
+    when mini-batches need an order.
+    """
+    from ._validation import check_int
+    from .optim import get_optimizer, get_schedule, optimizer_from_config, schedule_from_config
+
+    rule = get_optimizer(optimizer)
+    schedule = get_schedule(schedule)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        if batch_size > n_samples:
+            raise ValueError(
+                f"batch_size must be <= the {n_samples:,} rows of X, got {batch_size:,}"
+            )
+    info = getattr(init, "info", None) or {}
+    state = getattr(init, "optimizer_state", None) or {}
+    same_rule = False
+    if info.get("optimizer") is not None:
+        try:
+            same_rule = optimizer_from_config(info["optimizer"]) == rule
+            same_rule &= schedule_from_config(info.get("schedule")) == schedule
+        except (ValueError, TypeError):  # a hand-written info: start afresh
+            same_rule = False
+    first_update = int(info.get("updates", 0)) if same_rule else 0
+    order = None
+    if batch_size is not None:
+        saved = info.get("batch_order") if same_rule else None
+        if saved is not None and info.get("batch_size") == batch_size:
+            order = BatchOrder.from_state(n_samples, batch_size, saved)
+        else:
+            order = BatchOrder(n_samples, batch_size, _shuffle_generator(rng))
+    return Plan(
+        rule=rule,
+        schedule=schedule,
+        batch_size=batch_size,
+        first_update=first_update,
+        state=state if same_rule else {},
+        batch_order=order,
+    )

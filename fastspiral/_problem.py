@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._plan import Plan
+from ._plan import Plan, make_plan
 from ._validation import (
     check_dtype,
     check_fits,
@@ -208,6 +208,9 @@ def net_problem(
     seed: Any = None,
     init: Any = None,
     dtype: Any = "float64",
+    optimizer: Any = "gd",
+    schedule: Any = None,
+    batch_size: Any = None,
 ) -> Problem:
     """The set-up of :func:`fastspiral.train_net` (same arguments, same checks)."""
     dt, X, y, step_size, reg, rng = _common(X, y, step_size, reg, dtype, seed)
@@ -224,7 +227,8 @@ def net_problem(
     params = _init_params(source, shapes, dt, rng)
     if source is None:
         _warn_empty_classes(y, K)
-    return Problem("net", X, y, params, step_size, reg)
+    plan = make_plan(optimizer, schedule, batch_size, X.shape[0], init, rng)
+    return Problem("net", X, y, params, step_size, reg, plan)
 
 
 def linear_problem(
@@ -236,6 +240,9 @@ def linear_problem(
     seed: Any = None,
     init: Any = None,
     dtype: Any = "float64",
+    optimizer: Any = "gd",
+    schedule: Any = None,
+    batch_size: Any = None,
 ) -> Problem:
     """The set-up of :func:`fastspiral.train_linear` (same arguments, same checks)."""
     dt, X, y, step_size, reg, rng = _common(X, y, step_size, reg, dtype, seed)
@@ -246,7 +253,8 @@ def linear_problem(
     params = _init_params(source, shapes, dt, rng)
     if source is None:
         _warn_empty_classes(y, K)
-    return Problem("linear", X, y, params, step_size, reg)
+    plan = make_plan(optimizer, schedule, batch_size, X.shape[0], init, rng)
+    return Problem("linear", X, y, params, step_size, reg, plan)
 
 
 def read_only(a: np.ndarray) -> np.ndarray:

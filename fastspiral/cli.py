@@ -203,7 +203,7 @@ def _train(args: argparse.Namespace) -> None:
         model, seconds = _timed(train_net, X, y, hidden=args.hidden, **common)
     else:
         model, seconds = _timed(train_linear, X, y, **common)
-    iters = model.loss_history.size
+    iters = model.info["iters"]  # this run's (a continued model's history holds the whole run)
     print(
         f"{args.model}: {iters} iterations in {seconds:.3f} s "
         f"({1e6 * seconds / max(iters, 1):.1f} us/iteration, backend {args.backend}, {args.dtype})"

@@ -13,6 +13,7 @@ fastspiral`` never imports scikit-learn.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,10 @@ from .model import LinearModel, NetModel
 from .train import train_linear, train_net
 
 #: What a fit sets; a fit that fails restores them as they were (or leaves them unset).
-_FITTED = ("classes_", "n_features_in_", "feature_names_in_", "model_", "loss_curve_", "n_iter_")
+_FITTED = (
+    "classes_", "n_features_in_", "feature_names_in_", "model_", "loss_curve_", "n_iter_",
+    "best_loss_", "validation_scores_", "best_validation_score_",
+)  # fmt: skip
 
 
 def _refuse_dates(X: Any) -> None:
@@ -50,7 +54,9 @@ def _refuse_dates(X: Any) -> None:
 class _SpiralClassifier(ClassifierMixin, BaseEstimator):
     """Shared fit/predict logic; subclasses say which trainer and parameters."""
 
-    def _train(self, X: np.ndarray, y: np.ndarray, init: Any) -> NetModel | LinearModel:
+    def _train(
+        self, X: np.ndarray, y: np.ndarray, init: Any, validation: Any
+    ) -> NetModel | LinearModel:
         raise NotImplementedError
 
     def fit(self, X: Any, y: Any) -> _SpiralClassifier:
@@ -88,14 +94,40 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
                     f"{self.classes_.tolist()}, got {classes.tolist()}"
                 )
             init = self.model_
-        model = self._train(X, encoded.astype(np.int64), init)
-        # As MLPClassifier: a warm fit extends the curve and the iteration count.
-        earlier = self.loss_curve_ if warm else np.empty(0)
+        y = encoded.astype(np.int64)
+        validation = None
+        if self.early_stopping:
+            X, y, validation = self._split(X, y)
+        model = self._train(X, y, init, validation)
         self.classes_ = classes
         self.model_ = model
-        self.loss_curve_ = np.concatenate([earlier, model.loss_history])
+        # As MLPClassifier: a warm fit extends the curve and the iteration count (the model
+        # continued from the previous one holds the whole run).
+        self.loss_curve_ = model.loss_history
         self.n_iter_ = self.loss_curve_.size
+        scores = model.validation_history["accuracy"]
+        self.validation_scores_ = scores.tolist() if self.early_stopping else None
+        self.best_validation_score_ = float(scores.max()) if self.early_stopping else None
+        self.best_loss_ = (
+            None if self.early_stopping else float(model.loss_history.min(initial=np.inf))
+        )
         return self
+
+    def _split(self, X: np.ndarray, y: np.ndarray):
+        """``(X_train, y_train, (X_val, y_val))``: a stratified share ``validation_fraction``
+        held out, as MLPClassifier holds it out for early stopping."""
+        from sklearn.model_selection import train_test_split
+
+        fraction = self.validation_fraction
+        if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, numbers.Real):
+            raise TypeError(f"validation_fraction must be a number in (0, 1), got {fraction!r}")
+        if not 0 < fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {fraction!r}")
+        stratify = y if np.bincount(y).min() >= 2 else None
+        X_train, X_val, y_train, y_val = train_test_split(
+            X, y, test_size=fraction, random_state=self.random_state, stratify=stratify
+        )
+        return X_train, y_train, (X_val, y_val)
 
     def _validated(self, X: Any) -> np.ndarray:
         """X checked once, as scikit-learn checks it and then in the model's dtype."""
@@ -115,7 +147,13 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
         X = self._validated(X)
         return self.classes_[self.model_._predict(X)]
 
-    def _common(self) -> dict[str, Any]:
+    def _common(self, n_samples: int, validation: Any) -> dict[str, Any]:
+        # Evaluated once an epoch, as MLPClassifier does (every 10 updates of a full batch)
+        every = (
+            -(-n_samples // self.batch_size)
+            if isinstance(self.batch_size, numbers.Integral)
+            else 10
+        )
         return dict(
             step_size=self.step_size,
             reg=self.reg,
@@ -124,6 +162,14 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
             backend=self.backend,
             dtype=self.dtype,
             verbose=self.verbose,
+            optimizer=self.optimizer,
+            batch_size=self.batch_size,
+            schedule=self.schedule,
+            validation=validation,
+            validate_every=max(1, every) if validation is not None else None,
+            early_stopping=validation is not None,
+            patience=self.patience,
+            tol=self.tol,
         )
 
     def __sklearn_tags__(self):
@@ -139,21 +185,44 @@ class NetClassifier(_SpiralClassifier):
     ----------
     hidden : int, default=100
         Hidden units.
-    step_size, reg, iters, backend, dtype, verbose
-        As for :func:`fastspiral.train_net`.
+    step_size, reg, iters, backend, dtype, verbose, optimizer, batch_size, schedule
+        As for :func:`fastspiral.train_net`: ``optimizer="adam", batch_size=200``
+        is MLPClassifier's default training.
     random_state : int, numpy.random.Generator or None
-        Seed of the initial weights (``seed`` of train_net).
+        Seed of the initial weights and of the batches (``seed`` of train_net),
+        and of the validation split.
     warm_start : bool, default=False
-        Continue from the previous fit's parameters instead of a fresh start.
+        Continue from the previous fit's parameters (and its update rule's
+        state) instead of a fresh start.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows (stratified), evaluate
+        them once an epoch (every 10 iterations of a full batch), stop once
+        ``patience`` evaluations in a row have not lowered their loss by
+        more than ``tol``, and keep the best parameters.
+    validation_fraction : float, default=0.1
+        The share held out for early stopping.
+    patience : int, default=10
+        Evaluations without improvement before stopping (MLPClassifier's
+        ``n_iter_no_change``).
+    tol : float, default=1e-4
+        The smallest fall of the validation loss that counts as one.
 
     Attributes
     ----------
     classes_ : ndarray
         The labels seen in fit, sorted; column k of predict_proba is classes_[k].
     n_features_in_ : int
+        The number of features seen in fit.
     loss_curve_ : ndarray of float64
-        Loss before each iteration of the last fit.
+        Loss before each iteration (of its batch), over every fit of a warm start.
     n_iter_ : int
+        The iterations run: the length of ``loss_curve_``.
+    best_loss_ : float or None
+        The lowest of ``loss_curve_``; None with early stopping.
+    validation_scores_ : list of float or None
+        The held-out accuracy at each evaluation with early stopping, else None.
+    best_validation_score_ : float or None
+        The best of ``validation_scores_``.
     model_ : fastspiral.NetModel
         The trained network (labels encoded as 0..K-1).
     """
@@ -170,6 +239,13 @@ class NetClassifier(_SpiralClassifier):
         dtype: str = "float64",
         warm_start: bool = False,
         verbose: bool = False,
+        optimizer: Any = "gd",
+        batch_size: int | None = None,
+        schedule: Any = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        patience: int = 10,
+        tol: float = 1e-4,
     ):
         self.hidden = hidden
         self.step_size = step_size
@@ -180,9 +256,17 @@ class NetClassifier(_SpiralClassifier):
         self.dtype = dtype
         self.warm_start = warm_start
         self.verbose = verbose
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.schedule = schedule
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.tol = tol
 
-    def _train(self, X, y, init):
-        return train_net(X, y, hidden=self.hidden, init=init, **self._common())
+    def _train(self, X, y, init, validation):
+        options = self._common(X.shape[0], validation)
+        return train_net(X, y, hidden=self.hidden, init=init, **options)
 
 
 class LinearClassifier(_SpiralClassifier):
@@ -203,6 +287,13 @@ class LinearClassifier(_SpiralClassifier):
         dtype: str = "float64",
         warm_start: bool = False,
         verbose: bool = False,
+        optimizer: Any = "gd",
+        batch_size: int | None = None,
+        schedule: Any = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        patience: int = 10,
+        tol: float = 1e-4,
     ):
         self.step_size = step_size
         self.reg = reg
@@ -212,6 +303,13 @@ class LinearClassifier(_SpiralClassifier):
         self.dtype = dtype
         self.warm_start = warm_start
         self.verbose = verbose
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.schedule = schedule
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.tol = tol
 
-    def _train(self, X, y, init):
-        return train_linear(X, y, init=init, **self._common())
+    def _train(self, X, y, init, validation):
+        return train_linear(X, y, init=init, **self._common(X.shape[0], validation))

@@ -14,7 +14,12 @@ from . import reference
 from ._files import check_npz, open_regular, replace_file
 from ._validation import DTYPES, check_real_dtype, check_X, check_y
 
-FORMAT, VERSION = "fastspiral-model", 1
+#: Version 2 adds the update rule's state and the validation history (version 1 files load).
+FORMAT, VERSION, READS = "fastspiral-model", 2, (1, 2)
+#: The vectors an update rule keeps beside the parameters (fastspiral.optim).
+STATE_VECTORS = ("velocity", "cache", "m", "v")
+#: The columns of a validation history.
+VALIDATION_FIELDS = ("iteration", "loss", "accuracy")
 #: Largest header member load reads: the JSON of the kind and the training info.
 MAX_HEADER_BYTES = 1 << 20
 #: Deepest nesting of lists and dicts in a saved model's info. JSON's reader recurses, so
@@ -55,6 +60,49 @@ def _loss_history(value: Any) -> np.ndarray:
     return arr
 
 
+def _optimizer_state(value: Any, params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Checked copies of an update rule's vectors: by name, then by parameter, in its shape."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"optimizer_state must be a dict, got {type(value).__name__}")
+    out = {}
+    for vector, arrays in value.items():
+        if vector not in STATE_VECTORS:
+            raise ValueError(f"optimizer_state: unknown vector {vector!r} (known: {STATE_VECTORS})")
+        if not isinstance(arrays, Mapping) or set(arrays) != set(params):
+            raise ValueError(f"optimizer_state[{vector!r}] must hold one array per parameter")
+        out[vector] = {}
+        for name, param in params.items():
+            arr = _param(arrays[name], f"{vector}.{name}")
+            if arr.shape != param.shape or arr.dtype != param.dtype:
+                raise ValueError(
+                    f"optimizer_state[{vector!r}][{name!r}] has shape {arr.shape} and dtype "
+                    f"{arr.dtype}, its parameter {param.shape} and {param.dtype}"
+                )
+            out[vector][name] = arr
+    return out
+
+
+def _validation_history(value: Any) -> dict[str, np.ndarray]:
+    """Checked copies of a validation history: iteration, loss and accuracy, of one length."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping) or not set(value) <= set(VALIDATION_FIELDS):
+        raise ValueError(f"validation_history must be a dict with the keys {VALIDATION_FIELDS}")
+    columns = {}
+    for name in VALIDATION_FIELDS:
+        arr = np.asarray(value.get(name, ()))
+        if arr.size:
+            check_real_dtype(arr.dtype, f"validation_history[{name!r}]", kinds="iuf")
+        if arr.ndim != 1 or not np.isfinite(arr.astype(np.float64)).all():
+            raise ValueError(f"validation_history[{name!r}] must be 1-D finite numbers")
+        columns[name] = np.array(arr, dtype=np.int64 if name == "iteration" else np.float64)
+    if len({c.size for c in columns.values()}) > 1:
+        raise ValueError("validation_history's columns must have one length")
+    return columns
+
+
 class _Model:
     """Common part of the fitted models: parameters, loss history, prediction, I/O."""
 
@@ -66,11 +114,16 @@ class _Model:
         params: Mapping[str, Any],
         loss_history: Any = (),
         info: Mapping[str, Any] | None = None,
+        *,
+        optimizer_state: Mapping[str, Any] | None = None,
+        validation_history: Mapping[str, Any] | None = None,
     ):
         # The trainers' checks, applied to parameters from anywhere (a user, a
         # file): integer weights would make prediction cast X to integers
         # (tests/test_model.py::test_models_refuse_what_trainers_never_return).
         self.params, self.loss_history, self.info = self._checked(params, loss_history, info)
+        self.optimizer_state = _optimizer_state(optimizer_state, self.params)
+        self.validation_history = _validation_history(validation_history)
 
     @classmethod
     def _checked(
@@ -100,7 +153,12 @@ class _Model:
 
     @classmethod
     def _trained(
-        cls, params: dict[str, np.ndarray], loss_history: np.ndarray, info: dict[str, Any]
+        cls,
+        params: dict[str, np.ndarray],
+        loss_history: np.ndarray,
+        info: dict[str, Any],
+        optimizer_state: dict[str, dict[str, np.ndarray]] | None = None,
+        validation_history: dict[str, np.ndarray] | None = None,
     ) -> Any:
         """The model a trainer returns, built from arrays that are already its own.
 
@@ -113,6 +171,8 @@ class _Model:
         """
         model = cls.__new__(cls)
         model.params, model.loss_history, model.info = params, loss_history, info
+        model.optimizer_state = optimizer_state or {}
+        model.validation_history = _validation_history(validation_history)
         return model
 
     # -- shapes -----------------------------------------------------------------
@@ -194,8 +254,16 @@ class _Model:
         written (tests/test_model.py::test_save_writes_only_what_load_reads).
         """
         params, history, info = self._checked(self.params, self.loss_history, self.info)
+        state = _optimizer_state(self.optimizer_state, params)
+        validation = _validation_history(self.validation_history)
         header = _header_json(self.kind, info)
         arrays = {f"param_{name}": value for name, value in params.items()}
+        arrays |= {
+            f"state_{vector}_{name}": value
+            for vector, values in state.items()
+            for name, value in values.items()
+        }
+        arrays |= {f"validation_{name}": value for name, value in validation.items()}
         replace_file(
             path,
             lambda fh: np.savez(fh, header=header, loss_history=history, **arrays),
@@ -295,6 +363,13 @@ MODEL_TYPES: dict[str, type[_Model]] = {"linear": LinearModel, "net": NetModel}
 MEMBERS = frozenset(
     {"header.npy", "loss_history.npy"}
     | {f"param_{n}.npy" for cls in MODEL_TYPES.values() for n in cls.param_names}
+    | {
+        f"state_{v}_{n}.npy"
+        for v in STATE_VECTORS
+        for cls in MODEL_TYPES.values()
+        for n in cls.param_names
+    }
+    | {f"validation_{name}.npy" for name in VALIDATION_FIELDS}
 )
 
 
@@ -353,9 +428,9 @@ def _read_header(archive) -> dict[str, Any]:
     header = json.loads(str(raw[()]))
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError("not a fastspiral model archive")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READS:
         raise ValueError(
-            f"model format version {header.get('version')!r}; this fastspiral reads {VERSION}"
+            f"model format version {header.get('version')!r}; this fastspiral reads {READS}"
         )
     if header.get("kind") not in MODEL_TYPES:
         raise ValueError(f"unknown model kind {header.get('kind')!r}")
@@ -383,7 +458,24 @@ def load(path: str | os.PathLike) -> LinearModel | NetModel:
                 header = _read_header(archive)
                 cls = MODEL_TYPES[header["kind"]]
                 params = {name: archive[f"param_{name}"] for name in cls.param_names}
-                return cls(params, archive["loss_history"], header.get("info"))
+                members = set(archive.files)
+                state: dict[str, dict[str, np.ndarray]] = {}
+                for vector in STATE_VECTORS:
+                    names = [n for n in cls.param_names if f"state_{vector}_{n}" in members]
+                    if names:
+                        state[vector] = {n: archive[f"state_{vector}_{n}"] for n in names}
+                validation = {
+                    name: archive[f"validation_{name}"]
+                    for name in VALIDATION_FIELDS
+                    if f"validation_{name}" in members
+                }
+                return cls(
+                    params,
+                    archive["loss_history"],
+                    header.get("info"),
+                    optimizer_state=state,
+                    validation_history=validation,
+                )
     except OSError as exc:
         raise OSError(f"could not read model file {path!r}: {exc}") from exc
     except (

@@ -115,7 +115,7 @@ class Trainer:
         self.current = {k: v.copy() for k, v in problem.params.items()}
         dt = problem.dtype
         self.reg = dt.type(problem.reg)
-        self.state = {
+        self.vectors = {
             name: {k: np.array(plan.state.get(name, {}).get(k, np.zeros(v.shape)), dt)
                    for k, v in self.current.items()}
             for name in plan.rule.state
@@ -164,7 +164,7 @@ class Trainer:
                 return it
             lr = step_size if plan.schedule is None else plan.schedule.rate(step_size, u)
             with np.errstate(over="ignore", invalid="ignore"):
-                plan.rule.step(self.current, grads, self.state, u + 1, dt(lr))
+                plan.rule.step(self.current, grads, self.vectors, u + 1, dt(lr))
         return -1
 
     def compile(self) -> None:
@@ -189,7 +189,7 @@ class Trainer:
         return {
             "updates": updates,
             "vectors": {
-                name: {k: v.copy() for k, v in vecs.items()} for name, vecs in self.state.items()
+                name: {k: v.copy() for k, v in vecs.items()} for name, vecs in self.vectors.items()
             },
             "batches": None if plan.batch_order is None else plan.batch_order.state(updates),
         }

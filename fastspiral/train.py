@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ._problem import Problem, linear_problem, net_problem
-from ._validation import check_int, check_memory, empty
+from ._validation import check_float, check_int, check_memory, check_X, check_y, empty
 from .backends import Backend, Trainer, get_backend
 from .model import LinearModel, NetModel
 
@@ -44,6 +44,8 @@ def _finished(
     info: dict[str, Any],
     X: np.ndarray,
     what: str,
+    optimizer_state: dict[str, dict[str, np.ndarray]] | None = None,
+    validation_history: dict[str, np.ndarray] | None = None,
 ) -> NetModel | LinearModel:
     """The fitted model, or FloatingPointError unless its parameters and their scores on X are finite.
 
@@ -62,7 +64,7 @@ def _finished(
             raise FloatingPointError(
                 f"{what}: {name} became non-finite in the last update; {advice}"
             )
-    model = cls._trained(params, history, info)
+    model = cls._trained(params, history, info, optimizer_state, validation_history)
     # Scores are computed only when a bound says they might overflow: a NumPy forward
     # pass cost 62 ms at N=30,000, H=1,000, and its BLAS threads, spinning on after it,
     # made the next training's thread choice pick one thread (docs/design.md, "The last update").
@@ -75,11 +77,11 @@ def _finished(
             raise FloatingPointError(
                 f"{what}: the trained parameters give non-finite scores on X; {advice}"
             )
-    _warn_if_worse(history, info, what)
+    _warn_if_worse(history, info, what, X.shape[0])
     return model
 
 
-def _warn_if_worse(history: np.ndarray, info: dict[str, Any], what: str) -> None:
+def _warn_if_worse(history: np.ndarray, info: dict[str, Any], what: str, n_samples: int) -> None:
     """RuntimeWarning if the run ended at a higher loss than it began with.
 
     Only a non-finite loss raises; a step size too large for the data but not
@@ -89,9 +91,13 @@ def _warn_if_worse(history: np.ndarray, info: dict[str, Any], what: str) -> None
     log-sum-exp is computed in the training dtype, a few units of its
     epsilon relative, so 16 eps of the first loss separate a rise from noise.
     """
+    # With mini-batches each entry is one batch's loss: an epoch's mean at each end is compared.
+    window = 1
+    if info.get("batch_size"):
+        window = max(1, min(history.size // 2, -(-n_samples // info["batch_size"])))
     if history.size < 2:
         return
-    first, last = float(history[0]), float(history[-1])
+    first, last = float(np.mean(history[:window])), float(np.mean(history[-window:]))
     if last > first + 16 * float(np.finfo(info["dtype"]).eps) * abs(first):
         advice = _advice(info["step_size"], info["reg"]).replace(
             "gradient descent diverged", "gradient descent went the wrong way"
@@ -154,6 +160,49 @@ def _check_callback(callback: Any, callback_every: Any, default_every: int) -> i
     )
 
 
+class _Validation:
+    """Held-out data evaluated every ``every`` iterations, and early stopping on its loss.
+
+    ``best`` keeps the parameters and the training state of the lowest loss
+    so far (early stopping returns them); the training stops once ``patience``
+    evaluations in a row have not beaten it by more than ``tol``.
+    """
+
+    def __init__(self, X, y, every, early_stopping, patience, tol):
+        self.X, self.y, self.every = X, y, every
+        self.early_stopping, self.patience, self.tol = early_stopping, patience, tol
+        self.iterations: list[int] = []
+        self.losses: list[float] = []
+        self.accuracies: list[float] = []
+        self.best_loss, self.best_at, self.waited = math.inf, 0, 0
+        self.best: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
+
+    def due(self, done: int, iters: int) -> bool:
+        return done % self.every == 0 or done == iters
+
+    def check(self, trainer: Trainer, done: int) -> bool:
+        """Evaluate after ``done`` iterations; True when early stopping ends the training."""
+        loss, accuracy = trainer.evaluate(self.X, self.y)
+        self.iterations.append(done)
+        self.losses.append(loss)
+        self.accuracies.append(accuracy)
+        if not self.early_stopping:
+            return False
+        if loss < self.best_loss - self.tol:
+            self.best_loss, self.best_at, self.waited = loss, done, 0
+            self.best = (trainer.params(), trainer.state(done))
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def history(self, offset: int) -> dict[str, np.ndarray]:
+        return {
+            "iteration": np.array(self.iterations, np.int64) + offset,
+            "loss": np.array(self.losses, np.float64),
+            "accuracy": np.array(self.accuracies, np.float64),
+        }
+
+
 def _run(
     trainer: Trainer,
     iters: int,
@@ -166,9 +215,11 @@ def _run(
     what: str,
     callback: Callable[[int, float, dict], Any] | None = None,
     callback_every: int = 1,
+    validation: _Validation | None = None,
 ) -> int:
     """Drive ``trainer.run(start, stop, history)`` over ``range(iters)`` in chunks of about
-    CHUNK_SECONDS; returns the number of iterations run (fewer if the callback stopped it).
+    CHUNK_SECONDS; returns the number of iterations run (fewer if the callback or early
+    stopping ended it).
 
     Chunks start at one iteration and double while they finish quickly. The
     case study's ``iteration %d: loss %f`` lines are printed, and the progress
@@ -178,7 +229,9 @@ def _run(
     ``callback(done, loss, views)`` gets the iterations done, the loss of the
     last of them and read-only views of the parameters after it (and once
     before the first, with NaN for the loss); a false return value other
-    than None (:func:`_stops`) ends the training there.
+    than None (:func:`_stops`) ends the training there. ``validation`` is
+    evaluated before the first iteration, at every ``validation.every``-th and
+    at the last.
     """
     bar = None
     if progress:
@@ -188,11 +241,16 @@ def _run(
     try:
         if callback is not None and _stops(callback(0, math.nan, trainer.views())):
             return 0
+        if validation is not None and validation.check(trainer, 0):
+            return 0
         start, chunk = 0, 1
         while start < iters:
             stop = min(iters, start + chunk)
-            if callback is not None:  # a chunk never runs past the next callback
-                stop = min(stop, (start // callback_every + 1) * callback_every)
+            # a chunk never runs past the next callback or evaluation
+            for period in (callback_every if callback is not None else None,
+                           validation.every if validation is not None else None):  # fmt: skip
+                if period is not None:
+                    stop = min(stop, (start // period + 1) * period)
             t0 = time.perf_counter()
             bad = trainer.run(start, stop, history)
             elapsed = time.perf_counter() - t0
@@ -218,6 +276,9 @@ def _run(
                 and _stops(callback(stop, float(history[stop - 1]), trainer.views()))
             ):
                 return stop
+            if validation is not None and validation.due(stop, iters):
+                if validation.check(trainer, stop):
+                    return stop
             if elapsed < CHUNK_SECONDS / 2:
                 chunk *= 2
             elif elapsed > 2 * CHUNK_SECONDS and chunk > 1:
@@ -239,6 +300,41 @@ def _check_iters(iters: Any) -> int:
     return iters
 
 
+def _validation(
+    validation: Any,
+    problem: Problem,
+    validate_every: Any,
+    every: int,
+    early_stopping: Any,
+    patience: Any,
+    tol: Any,
+) -> _Validation | None:
+    """The checked held-out data and early-stopping settings, or None (errors name the argument)."""
+    if not isinstance(early_stopping, (bool, np.bool_)):
+        raise TypeError(f"early_stopping must be True or False, got {early_stopping!r}")
+    patience = check_int(patience, "patience", minimum=1)
+    tol = check_float(tol, "tol")
+    if validation is None:
+        if early_stopping:
+            raise ValueError("early_stopping=True needs held-out data: validation=(X_val, y_val)")
+        return None
+    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        raise TypeError(
+            f"validation must be a pair (X_val, y_val), got {type(validation).__name__}"
+        )
+    X = check_X(validation[0], problem.dtype, name="validation X", n_features=problem.n_features)
+    y = check_y(validation[1], X.shape[0], name="validation y", copy=True)
+    if y.max() >= problem.n_classes:
+        raise ValueError(
+            f"validation y holds the label {int(y.max())}, but the model has "
+            f"{problem.n_classes} classes (0..{problem.n_classes - 1})"
+        )
+    every = (
+        every if validate_every is None else check_int(validate_every, "validate_every", minimum=1)
+    )
+    return _Validation(X, y, every, bool(early_stopping), patience, tol)
+
+
 def _train(
     impl: Backend,
     problem: Problem,
@@ -250,9 +346,12 @@ def _train(
     callback: Callable[[int, float, dict], Any] | None,
     callback_every: int,
     what: str,
+    init: Any = None,
+    validation: _Validation | None = None,
 ) -> NetModel | LinearModel:
     """Train ``problem`` on ``impl`` (the trainers' common part, after their checks)."""
     N, D, H, K = problem.n_samples, problem.n_features, problem.n_hidden, problem.n_classes
+    plan = problem.plan
     params = sum(p.nbytes for p in problem.params.values())
     # The work arrays, the trainer's parameters and the copies it hands back: the NumPy
     # backend's (N, H) hidden layer is 510 GB at N = 300,000, H = 100,000
@@ -264,24 +363,39 @@ def _train(
     )
     history = empty(iters, np.float64, f"iters={iters:,} makes a loss history that needs")
     trainer = impl.prepare(problem)
+    # Compiling (or loading the compiled kernels) is timed apart from training, so that printed
+    # rates and the progress bar's estimate are the training's own.
+    t0 = time.perf_counter()
+    trainer.compile()
+    t1 = time.perf_counter()
     done = _run(
-        trainer,
-        iters,
-        history,
-        every,
-        verbose,
-        progress,
-        problem.step_size,
-        problem.reg,
-        what,
-        callback,
-        callback_every,
-    )
+        trainer, iters, history, every, verbose, progress, problem.step_size, problem.reg, what,
+        callback, callback_every, validation,
+    )  # fmt: skip
+    t2 = time.perf_counter()
     # a stopped run's history is copied out of the iters-long buffer, which it would keep alive
     history = history[:done].copy() if done < iters else history
+    if validation is not None and validation.best is not None:
+        final, state = validation.best  # early stopping: the best parameters seen, and their state
+    else:
+        final, state = trainer.params(), trainer.state(done)
+    # A continued model's history is the whole run's (as scikit-learn's warm_start extends
+    # loss_curve_), so plots of it go on from where the first training stopped.
+    earlier = getattr(init, "loss_history", None)
+    offset = 0 if earlier is None else earlier.size
+    if offset:
+        history = np.concatenate([earlier, history])
+    validation_history = None
+    if validation is not None:
+        validation_history = validation.history(offset)
+        before = getattr(init, "validation_history", None)
+        if before is not None and before["iteration"].size:
+            validation_history = {k: np.concatenate([before[k], validation_history[k]])
+                                  for k in validation_history}  # fmt: skip
     info: dict[str, Any] = {"model": problem.model}
     if problem.model == "net":
         info["hidden"] = H
+    updates = state["updates"]
     info.update(
         step_size=problem.step_size,
         reg=problem.reg,
@@ -289,9 +403,23 @@ def _train(
         seed=_seed_info(seed),
         backend=impl.name,
         dtype=problem.dtype.name,
+        optimizer=plan.rule.config(),
+        schedule=None if plan.schedule is None else plan.schedule.config(),
+        batch_size=plan.batch_size,
+        updates=updates,
+        epochs=updates * (plan.batch_size or N) / N,
+        batch_order=state["batches"],
+        compile_seconds=round(t1 - t0, 6),
+        train_seconds=round(t2 - t1, 6),
     )
+    if validation is not None and validation.early_stopping:
+        info["best_iteration"] = offset + validation.best_at
+        info["stopped_iteration"] = offset + done
     cls = NetModel if problem.model == "net" else LinearModel
-    return _finished(cls, trainer.params(), history, info, problem.X, what)
+    model = _finished(
+        cls, final, history, info, problem.X, what, state["vectors"], validation_history
+    )
+    return model
 
 
 def train_net(
@@ -310,12 +438,21 @@ def train_net(
     progress: bool = False,
     callback: Callable[[int, float, dict], Any] | None = None,
     callback_every: int | None = None,
+    optimizer: Any = "gd",
+    batch_size: int | None = None,
+    schedule: Any = None,
+    validation: tuple[Any, Any] | None = None,
+    validate_every: int | None = None,
+    early_stopping: bool = False,
+    patience: int = 10,
+    tol: float = 1e-4,
 ) -> NetModel:
-    """Train the case study's 2-layer ReLU net by full-batch gradient descent.
+    """Train the case study's 2-layer ReLU net, by full-batch gradient descent unless told otherwise.
 
     ``scores = max(X W1 + b1, 0) W2 + b2``; the loss is the mean softmax
     cross-entropy plus ``0.5 * reg * (sum(W1**2) + sum(W2**2))`` (biases are
-    not regularised), and each iteration takes ``W -= step_size * (dW + reg W)``.
+    not regularised), and by default each iteration takes
+    ``W -= step_size * (dW + reg W)`` on all the rows (``optimizer="gd"``).
 
     Parameters
     ----------
@@ -369,12 +506,49 @@ def train_net(
         several values is a TypeError. See :func:`fastspiral.record_snapshots`.
     callback_every : int, optional
         Iterations between callbacks (default 1000, the ``verbose`` interval).
+    optimizer : str or rule from :mod:`fastspiral.optim`
+        The update rule: "gd" (the case study's), "sgd", "momentum",
+        "nesterov", "adagrad", "rmsprop" or "adam" with their default
+        hyperparameters, or an object carrying them (``Adam(beta1=0.8)``).
+        ``step_size`` is the learning rate of each; L2 acts on the weights.
+    batch_size : int, optional
+        None (default): every iteration uses all the rows. An int: mini-batches
+        of that many rows, reshuffled every epoch from the ``seed``'s stream
+        (the epoch's last batch smaller); each iteration is then one update,
+        an epoch ``ceil(N / batch_size)`` of them.
+    schedule : schedule from :mod:`fastspiral.optim`, optional
+        Learning-rate decay over the updates (``StepDecay``, ``ExpDecay``,
+        ``InverseTimeDecay``); None keeps ``step_size``.
+    validation : (X_val, y_val), optional
+        Held-out data, evaluated before the first iteration, every
+        ``validate_every`` iterations and after the last: the model's
+        ``validation_history`` holds the iterations and the mean loss (no L2
+        term) and accuracy at each. A fresh ``seed`` of :func:`fastspiral.make_data`
+        draws such data.
+    validate_every : int, optional
+        Iterations between evaluations (default: the ``verbose`` interval).
+    early_stopping : bool
+        Stop once ``patience`` evaluations in a row have not lowered the
+        validation loss by more than ``tol``, and return the parameters of
+        the best one (needs ``validation``); ``info["best_iteration"]`` says
+        which.
+    patience, tol : int, float
+        See ``early_stopping`` (defaults 10 and 1e-4).
+
+    Continuing: with ``init`` a model trained with the same optimizer (and
+    schedule), its state (velocities, caches, moments, the update count and,
+    with the same ``batch_size``, the batches' order) carries on, so two
+    trainings of 500 iterations give the bits of one of 1,000, and the new
+    model's ``loss_history`` (and ``validation_history``) holds the whole run.
 
     Returns
     -------
     NetModel
-        With ``params`` (W1, b1, W2, b2) and ``loss_history`` (float64, one
-        entry per iteration, the loss before that iteration's update).
+        With ``params`` (W1, b1, W2, b2), ``loss_history`` (float64, one
+        entry per iteration: the loss before that iteration's update, of its
+        batch with mini-batches), ``optimizer_state``, ``validation_history``
+        and ``info`` (the hyperparameters, the updates and epochs so far, and
+        the seconds spent compiling and training).
 
     Raises
     ------
@@ -399,11 +573,14 @@ def train_net(
     iters = _check_iters(iters)
     callback_every = _check_callback(callback, callback_every, 1000)
     problem = net_problem(
-        X, y, hidden=hidden, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype
-    )
+        X, y, hidden=hidden, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype,
+        optimizer=optimizer, schedule=schedule, batch_size=batch_size,
+    )  # fmt: skip
+    watch = _validation(validation, problem, validate_every, 1000, early_stopping, patience, tol)
     return _train(
-        impl, problem, iters, seed, 1000, verbose, progress, callback, callback_every, "train_net"
-    )
+        impl, problem, iters, seed, 1000, verbose, progress, callback, callback_every, "train_net",
+        init, watch,
+    )  # fmt: skip
 
 
 def train_linear(
@@ -421,15 +598,25 @@ def train_linear(
     progress: bool = False,
     callback: Callable[[int, float, dict], Any] | None = None,
     callback_every: int | None = None,
+    optimizer: Any = "gd",
+    batch_size: int | None = None,
+    schedule: Any = None,
+    validation: tuple[Any, Any] | None = None,
+    validate_every: int | None = None,
+    early_stopping: bool = False,
+    patience: int = 10,
+    tol: float = 1e-4,
 ) -> LinearModel:
-    """Train the case study's softmax linear classifier by full-batch gradient descent.
+    """Train the case study's softmax linear classifier, by full-batch gradient descent unless
+    told otherwise.
 
     ``scores = X W + b``; the loss is the mean softmax cross-entropy plus
     ``0.5 * reg * sum(W**2)``. Parameters are as for :func:`train_net`
     (without ``hidden``); ``init`` takes a LinearModel or a dict with ``W``
     (D, K) and ``b`` (K,), ``verbose`` prints every 10 iterations,
-    ``progress`` shows a tqdm bar and ``callback`` is called every
-    ``callback_every`` iterations (default 10) with the views ``W`` and ``b``.
+    ``progress`` shows a tqdm bar, ``callback`` is called every
+    ``callback_every`` iterations (default 10) with the views ``W`` and ``b``,
+    and ``validate_every`` defaults to 10.
 
     Returns
     -------
@@ -439,7 +626,12 @@ def train_linear(
     impl = get_backend(backend)
     iters = _check_iters(iters)
     callback_every = _check_callback(callback, callback_every, 10)
-    problem = linear_problem(X, y, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype)
+    problem = linear_problem(
+        X, y, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype,
+        optimizer=optimizer, schedule=schedule, batch_size=batch_size,
+    )  # fmt: skip
+    watch = _validation(validation, problem, validate_every, 10, early_stopping, patience, tol)
     return _train(
-        impl, problem, iters, seed, 10, verbose, progress, callback, callback_every, "train_linear"
-    )
+        impl, problem, iters, seed, 10, verbose, progress, callback, callback_every,
+        "train_linear", init, watch,
+    )  # fmt: skip

@@ -74,7 +74,9 @@ def test_train_continues_from_a_saved_model(tmp_path, capsys):
     X, y = fs.make_spiral(100, 3, seed=0)  # the CLI's default data
     straight = fs.train_net(X, y, hidden=7, seed=3, iters=200)
     resumed = fs.load(second)
-    np.testing.assert_allclose(resumed.loss_history, straight.loss_history[100:], rtol=1e-12)
+    # the whole run: the first model's history, then the continued one's
+    assert np.array_equal(resumed.loss_history[:100], fs.load(first).loss_history)
+    np.testing.assert_allclose(resumed.loss_history[100:], straight.loss_history[100:], rtol=1e-12)
     assert main(["train", "--model", "linear", "--init", str(first)]) == 2
     assert "holds a net model but --model is linear" in capsys.readouterr().err
 

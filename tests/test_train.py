@@ -212,7 +212,9 @@ def test_init_continues_training_and_is_not_modified(spiral):
         np.testing.assert_allclose(
             resumed.params[name], straight.params[name], rtol=1e-12, atol=1e-15
         )
-    np.testing.assert_allclose(resumed.loss_history, straight.loss_history[150:], rtol=1e-12)
+    # A continued model's history holds the whole run: the first model's, then its own.
+    assert np.array_equal(resumed.loss_history[:150], first.loss_history)
+    np.testing.assert_allclose(resumed.loss_history[150:], straight.loss_history[150:], rtol=1e-12)
     lin = fs.train_linear(X, y, seed=3, iters=100)
     lin2 = fs.train_linear(X, y, init=lin.params, iters=100)
     np.testing.assert_allclose(

@@ -79,6 +79,7 @@ class _Trainer:
 
     p: Any  # NetParams or LinearParams
     problem: Problem
+    names: tuple[str, ...] = ()  # the model's parameters, in the order of params()
 
     def params(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -114,7 +115,7 @@ class _Trainer:
     def state(self, done: int) -> dict[str, Any]:
         """Where the training stands after ``done`` iterations: see :mod:`fastspiral.backends`."""
         plan = self.problem.plan
-        names = self.params().keys()
+        names = self.names
         vectors = {}
         for i, vec in enumerate(plan.rule.state):
             views = self._views_of(self.opt.state[i].copy())
@@ -136,6 +137,8 @@ class NetTrainer(_Trainer):
     picks for each run (the result does not depend on it). With mini-batches
     the slots split each batch, so their number follows the batch size.
     """
+
+    names = ("W1", "b1", "W2", "b2")
 
     def __init__(self, problem: Problem):
         pr = problem
@@ -220,6 +223,8 @@ class NetTrainer(_Trainer):
 
 class LinearTrainer(_Trainer):
     """A linear training: the flat parameters [WT | b], their views, the workspace; one thread."""
+
+    names = ("W", "b")
 
     def __init__(self, problem: Problem):
         pr = problem
