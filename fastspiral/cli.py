@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
+import stat
 import sys
 import time
 import zipfile
@@ -48,6 +51,82 @@ def _int_at_least(minimum: int):
 
 _positive_int = _int_at_least(1)
 _nonneg_int = _int_at_least(0)
+
+
+def _rows(text: str) -> int:
+    """argparse type of ``scale --n``: total rows, a positive multiple of 3 (three classes)."""
+    value = _positive_int(text)
+    if value % 3:
+        raise argparse.ArgumentTypeError(
+            f"expected a multiple of 3 (N = 3 x points per class), got {value}"
+        )
+    return value
+
+
+def _real(text: str) -> float:
+    """argparse type: a finite real number (NaN and infinities are refused here, by name)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _path(text: str) -> str:
+    """argparse type of a file or folder name: not empty (``--save ''`` saved nothing and exited 0:
+    tests/test_cli.py::test_empty_paths_and_non_finite_numbers_are_refused)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
+#: ``--connect-timeout``: a number of seconds, or one with a unit as Dask writes them.
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|min|h)?\s*$")
+_UNIT_SECONDS = {"ms": 1e-3, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """argparse type: "10", "10s", "500ms", "2min" or "1h" as seconds > 0."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 10, 10s, 500ms or 2min, got {text!r}"
+        )
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
+    return seconds
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0:  # a flag
+            return f"{text} (default: off)"
+        value = action.default
+        if isinstance(value, (list, tuple)):
+            value = " ".join(map(str, value))
+        return f"{text} (default: {str(value).replace('%', '%%')})"
+
+
+def _regular_file(path: str, option: str, command: str) -> None:
+    """Refuse, before opening it, a path that is not an existing regular file: a FIFO or a
+    device would block the read forever
+    (tests/test_cli.py::test_train_refuses_a_fifo_instead_of_hanging)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise _CliError(
+            f"fastspiral {command}: error: cannot read {option} {path!r}: {exc.strerror}"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise _CliError(f"fastspiral {command}: error: {option} {path!r} is not a regular file")
 
 
 def _timed(fn, *args, **kwargs):
@@ -158,10 +237,14 @@ def _train(args: argparse.Namespace) -> None:
     # Everything that could fail after training is checked first.
     if args.model == "linear" and args.hidden is not None:
         raise _CliError("fastspiral train: error: --hidden applies to --model net only")
-    if args.save:
+    if args.save is not None:
         _check_output(args.save, "--save")
-    if args.plot:
+    if args.plot is not None:
         _check_figure_output(args.plot, "--plot", "train")
+    if args.data is not None:
+        _regular_file(args.data, "--data", "train")
+    if args.init is not None:
+        _regular_file(args.init, "--init", "train")
     if args.data is not None:
         try:
             check_npz(args.data)
@@ -173,7 +256,7 @@ def _train(args: argparse.Namespace) -> None:
             ) from None
     else:
         X, y = make_spiral(args.n_per_class, args.n_classes, noise=args.noise, seed=args.data_seed)
-    if args.plot and np.ndim(X) == 2 and np.shape(X)[1] != 2:
+    if args.plot is not None and np.ndim(X) == 2 and np.shape(X)[1] != 2:
         raise _CliError(
             f"fastspiral train: error: --plot draws 2-D data only; X from {args.data!r} "
             f"has {np.shape(X)[1]} features"
@@ -210,52 +293,83 @@ def _train(args: argparse.Namespace) -> None:
     )
     print(f"final loss: {model.final_loss:f}")
     print(f"training accuracy: {model.score(X, y):.4f}")
-    if args.save:
+    if args.save is not None:
         model.save(args.save)
         print(f"saved model to {args.save}")
-    if args.plot:
+    if args.plot is not None:
         from .plot import plot_decision_regions, save_figure
 
         save_figure(plot_decision_regions(model, X, y), args.plot, close=True)
         print(f"wrote {args.plot}")
 
 
+def _scale_error(message: str) -> _CliError:
+    return _CliError(f"fastspiral scale: error: {message}")
+
+
+def _results_folder(folder: str, option: str) -> tuple[dict, list]:
+    """(machine, records) of a results folder named on the command line, or a one-line error."""
+    from .scaling import load_results
+
+    if not os.path.isdir(folder):
+        raise _scale_error(f"{option}: {folder!r} is not a folder")
+    machine, records = load_results(folder)  # ValueError (exit 2) if it is not a results file
+    if not records:
+        raise _scale_error(f"{option}: no results.json in {folder!r}")
+    return machine, records
+
+
 def _scale(args: argparse.Namespace) -> None:
     from .scaling import compare_markdown, load_results, summary_markdown, sweep
+    from .scaling.driver import check_backends, check_out, write_figure
 
+    if args.target_loss is not None:
+        raise _scale_error(
+            "--target-loss is not available yet: the cost of reaching a loss needs the "
+            "optimizers and batch sizes of the training lab, which the sweep does not drive yet"
+        )
+    if args.compare and args.plot:
+        raise _scale_error("--compare and --plot are separate commands; give one")
     if args.compare:
-        sets = []
-        for folder in args.compare:
-            machine, records = load_results(folder)
-            if not records:
-                raise _CliError(
-                    f"fastspiral scale: error: --compare: no results.json in {folder!r}"
-                )
-            sets.append(records)
+        sets = [_results_folder(folder, "--compare")[1] for folder in args.compare]
         print(compare_markdown(*sets, label_a=args.compare[0], label_b=args.compare[1]))
         return
+    if args.plot:
+        machine, records = _results_folder(args.plot, "--plot")
+        _check_figure_output(os.path.join(args.plot, "scaling.png"), "--plot", "scale")
+        print(summary_markdown(records, machine))
+        print(f"\nwrote {write_figure(args.plot, records, machine, x=args.x)}")
+        return
     if not args.out:
-        raise _CliError("fastspiral scale: error: --out is required (or --compare DIR_A DIR_B)")
+        raise _scale_error("--out is required (or --plot DIR, or --compare DIR_A DIR_B)")
+    # Everything that could fail after the first configuration is checked first.
+    try:
+        check_backends(args.backends)
+    except ValueError as exc:
+        raise _scale_error(f"--{exc}") from None
+    try:
+        check_out(args.out, create=False)
+    except (OSError, ValueError) as exc:
+        raise _scale_error(f"--{exc}") from None
+    load_results(args.out)  # a damaged results.json: refused now, not after the sweep
     client = None
     if args.scheduler:
         try:
             from distributed import Client
         except ImportError:
-            raise _CliError(
-                "fastspiral scale: --scheduler needs Dask: pip install 'fastspiral[distributed]'"
+            raise _scale_error(
+                "--scheduler needs Dask: pip install 'fastspiral[distributed]'"
             ) from None
         try:
             client = Client(args.scheduler, timeout=args.connect_timeout)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise _CliError(
-                f"fastspiral scale: cannot reach the scheduler {args.scheduler}: {exc}"
-            ) from None
+            raise _scale_error(f"cannot reach the scheduler {args.scheduler}: {exc}") from None
+    sizes = dict(n_samples=args.n) if args.n else dict(n_per_class=args.n_per_class)
     try:
-        records = sweep(
-            args.n_per_class,
-            args.hidden,
-            args.backends,
-            args.dtypes,
+        sweep(
+            hidden=args.hidden,
+            backends=args.backends,
+            dtypes=args.dtypes,
             iters=args.iters,
             repeats=args.repeats,
             seed=args.seed,
@@ -264,77 +378,246 @@ def _scale(args: argparse.Namespace) -> None:
             progress=not args.no_progress,
             force=args.force,
             threads=args.threads,
+            share_hosts=args.share_hosts,
+            x=args.x,
+            **sizes,
         )
+    except KeyboardInterrupt:
+        _interrupted(args)
+        raise
     finally:
         if client is not None:
             client.close()
-    machine, _ = load_results(args.out)
+    machine, records = load_results(args.out)
     print(summary_markdown(records, machine))
     print(
-        f"\nwrote {os.path.join(args.out, 'results.csv')}, {os.path.join(args.out, 'results.json')}, "
-        f"{os.path.join(args.out, 'scaling.png')}"
+        f"\nwrote {os.path.join(args.out, 'results.csv')}, "
+        f"{os.path.join(args.out, 'results.json')}, {os.path.join(args.out, 'scaling.png')}"
     )
+
+
+def _interrupted(args: argparse.Namespace) -> None:
+    """After an interrupt: the summary of the rows kept, and how to go on from there."""
+    from .scaling import load_results, summary_markdown
+
+    try:
+        machine, records = load_results(args.out)
+    except ValueError:
+        return
+    done = [r for r in records if r.get("status") == "ok"]
+    partial = [r for r in records if str(r.get("status", "")).startswith("partial")]
+    if done:
+        print(summary_markdown(done, machine))
+    command = shlex.join(["fastspiral", *args.argv])
+    print(
+        f"fastspiral scale: interrupted; {os.path.join(args.out, 'results.json')} keeps "
+        f"{len(done)} finished configuration(s), {len(partial)} partial one(s) and every "
+        f"finished repeat. To resume, run the same command again: {command}",
+        file=sys.stderr,
+    )
+
+
+def _add_scale_parser(sub) -> None:
+    scale = sub.add_parser(
+        "scale",
+        help="time training over N, H and threads: a table, a cost model and a figure",
+        description="Time net training for every combination of sizes, backends, dtypes and "
+        "threads, each repeat in a fresh process, repeats interleaved in a random order; "
+        "times are per iteration without set-up. Writes results.json, results.csv and "
+        "scaling.png into --out and prints a summary. Rerun to resume.",
+        formatter_class=_HelpFormatter,
+    )
+    sizes = scale.add_mutually_exclusive_group()
+    sizes.add_argument(
+        "--n-per-class",
+        type=_positive_int,
+        nargs="+",
+        default=[100, 1000, 10000],
+        metavar="K",
+        help="spiral points per class; N = 3 x K rows",
+    )
+    sizes.add_argument(
+        "--n",
+        type=_rows,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="total rows N instead of --n-per-class, multiples of 3 (default: from --n-per-class)",
+    )
+    scale.add_argument(
+        "--hidden", type=_positive_int, nargs="+", default=[100, 1000], help="hidden units H"
+    )
+    scale.add_argument(
+        "--backends",
+        nargs="+",
+        default=["numba", "numpy"],
+        help="from numba, numpy, and torch and jax where installed",
+    )
+    scale.add_argument(
+        "--dtypes",
+        choices=sorted(DTYPES),
+        nargs="+",
+        default=["float64", "float32"],
+        help="training precisions",
+    )
+    scale.add_argument(
+        "--threads",
+        type=_positive_int,
+        nargs="+",
+        default=[1, 2],
+        help="thread counts to time each configuration with; a count above what the machine "
+        "or a Dask worker has is recorded as skipped",
+    )
+    scale.add_argument(
+        "--iters",
+        type=_positive_int,
+        default=50,
+        help="iterations of each repeat's shorter timed training (the longer has twice as many)",
+    )
+    scale.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=3,
+        help="repeats per configuration, each in a fresh process (3 give a 75%% interval on "
+        "the median, 6 a 95%% one)",
+    )
+    scale.add_argument(
+        "--seed", type=_nonneg_int, default=0, help="seed of the data and the initial weights"
+    )
+    scale.add_argument(
+        "--out",
+        type=_path,
+        default=None,
+        help="folder for results.json, results.csv and scaling.png (default: none; required "
+        "unless --plot or --compare)",
+    )
+    scale.add_argument(
+        "--x",
+        choices=["N", "H", "threads"],
+        default=None,
+        help="x-axis of the figure (default: the first of N, H, threads swept over)",
+    )
+    scale.add_argument(
+        "--plot",
+        type=_path,
+        default=None,
+        metavar="DIR",
+        help="re-summarise and re-draw every record of DIR, timing nothing (default: off)",
+    )
+    scale.add_argument(
+        "--compare",
+        type=_path,
+        nargs=2,
+        metavar=("DIR_A", "DIR_B"),
+        default=None,
+        help="print DIR_B's times over DIR_A's, with 95%% intervals (default: off)",
+    )
+    scale.add_argument(
+        "--scheduler",
+        default=None,
+        help="Dask scheduler address, e.g. tcp://host:8786 (default: run locally)",
+    )
+    scale.add_argument(
+        "--connect-timeout",
+        type=_duration,
+        default="10s",
+        help="how long to try the scheduler: 10, 10s, 500ms, 2min",
+    )
+    scale.add_argument(
+        "--share-hosts",
+        action="store_true",
+        help="let Dask workers on one host time configurations at the same moment (faster; "
+        "each slows the others, and the summary warns)",
+    )
+    scale.add_argument(
+        "--target-loss",
+        type=float,
+        default=None,
+        help="record the cost of reaching this loss (not available yet; default: none)",
+    )
+    scale.add_argument("--force", action="store_true", help="rerun what --out already holds")
+    scale.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scale.set_defaults(run=_scale)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastspiral", description="Train the CS231n spiral models fast on a CPU.")
     parser.add_argument("--version", action="version", version=f"fastspiral {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    backends = sorted(BACKENDS)
 
     demo = sub.add_parser(
-        "demo", help="the case study end to end: both models, printed and plotted"
+        "demo",
+        help="the case study end to end: both models, printed and plotted",
+        formatter_class=_HelpFormatter,
     )
     demo.add_argument(
-        "--out",
-        default="fastspiral-demo",
-        help="folder for the pictures and the GIF (default: %(default)s)",
+        "--out", type=_path, default="fastspiral-demo", help="folder for the pictures and the GIF"
     )
     demo.add_argument(
-        "--seed", type=_nonneg_int, default=0, help="seed of the legacy random stream (default: 0)"
+        "--seed", type=_nonneg_int, default=0, help="seed of the legacy random stream"
     )
-    demo.add_argument("--backend", choices=sorted(BACKENDS), default="numba")
-    demo.add_argument(
-        "--hidden", type=_positive_int, default=100, help="hidden units (default: 100)"
-    )
+    demo.add_argument("--backend", choices=backends, default="numba", help="training backend")
+    demo.add_argument("--hidden", type=_positive_int, default=100, help="hidden units")
     demo.set_defaults(run=_demo)
 
     grid = sub.add_parser(
-        "grid", help="decision regions of nets over hidden units and regularisation"
+        "grid",
+        help="decision regions of nets over hidden units and regularisation",
+        formatter_class=_HelpFormatter,
     )
-    grid.add_argument("--hidden", type=_positive_int, nargs="+", default=[10, 100])
-    grid.add_argument("--reg", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2])
-    grid.add_argument("--iters", type=_nonneg_int, default=10_000)
     grid.add_argument(
-        "--seed", type=_nonneg_int, default=0, help="seed of the initial weights (default: 0)"
+        "--hidden",
+        type=_positive_int,
+        nargs="+",
+        default=[10, 100],
+        help="hidden units, a column each",
     )
-    grid.add_argument("--backend", choices=sorted(BACKENDS), default="numba")
-    grid.add_argument("--n-per-class", type=_positive_int, default=100)
-    grid.add_argument("--n-classes", type=_positive_int, default=3)
     grid.add_argument(
-        "--data-seed", type=_nonneg_int, default=0, help="seed of the spiral data (default: 0)"
+        "--reg", type=_real, nargs="+", default=[1e-4, 1e-3, 1e-2],
+        help="L2 regularisation strengths, a row each",
+    )  # fmt: skip
+    grid.add_argument("--iters", type=_nonneg_int, default=10_000, help="iterations per net")
+    grid.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the initial weights")
+    grid.add_argument("--backend", choices=backends, default="numba", help="training backend")
+    grid.add_argument("--n-per-class", type=_positive_int, default=100, help="points per class")
+    grid.add_argument("--n-classes", type=_positive_int, default=3, help="classes (spiral arms)")
+    grid.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the spiral data")
+    grid.add_argument(
+        "--out", type=_path, default="grid.png", help="picture to write, format from the suffix"
     )
-    grid.add_argument("--out", default="grid.png", help="picture to write (default: %(default)s)")
     grid.set_defaults(run=_grid)
 
-    train = sub.add_parser("train", help="train one model on spiral data (or X, y from an .npz)")
-    train.add_argument("--model", choices=["linear", "net"], default="net")
+    train = sub.add_parser(
+        "train",
+        help="train one model on spiral data (or X, y from an .npz)",
+        formatter_class=_HelpFormatter,
+    )
+    train.add_argument("--model", choices=["linear", "net"], default="net", help="what to train")
     train.add_argument(
         "--hidden",
         type=_positive_int,
         default=None,
         help="hidden units (default: 100, or those of --init)",
     )
-    train.add_argument("--step-size", type=float, default=1.0)
-    train.add_argument("--reg", type=float, default=1e-3)
+    train.add_argument("--step-size", type=_real, default=1.0, help="learning rate")
+    train.add_argument("--reg", type=_real, default=1e-3, help="L2 regularisation strength")
     train.add_argument(
         "--iters",
         type=_nonneg_int,
         default=None,
         help="iterations (default: 10000 for net, 200 for linear)",
     )
-    train.add_argument("--seed", type=_nonneg_int, default=None, help="seed of the initial weights")
-    train.add_argument("--backend", choices=sorted(BACKENDS), default="numba")
-    train.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
+    train.add_argument(
+        "--seed",
+        type=_nonneg_int,
+        default=None,
+        help="seed of the initial weights (default: fresh randomness)",
+    )
+    train.add_argument("--backend", choices=backends, default="numba", help="training backend")
+    train.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="float64", help="training precision"
+    )
     train.add_argument(
         "--verbose",
         action="store_true",
@@ -344,68 +627,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action="store_true", help="show a progress bar with the current loss"
     )
     train.add_argument(
-        "--init", default=None, help="continue training from a model saved with --save"
-    )
-    train.add_argument("--n-per-class", type=_positive_int, default=100)
-    train.add_argument("--n-classes", type=_positive_int, default=3)
-    train.add_argument("--noise", type=float, default=0.2)
-    train.add_argument(
-        "--data-seed", type=_nonneg_int, default=0, help="seed of the spiral data (default: 0)"
+        "--init",
+        type=_path,
+        default=None,
+        help="continue training from a model saved with --save (default: fresh weights)",
     )
     train.add_argument(
-        "--data", default=None, help=".npz file with arrays X and y, instead of a spiral"
+        "--n-per-class", type=_positive_int, default=100, help="spiral points per class"
     )
-    train.add_argument("--save", default=None, help="write the trained model to this .npz path")
+    train.add_argument("--n-classes", type=_positive_int, default=3, help="classes (spiral arms)")
+    train.add_argument("--noise", type=_real, default=0.2, help="spiral noise")
+    train.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the spiral data")
+    train.add_argument(
+        "--data",
+        type=_path,
+        default=None,
+        help=".npz file with arrays X and y, instead of a spiral (default: a spiral)",
+    )
+    train.add_argument(
+        "--save",
+        type=_path,
+        default=None,
+        help="write the trained model to this .npz path (default: not saved)",
+    )
     train.add_argument(
         "--plot",
+        type=_path,
         default=None,
-        help="write a decision-region picture, format from the suffix (2-D data only)",
+        help="write a decision-region picture, format from the suffix, 2-D data only "
+        "(default: none)",
     )
     train.set_defaults(run=_train)
 
-    scale = sub.add_parser("scale", help="time training over N and H, write a table and a figure")
-    scale.add_argument("--n-per-class", type=_positive_int, nargs="+", default=[100, 1000, 10000])
-    scale.add_argument("--hidden", type=_positive_int, nargs="+", default=[100, 1000])
-    scale.add_argument(
-        "--backends", choices=sorted(BACKENDS), nargs="+", default=["numba", "numpy"]
-    )
-    scale.add_argument("--dtypes", choices=sorted(DTYPES), nargs="+", default=["float64"])
-    scale.add_argument(
-        "--iters", type=_positive_int, default=50, help="iterations per timed run (default: 50)"
-    )
-    scale.add_argument(
-        "--repeats",
-        type=_positive_int,
-        default=3,
-        help="timed runs per configuration, all kept (default: 3)",
-    )
-    scale.add_argument(
-        "--threads",
-        type=_positive_int,
-        nargs="+",
-        default=None,
-        help="thread counts to time each configuration with (default: the machine's)",
-    )
-    scale.add_argument("--seed", type=_nonneg_int, default=0)
-    scale.add_argument(
-        "--out", default=None, help="folder for results.csv, results.json, scaling.png"
-    )
-    scale.add_argument(
-        "--compare",
-        nargs=2,
-        metavar=("DIR_A", "DIR_B"),
-        default=None,
-        help="print DIR_B's times over DIR_A's for the configurations both hold",
-    )
-    scale.add_argument(
-        "--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786"
-    )
-    scale.add_argument(
-        "--connect-timeout", default="10s", help="how long to try the scheduler (default: 10s)"
-    )
-    scale.add_argument("--force", action="store_true", help="recompute rows already in --out")
-    scale.add_argument("--no-progress", action="store_true", help="no progress bar")
-    scale.set_defaults(run=_scale)
+    _add_scale_parser(sub)
     return parser
 
 
@@ -422,6 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version
             return int(exc.code or 0)
+        args.argv = argv  # for the command an interrupted sweep tells the user to rerun
         args.run(args)
     except _CliError as exc:
         print(exc, file=sys.stderr)

@@ -1,6 +1,7 @@
 """The command line: the demo's output and pictures, train, and one-line errors."""
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -200,3 +201,61 @@ def test_grid_command(tmp_path, capsys):
     )
     assert out.read_bytes().startswith(PNG_MAGIC)
     assert main(["grid", "--out", str(tmp_path / "g.xyz")]) == 2
+
+
+def _options(parser):
+    """(command, action) for every option of every command."""
+    import argparse
+
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction):
+                yield name, command, action
+
+
+def test_help_shows_every_default():
+    from fastspiral.cli import build_parser
+
+    missing = []
+    for name, command, action in _options(build_parser()):
+        text = command._get_formatter()._get_help_string(action) or ""
+        if "default" not in text.lower():
+            missing.append(f"{name} {action.option_strings}")
+    assert missing == []
+    proc = subprocess.run([sys.executable, "-m", "fastspiral", "scale", "--help"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "(default: float64 float32)" in proc.stdout
+    assert "(default: 1 2)" in proc.stdout and "(default: 10s)" in proc.stdout
+
+
+@pytest.mark.parametrize("option", ["--data", "--init"])
+def test_train_refuses_a_fifo_instead_of_hanging(tmp_path, option):
+    """Before: the read of a FIFO nobody writes waited forever."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "fastspiral", "train", option, str(fifo)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and f"{option} '{fifo}' is not a regular file" in err[0], err
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["train", "--save", ""], "--save: expected a path, got an empty string"),
+        (["train", "--plot", ""], "--plot: expected a path"),
+        (["train", "--data", ""], "--data: expected a path"),
+        (["demo", "--out", ""], "--out: expected a path"),
+        (["train", "--step-size", "nan"], "--step-size: expected a finite number"),
+        (["train", "--noise", "inf"], "--noise: expected a finite number"),
+        (["grid", "--reg", "1e-3", "x"], "--reg: expected a number"),
+    ],
+)
+def test_empty_paths_and_non_finite_numbers_are_refused(argv, msg, monkeypatch, capsys):
+    """Before: `--save ''` trained, saved nothing and exited 0."""
+    monkeypatch.setattr("fastspiral.train._run", lambda *a, **k: pytest.fail("a training loop ran"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0], err

@@ -15,17 +15,24 @@ N_FEATURES, N_CLASSES = 2, 3
 def useful_flops(
     n_samples: int, hidden: int, n_features: int = N_FEATURES, n_classes: int = N_CLASSES
 ) -> int:
-    """FLOPs of one net iteration: ``4 N D H + 6 N H K`` (forward, backprop, both weight gradients)."""
+    """FLOPs of one net iteration: ``4 N D H + 6 N H K`` (forward, backprop, both weight
+    gradients)."""
     return 4 * n_samples * n_features * hidden + 6 * n_samples * hidden * n_classes
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
-    """GFLOP/s of NumPy's own ``(n, n) @ (n, n)`` float64 product (best of ``repeats``), all cores."""
+def matmul_gflops(n: int = 2048, repeats: int = 3, dtype: str = "float64") -> float:
+    """GFLOP/s of NumPy's own ``(n, n) @ (n, n)`` product in ``dtype`` (best of ``repeats``), on
+    the BLAS threads this process has now (all cores unless limited, e.g. by threadpoolctl)."""
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
     a @ b  # warm up BLAS threads
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
+
+
+#: Size of the matrix product each repeat's process times as its reference: 2 GFLOP, tens of
+#: milliseconds on one core, and within a few percent of the 2048x2048 rate on OpenBLAS.
+REFERENCE_MATMUL = 1024
 
 
 def _timed(fn) -> float:
@@ -39,8 +46,8 @@ def blas_info() -> str:
     from threadpoolctl import threadpool_info
 
     found = [
-        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture') or 'unknown'} kernels, "
-        f"{i.get('num_threads')} threads)"
+        f"{i.get('internal_api')} {i.get('version')} "
+        f"({i.get('architecture') or 'unknown'} kernels, {i.get('num_threads')} threads)"
         for i in threadpool_info()
         if i.get("user_api") == "blas"
     ]
@@ -52,7 +59,8 @@ _HOST: dict[str, Any] = {}
 
 def host_info(measure_matmul: bool = True) -> dict[str, Any]:
     """Where this process runs: host, CPU model (py-cpuinfo), cores and memory (psutil), BLAS,
-    Numba's target CPU, and NumPy's 2048x2048 matmul rate on all cores; computed once per process."""
+    Numba's target CPU, and NumPy's 2048x2048 float64 matmul rate on all cores; computed once
+    per process."""
     if not _HOST:
         import cpuinfo
         import psutil
@@ -130,7 +138,8 @@ class CpuShare:
 
 
 def others_cpu_now(seconds: float = 0.25) -> float:
-    """Share of all CPUs busy over the next ``seconds`` while this process sleeps: other programs' load."""
+    """Share of all CPUs busy over the next ``seconds`` while this process sleeps: other
+    programs' load."""
     import psutil
 
     return psutil.cpu_percent(interval=seconds) / 100

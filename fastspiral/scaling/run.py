@@ -1,40 +1,71 @@
-"""One configuration of a scaling sweep: timed in a fresh process, with its spread and provenance.
+"""One repeat of one configuration, timed in a fresh process, with its set-up apart and provenance.
 
-:func:`run_config` times ``repeats`` trainings in the calling process and
-keeps every repeat; :func:`run_config_in_fresh_process` runs it in a new
-Python process (a subprocess, not multiprocessing, so that it also works from
-a Dask worker, whose processes are daemons and may not fork children of
-their own), so that the peak memory is the configuration's own wherever it
-runs. The child exits by itself if its parent disappears.
+A sweep runs each repeat of each configuration as a *task* in a new Python
+process (:func:`run_task_in_fresh_process`; a subprocess, not
+multiprocessing, so that it also works from a Dask worker, whose processes
+are daemons and may not fork children of their own), so that the peak memory
+is the task's own wherever it runs and repeats can be interleaved across
+configurations. The child exits by itself if its parent disappears.
+
+A task (:func:`run_task`):
+
+1. limits the threads (Numba's, BLAS's and the peer library's) to the
+   configuration's, or refuses a count above what the worker or the machine
+   has (a "skipped" run: it is never timed on fewer threads than it says);
+2. compiles or loads the kernels on a tiny problem;
+3. times NumPy's matrix product of the same dtype on the same threads
+   (:data:`~fastspiral.scaling.measure.REFERENCE_MATMUL`), the reference of
+   ``fraction_of_peak``, then warms up at full size (trainings of 1, 2, 4...
+   iterations, until one takes :data:`WARM_SECONDS` or runs as long as the
+   longer timed one): the first trainings of a process pay page faults,
+   cold caches and the thread chooser's first probes;
+4. trains ``iters`` and ``2 * iters`` iterations (in an order that
+   alternates with the repeat), each timed from the inside: the time of the
+   compiled loop alone. Their difference over ``iters`` is the time per
+   iteration without set-up (``seconds_per_iter``): one-off costs inside the
+   loop (a first iteration's page faults, waking threads) cancel too. The
+   rest of the shorter training's wall time is its ``setup_seconds``
+   (validation, allocation, the checks after the loop);
+5. records on how many threads the iterations ran (``thread_iterations``):
+   the Numba backend's thread chooser may run a training on fewer threads
+   than it was allowed, and a problem with one slot runs on one.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from ..numba_backend.workspace import n_slots
 from .measure import (
     N_CLASSES,
+    REFERENCE_MATMUL,
     CpuShare,
     host_info,
+    matmul_gflops,
     others_cpu_now,
     peak_memory_since,
     reset_peak_memory,
-    useful_flops,
 )
-from .results import FIELDS
 
-#: Marks the child's one line of output that carries its record.
-_RECORD = "fastspiral-record "
+#: Marks the child's one line of output that carries its result.
+_RESULT = "fastspiral-result "
+#: The full-size warm-up stops after a training that took this long.
+WARM_SECONDS = 0.1
+#: The longer of a task's two timed trainings runs this many times ``iters`` iterations.
+LONG_FACTOR = 2
+#: Times the pair of trainings is run when noise makes the longer one the faster.
+ATTEMPTS = 5
 
 
 def now() -> str:
@@ -42,109 +73,211 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def make_record(config: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
-    """A record for ``config``: every key of FIELDS (None where not measured), ``status``, ``fields``."""
-    record = {key: config.get(key) for key in FIELDS}
-    record.update(fields, status=status)
-    return record
+def cpus_here() -> int:
+    """CPUs this process may run on (its affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
 
 
-def _limit_threads(config: dict[str, Any]) -> int:
-    """Numba's and BLAS's threads for this configuration: its ``thread_limit``, at most the
-    threads of the Dask worker it came through (``worker_threads``); returns Numba's count."""
+def thread_capacity(worker_threads: int | None = None) -> tuple[int, str, str]:
+    """(threads a configuration may have here, what sets that number, how to raise it), for
+    refusals' messages."""
     import numba
-    from threadpoolctl import threadpool_limits
 
-    limits = [n for n in (config.get("thread_limit"), config.get("worker_threads")) if n]
-    if limits:
-        n = max(1, min(min(limits), numba.config.NUMBA_NUM_THREADS))
-        numba.set_num_threads(n)
-        threadpool_limits(n)
-    return numba.get_num_threads()
+    limits = [
+        (cpus_here(), "this machine lets the process use", "a machine with more CPUs"),
+        (numba.config.NUMBA_NUM_THREADS, "NUMBA_NUM_THREADS allows", "raise NUMBA_NUM_THREADS"),
+    ]
+    if worker_threads:
+        limits.append((int(worker_threads), "the Dask worker has", "dask worker --nthreads"))
+    return min(limits)
+
+
+def threads_refusal(thread_limit: int | None, worker_threads: int | None = None) -> str | None:
+    """The "skipped: ..." status for a thread count above the capacity, or None when it fits."""
+    if thread_limit is None:
+        return None
+    capacity, what, how = thread_capacity(worker_threads)
+    if thread_limit > capacity:
+        return (
+            f"skipped: {thread_limit} threads asked, {what} {capacity} ({how}); "
+            "never timed on fewer threads than it says"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def count_thread_iterations() -> Iterator[collections.Counter]:
+    """Count, within the block, the iterations the Numba backend ran per thread count.
+
+    Every parallel segment goes through its thread chooser's ``record``
+    (threads, iterations, seconds, timed); wrapping that method in this
+    measuring process was preferred to a counter in the backend kept for the
+    sweep's sake (tests/test_scaling.py::test_threads_used_counts_what_ran).
+    Iterations no segment recorded ran on the serial loop, on one thread.
+    """
+    from ..numba_backend import threads
+
+    counts: collections.Counter = collections.Counter()
+    original = threads.ThreadChooser.record
+
+    def record(self, n_threads, n_iters, seconds, timed=True):
+        counts[int(n_threads)] += int(n_iters)
+        return original(self, n_threads, n_iters, seconds, timed)
+
+    threads.ThreadChooser.record = record
+    try:
+        yield counts
+    finally:
+        threads.ThreadChooser.record = original
+
+
+def _thread_iterations(
+    backend: str, counts: collections.Counter, total: int, allowed: int, n_samples: int, hidden: int
+) -> dict[str, int]:
+    """Iterations per thread count that actually worked: a Numba segment runs on at most as many
+    threads as the problem has slots; other backends on the threads they were allowed."""
+    if backend != "numba":
+        return {str(allowed): total}
+    from ..numba_backend.workspace import n_slots
+
+    slots = n_slots(n_samples, hidden)
+    out: collections.Counter = collections.Counter()
+    for n, iters in counts.items():
+        out[min(n, slots)] += iters
+    serial = total - sum(counts.values())
+    if serial > 0:
+        out[1] += serial
+    return {str(k): v for k, v in sorted(out.items())}
+
+
+def _new_run(config: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
+    """A run of ``config``'s repeat with ``status`` and ``fields``, named by a fresh ``run_id``."""
+    return dict(
+        run_id=uuid.uuid4().hex,
+        repeat=config.get("repeat", 0),
+        sequence=config.get("sequence"),
+        host=socket.gethostname(),
+        worker=config.get("worker") or "local",
+        status=status,
+        **fields,
+    )
+
+
+def run_task(config: dict[str, Any]) -> dict[str, Any]:
+    """Run one repeat of a configuration in this process and return the run (a dict).
+
+    ``config`` holds backend, dtype, n_samples, hidden, iters, seed,
+    thread_limit (None: all the threads there are), and optionally repeat
+    (its index: it sets which of the two trainings runs first), sequence (its
+    place in the sweep's order), worker and worker_threads (from a Dask
+    worker). The run has ``status`` "ok", "skipped: ..." or "failed: ...";
+    an ok run has its set-up-free ``seconds_per_iter``, ``setup_seconds``,
+    ``wall_seconds`` (the shorter training, start to end), the two loop
+    times, ``thread_iterations``, ``threads_allowed``, ``matmul_gflops`` (the
+    same-dtype, same-threads reference), ``others_cpu_before`` (the share of
+    the CPUs busy in a 0.25 s look before timing), ``others_cpu`` (the share
+    other programs took during the timed trainings), ``peak_mem_mib`` (the
+    peak resident memory of the timed trainings above the memory before
+    them, data already made), the shorter training's ``final_loss`` and
+    ``accuracy``, and where and when it ran.
+    """
+    from .peers import SWEEP_BACKENDS
+
+    started = now()
+    refused = threads_refusal(config.get("thread_limit"), config.get("worker_threads"))
+    if refused:
+        return _new_run(config, refused, started=started, finished=now())
+    allowed = config.get("thread_limit") or thread_capacity(config.get("worker_threads"))[0]
+    host = config.get("host_info") or host_info(measure_matmul=False)
+    run = _new_run(config, "ok", started=started, threads_allowed=allowed,
+                  cpu=host.get("cpu"), cores=host.get("cores"), blas=host.get("blas"))  # fmt: skip
+    try:
+        backend = SWEEP_BACKENDS[config["backend"]]
+        backend.limit_threads(allowed)  # before the peer library starts its pools
+        from ..data import make_spiral
+        from ..numba_backend import threads as numba_threads
+
+        N, H, iters = config["n_samples"], config["hidden"], config["iters"]
+        lengths = (iters, LONG_FACTOR * iters)
+        kwargs = dict(hidden=H, seed=config["seed"], dtype=config["dtype"], max_iters=lengths[1])
+        X, y = make_spiral(-(-N // N_CLASSES), N_CLASSES, seed=config["seed"])
+        backend.warm_up(X, y, iters=1, **kwargs)
+        run["matmul_gflops"] = round(
+            matmul_gflops(REFERENCE_MATMUL, repeats=3, dtype=config["dtype"]), 2
+        )
+        run["others_cpu_before"] = round(others_cpu_now(), 3)  # is the machine quiet enough?
+        # Right before the timed trainings, after the matrix product's BLAS threads and the look
+        # above's sleep: the first training after them ran up to 40% slower at N=60 (cold caches,
+        # idle cores), and whichever of the two came first took the set-up-free time with it.
+        n = 1
+        while True:  # full size, until a training takes WARM_SECONDS
+            t0 = time.perf_counter()
+            backend.train(X, y, iters=n, **kwargs)
+            if time.perf_counter() - t0 >= WARM_SECONDS or n >= lengths[1]:
+                break
+            n = min(2 * n, lengths[1])
+        order = lengths if run["repeat"] % 2 == 0 else lengths[::-1]
+        mark = reset_peak_memory()
+        loops, walls, short, attempts = {}, {}, None, 0
+        with CpuShare() as share, count_thread_iterations() as counts:
+            # one more iteration, untimed, after this block's own look at the machine: the first
+            # training after it still ran ~20% slower at N=60 (tests cannot time this; the order
+            # of the two timed trainings alternates with the repeat as well)
+            backend.train(X, y, iters=1, **kwargs)
+            while attempts < ATTEMPTS and not loops.get(lengths[1], 0) > loops.get(lengths[0], 0):
+                # a pair where noise made the longer training the faster is timed again
+                attempts += 1
+                for length in order:
+                    t0 = time.perf_counter()
+                    trained = backend.train(X, y, iters=length, **kwargs)
+                    walls[length] = time.perf_counter() - t0
+                    loops[length] = trained.loop_seconds
+                    if length == lengths[0]:
+                        short = trained
+        peak = peak_memory_since(mark)
+        marginal = (loops[lengths[1]] - loops[lengths[0]]) / (lengths[1] - lengths[0])
+        run.update(
+            order=[int(v) for v in order],
+            attempts=attempts,
+            loop_seconds=[loops[lengths[0]], loops[lengths[1]]],
+            wall_seconds=walls[lengths[0]],
+            seconds_per_iter=marginal,
+            setup_seconds=walls[lengths[0]] - lengths[0] * marginal,
+            others_cpu=None if share.others is None else round(share.others, 3),
+            peak_mem_mib=None if peak is None else peak / 2**20,
+            thread_iterations=_thread_iterations(
+                config["backend"], counts, attempts * sum(lengths) + 1, allowed, X.shape[0], H
+            ),
+            final_loss=short.final_loss,
+            accuracy=short.model.score(X, y),
+            threading_layer=numba_threads.threading_layer() or "none",
+        )
+        if not marginal > 0:
+            run["status"] = (
+                f"failed: in {attempts} tries the longer training's loop was never slower than "
+                f"the shorter's ({loops[lengths[1]]:.3g} s against {loops[lengths[0]]:.3g} s); "
+                "raise --iters"
+            )
+    except Exception as exc:
+        run["status"] = f"failed: {type(exc).__name__}: {exc}"
+    run["finished"] = now()
+    return run
 
 
 def run_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Run one configuration in this process and return its record.
+    """All ``config["repeats"]`` repeats of a configuration in this process, as one record.
 
-    ``config`` holds backend, dtype, n_samples, hidden, iters, repeats, seed
-    and optionally thread_limit. A warm-up run on a tiny problem compiles
-    (or loads) the kernels; then ``repeats`` trainings of ``iters``
-    iterations are timed. The record keeps every repeat's time per iteration
-    (``repeat_seconds``), their median (``seconds_per_iter``), min, max and
-    ``spread`` ((max - min) / median), ``others_cpu_before``: the share of
-    the machine's CPUs busy in a 0.25 s look just before timing, and
-    ``others_cpu``: the share other processes took meanwhile (None when the
-    timed runs were too short to tell). ``peak_mem_mib`` is
-    the peak resident memory during the timed runs above the resident memory
-    just before them (data already made): what training itself needs.
+    What a sweep does for each configuration, without the fresh processes
+    and the interleaving (the benchmark suite uses it for one-off figures).
     """
-    import numba
+    from .results import add_run, new_record
 
-    from ..data import make_spiral
-    from ..numba_backend import threads as numba_threads
-    from ..train import train_net
-
-    host = config.get("host_info") or host_info(measure_matmul=True)
-    record = make_record(
-        config,
-        "ok",
-        host=socket.gethostname(),
-        cpu=host.get("cpu"),
-        cores=host.get("cores"),
-        blas=host.get("blas"),
-        started=now(),
-    )
-    record.setdefault("worker", config.get("worker") or "local")
-    try:
-        record["threads"] = _limit_threads(config)
-        n_per_class = -(-config["n_samples"] // N_CLASSES)
-        X, y = make_spiral(n_per_class, N_CLASSES, seed=config["seed"])
-        kwargs = dict(
-            hidden=config["hidden"],
-            seed=config["seed"],
-            backend=config["backend"],
-            dtype=config["dtype"],
-        )
-        # Compile (or load from the cache) on a tiny problem of the same types, so
-        # neither compilation nor heap blocks freed by a full-size warm-up hide
-        # the memory the timed runs allocate. It must have as many slots as the
-        # timed runs have more than one: one slot and several run different
-        # compiled loops.
-        slots = min(n_slots(X.shape[0], config["hidden"]), 2)
-        n_warm = 2
-        while n_warm < n_per_class and n_slots(N_CLASSES * n_warm, config["hidden"]) < slots:
-            n_warm *= 2
-        Xw, yw = make_spiral(min(n_warm, n_per_class), N_CLASSES, seed=config["seed"])
-        train_net(Xw, yw, iters=1, **kwargs)
-        record["others_cpu_before"] = round(others_cpu_now(), 3)  # is the machine quiet enough?
-        mark = reset_peak_memory()
-        times, net = [], None
-        with CpuShare() as share:
-            for _ in range(config["repeats"]):
-                t0 = time.perf_counter()
-                net = train_net(X, y, iters=config["iters"], **kwargs)
-                times.append((time.perf_counter() - t0) / max(config["iters"], 1))
-        peak = peak_memory_since(mark)
-        seconds = statistics.median(times)
-        record.update(
-            seconds_per_iter=seconds,
-            repeat_seconds=times,
-            seconds_min=min(times),
-            seconds_max=max(times),
-            spread=(max(times) - min(times)) / seconds if seconds > 0 else None,
-            others_cpu=None if share.others is None else round(share.others, 3),
-            gflops=useful_flops(X.shape[0], config["hidden"]) / seconds / 1e9
-            if seconds > 0
-            else None,
-            peak_mem_mib=None if peak is None else peak / 2**20,
-            final_loss=net.final_loss,
-            accuracy=net.score(X, y),
-            threading_layer=numba_threads.threading_layer()
-            or f"none ({numba.config.THREADING_LAYER})",
-        )
-    except Exception as exc:
-        record["status"] = f"failed: {type(exc).__name__}: {exc}"
-    record["finished"] = now()
+    record = new_record(config, host_info(measure_matmul=False))
+    for repeat in range(config.get("repeats", 1)):
+        add_run(record, run_task(dict(config, repeat=repeat, sequence=repeat)))
     return record
 
 
@@ -156,21 +289,19 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def child_main() -> None:
-    """The fresh process: a config as JSON on stdin, its record as one marked JSON line on stdout."""
+    """The fresh process: a task or configuration as JSON on stdin, its result as one marked
+    JSON line on stdout."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
     threading.Thread(target=_exit_with_parent, args=(int(sys.argv[1]),), daemon=True).start()
-    record = run_config(json.loads(sys.stdin.read()))
-    print(_RECORD + json.dumps(record), flush=True)
+    job = json.loads(sys.stdin.read())
+    result = run_config(job["config"]) if job["what"] == "config" else run_task(job["config"])
+    print(_RESULT + json.dumps(result), flush=True)
 
 
-def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
-    """:func:`run_config` in a new Python process, killed if this one is interrupted.
-
-    Called in a Dask worker, the configuration gets the worker's threads and
-    the record the worker's address.
-    """
+def _worker_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the address and threads of the Dask worker running this, if one is."""
     config = dict(config)
     try:
         from distributed import get_worker
@@ -179,6 +310,10 @@ def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
         config.update(worker=worker.address, worker_threads=worker.state.nthreads)
     except (ImportError, ValueError):
         pass
+    return config
+
+
+def _in_fresh_process(what: str, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     code = "from fastspiral.scaling.run import child_main; child_main()"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(os.getpid())],
@@ -188,18 +323,37 @@ def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
         text=True,
     )
     try:
-        out, err = proc.communicate(json.dumps(config))
+        out, err = proc.communicate(json.dumps({"what": what, "config": config}))
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     for line in reversed(out.splitlines()):
-        if line.startswith(_RECORD):
-            return json.loads(line[len(_RECORD) :])
+        if line.startswith(_RESULT):
+            return json.loads(line[len(_RESULT) :]), ""
     detail = err.strip().splitlines()[-1] if err.strip() else "no output"
-    return make_record(
-        config,
-        f"failed: worker process exited with code {proc.returncode}: {detail}",
-        host=socket.gethostname(),
-        worker=config.get("worker", "local"),
-    )
+    return None, f"failed: worker process exited with code {proc.returncode}: {detail}"
+
+
+def run_task_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_task` in a new Python process, killed if this one is interrupted.
+
+    Called in a Dask worker, the task gets the worker's threads and the run
+    the worker's address.
+    """
+    config = _worker_config(config)
+    result, failure = _in_fresh_process("task", config)
+    return result if result is not None else _new_run(config, failure, finished=now())
+
+
+def run_config_in_fresh_process(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_config` in a new Python process, killed if this one is interrupted."""
+    from .results import new_record
+
+    config = _worker_config(config)
+    result, failure = _in_fresh_process("config", config)
+    if result is not None:
+        return result
+    record = new_record(config, {})
+    record["status"] = failure
+    return record
