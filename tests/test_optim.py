@@ -1,10 +1,15 @@
-"""The update rules, the schedules and the batches: each against its formula, written out here."""
+"""The update rules, the schedules and the batches: each against its formula, written out here,
+and in training: both backends, every thread count, continuing, held-out data."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import fastspiral as fs
 from fastspiral import optim
 from fastspiral._plan import BatchOrder, batch_bounds, shuffle_rows
 from fastspiral.numba_backend import update as compiled
@@ -211,3 +216,207 @@ def test_batch_order_continues_from_its_state():
     resumed = BatchOrder.from_state(50, 8, pieces.state(23))  # update 23 is in epoch 3
     d, e0 = resumed.draws(23, 42)
     assert e0 == 3 and np.array_equal(d, draws[3:6])
+
+
+# -- the rules in training: both backends, every thread count, continuing, held-out data -------
+
+
+def _fixed_init(D, H, K, seed=7):
+    rng = np.random.default_rng(seed)
+    return {
+        "W1": 0.3 * rng.standard_normal((D, H)),
+        "b1": np.zeros(H),
+        "W2": 0.3 * rng.standard_normal((H, K)),
+        "b2": np.zeros(K),
+    }
+
+
+#: (optimizer, batch size, step size): each rule once, full batch and mini-batches among them.
+TRAININGS = [
+    ("momentum", None, 0.3),
+    ("nesterov", 32, 0.1),
+    ("adagrad", None, 0.1),
+    ("rmsprop", 50, 1e-2),
+    ("adam", 32, 1e-2),
+    ("sgd", 16, 0.3),
+]
+
+
+@pytest.mark.parametrize("optimizer, batch_size, step_size", TRAININGS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_both_backends_train_alike_with_every_rule(optimizer, batch_size, step_size, dtype):
+    """numba and numpy follow one trajectory within what rounding and its amplification allow.
+
+    As in tests/test_train.py::test_net_backends_agree_in_float32, the bound
+    comes from the arithmetic: a gradient of n rows carries a relative error
+    of about sqrt(n) u per update (u the unit roundoff), and the dynamics
+    amplify a perturbation of size u by ``sensitivity``, measured here in
+    float64 from initial weights perturbed by u; t updates add up to
+    ``(t + 1) * sensitivity * sqrt(n) * u``. The adaptive rules divide by
+    sqrt(cache), which makes the sensitivity, not the tolerance, large.
+    """
+    X, y = fs.make_data("moons", n_per_class=100, seed=2)
+    init = _fixed_init(2, 20, 2)
+    iters = 120
+    kw = dict(iters=iters, optimizer=optimizer, batch_size=batch_size, step_size=step_size, seed=5)
+    exact = fs.train_net(X, y, init=init, **kw)
+    u = np.finfo(dtype).eps / 2
+    rng = np.random.default_rng(0)
+    nudged = {k: v * (1 + u * rng.choice([-1.0, 1.0], v.shape)) for k, v in init.items()}
+    perturbed = fs.train_net(X, y, init=nudged, **kw)
+
+    def deviation(history):
+        return np.abs(history - exact.loss_history) / exact.loss_history
+
+    sensitivity = max(deviation(perturbed.loss_history).max() / u, 1.0)
+    rows = batch_size or X.shape[0]
+    bound = (np.arange(iters) + 1) * sensitivity * np.sqrt(rows) * u
+    assert bound[-1] < 0.05  # tight enough to catch a wrong rule
+    for backend in ("numba", "numpy"):
+        run = fs.train_net(X, y, init=init, dtype=dtype, backend=backend, **kw)
+        assert run.params["W1"].dtype == np.dtype(dtype)
+        assert (deviation(run.loss_history) <= bound).all(), backend
+
+
+SAME_BITS = """
+import sys, numba, numpy as np
+import fastspiral as fs
+X, y = fs.make_spiral(200, 3, seed=2)
+rng = np.random.default_rng(3)
+Xg, yg = rng.standard_normal((1200, 12)), rng.integers(0, 5, 1200)
+trainings = [
+    (X, y, dict(optimizer="adam", batch_size=600, step_size=1e-2)),
+    (X, y, dict(optimizer="nesterov", batch_size=300, step_size=0.1)),
+    (X, y, dict(optimizer="rmsprop", step_size=1e-3)),
+    (Xg, yg, dict(optimizer="adagrad", batch_size=300, step_size=0.1)),
+    (Xg, yg, dict(optimizer="momentum", step_size=0.1)),
+]
+for X_, y_, kw in trainings:
+    runs = []
+    for threads in (1, 2, 3, 8):
+        numba.set_num_threads(threads)
+        net = fs.train_net(X_, y_, seed=4, iters=200, **kw)
+        runs.append([net.loss_history] + [net.params[k] for k in ("W1", "b1", "W2", "b2")])
+    print(all(all(np.array_equal(a, b) for a, b in zip(run, runs[0])) for run in runs))
+"""
+
+
+def test_every_rule_and_batch_size_gives_the_same_bits_on_any_thread_count():
+    """Mini-batches of 300 and 600 rows (several slots each) and full batches, small and general
+    forms, on 1, 2, 3 and 8 threads: the slots' fixed-order sum makes each rule's bits the same."""
+    from fastspiral.numba_backend.workspace import batch_slots
+
+    assert batch_slots(600, 2, 100, 3) > 2 and batch_slots(300, 12, 100, 5) > 2
+    env = dict(os.environ, NUMBA_NUM_THREADS="8")
+    proc = subprocess.run(
+        [sys.executable, "-c", SAME_BITS], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True"] * 5
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("optimizer, batch_size, step_size", TRAININGS)
+def test_two_trainings_of_half_give_the_bits_of_one(
+    tmp_path, backend, optimizer, batch_size, step_size
+):
+    """Continued from a saved and loaded model, a training carries on exactly: the rule's state,
+    its update count, the schedule and the batches' order; the history holds the whole run."""
+    X, y = fs.make_data("circles", n_per_class=60, seed=1)
+    kw = dict(hidden=15, optimizer=optimizer, batch_size=batch_size, step_size=step_size,
+              schedule=optim.ExpDecay(k=1e-3), backend=backend)  # fmt: skip
+    whole = fs.train_net(X, y, iters=300, seed=9, **kw)
+    half = fs.train_net(X, y, iters=150, seed=9, **kw)
+    half.save(tmp_path / "half.npz")
+    rest = fs.train_net(X, y, iters=150, init=fs.load(tmp_path / "half.npz"), **kw)
+    assert np.array_equal(rest.loss_history, whole.loss_history)
+    for name in whole.params:
+        assert np.array_equal(rest.params[name], whole.params[name]), name
+    assert rest.info["updates"] == whole.info["updates"] == 300 and rest.info["iters"] == 150
+    for vector in optim.get_optimizer(optimizer).state:
+        for name in whole.params:
+            assert np.array_equal(
+                rest.optimizer_state[vector][name], whole.optimizer_state[vector][name]
+            )
+    # another rule starts afresh: its own state, its count from 0
+    other = fs.train_net(X, y, iters=10, init=half, hidden=15, optimizer="adam", step_size=1e-3)
+    assert other.info["updates"] == 10 and set(other.optimizer_state) == {"m", "v"}
+
+
+def test_epochs_and_batch_losses_are_recorded():
+    X, y = fs.make_data("xor", n_per_class=50, seed=0)  # 100 rows: batches of 30 make 4 an epoch
+    net = fs.train_net(X, y, hidden=10, optimizer="sgd", batch_size=30, iters=10, seed=0,
+                       step_size=0.1)  # fmt: skip
+    assert net.info["updates"] == 10 and net.info["epochs"] == pytest.approx(10 * 30 / 100)
+    assert net.info["batch_size"] == 30 and net.info["optimizer"] == {"name": "sgd"}
+    # update 0's loss is its batch's: the first 30 rows of epoch 0's order, at the initial weights
+    start = fs.train_net(X, y, hidden=10, iters=0, seed=0)
+    from fastspiral._plan import BatchOrder, shuffle_rows
+    from fastspiral.data import random_source
+
+    rng = random_source(0)
+    rng.standard_normal((2, 10)), rng.standard_normal((10, 2))  # the initial weights' draws
+    from fastspiral._plan import _shuffle_generator
+
+    draws, _ = BatchOrder(100, 30, _shuffle_generator(rng)).draws(0, 1)
+    order = np.empty(100, np.int64)
+    shuffle_rows(order, draws[0])
+    rows = order[:30]
+    from fastspiral import reference
+
+    expected, _ = reference.net_loss_grad(start.params, X[rows], y[rows], 1e-3)
+    assert net.loss_history[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_validation_history_and_early_stopping():
+    X, y = fs.make_data("moons", n_per_class=80, seed=0)
+    Xv, yv = fs.make_data("moons", n_per_class=80, seed=1)
+    net = fs.train_net(X, y, hidden=20, optimizer="adam", step_size=5e-2, batch_size=20, seed=0,
+                       iters=2000, validation=(Xv, yv), validate_every=40, early_stopping=True,
+                       patience=4)  # fmt: skip
+    h = net.validation_history
+    assert h["iteration"][0] == 0 and np.all(np.diff(h["iteration"]) == 40)
+    assert np.all((0 <= h["accuracy"]) & (h["accuracy"] <= 1)) and np.isfinite(h["loss"]).all()
+    best = net.info["best_iteration"]
+    stopped = net.info["stopped_iteration"]
+    assert stopped < 2000 and stopped == h["iteration"][-1] == net.loss_history.size
+    # Four evaluations after the best did not beat it by tol; the model holds the best weights.
+    i = list(h["iteration"]).index(best)
+    assert len(h["iteration"]) - 1 - i == 4 and h["loss"][i] == h["loss"].min()
+    from fastspiral import reference
+
+    loss, _ = reference.softmax_loss(reference.scores(net.params, Xv), yv)
+    assert loss == pytest.approx(h["loss"][i], rel=1e-9)
+    assert net.score(Xv, yv) == pytest.approx(h["accuracy"][i])
+    # Without early stopping every evaluation is kept, the last after the last iteration.
+    plain = fs.train_net(X, y, hidden=20, iters=90, seed=0, validation=(Xv, yv), validate_every=40)
+    assert list(plain.validation_history["iteration"]) == [0, 40, 80, 90]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(optimizer="adamw"), ValueError, "optimizer must be one of"),
+        (dict(optimizer=optim.Adam), TypeError, "optimizer must be a name or an object"),
+        (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+        (dict(batch_size=301), ValueError, "batch_size must be <= the 300 rows"),
+        (dict(batch_size=2.5), TypeError, "batch_size must be an integer"),
+        (dict(schedule="step"), TypeError, "schedule must be None or an object"),
+        (dict(early_stopping=True), ValueError, "early_stopping=True needs held-out data"),
+        (dict(validation=(np.zeros((5, 3)), np.zeros(5))), ValueError, "validation X has 3"),
+        (dict(validation=(np.zeros((5, 2)), np.full(5, 3))), ValueError, "validation y holds"),
+        (dict(validation=np.zeros((5, 2))), TypeError, "validation must be a pair"),
+        (dict(validation=(np.zeros((5, 2)), np.zeros(5)), patience=0), ValueError, "patience"),
+        (
+            dict(validation=(np.zeros((5, 2)), np.zeros(5)), validate_every=0),
+            ValueError,
+            "validate_every must be >= 1",
+        ),
+        (dict(tol=-1.0), ValueError, "tol must be >= 0"),
+    ],
+)
+def test_bad_training_options_are_refused_before_training(monkeypatch, kwargs, error, message):
+    monkeypatch.setattr("fastspiral.train._run", lambda *a, **k: pytest.fail("a training ran"))
+    X, y = fs.make_spiral(seed=0)
+    with pytest.raises(error, match=message):
+        fs.train_net(X, y, iters=5, **kwargs)
