@@ -14,7 +14,7 @@ long) training goes on and a :class:`CacheWarning` says so once.
 
 from . import optim
 from ._version import __version__
-from .animate import Snapshot, animate_training, record_snapshots
+from .animate import Snapshot, animate_training, race, record_snapshots
 from .data import make_data, make_spiral
 from .model import LinearModel, NetModel, load
 from .numba_backend.cache import CacheWarning
@@ -38,6 +38,7 @@ __all__ = [
     "plot_decision_regions",
     "plot_grid",
     "plot_loss",
+    "race",
     "record_snapshots",
     "sweep",
     "train_linear",

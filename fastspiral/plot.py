@@ -22,7 +22,7 @@ from ._validation import check_float, check_real_dtype, check_X, check_y
 
 
 def class_colors(n_classes: int) -> np.ndarray:
-    """(K, 4) RGBA colours, one per class, fixed for a given K: the points and their regions share them.
+    """(K, 4) RGBA colours, one per class, fixed for a given K; points and regions share them.
 
     tab10 up to 10 classes, tab20 up to 20, evenly spaced hues of "turbo" beyond.
     """
@@ -36,7 +36,7 @@ def class_colors(n_classes: int) -> np.ndarray:
 
 
 def _new_axes(ax: Any, figsize=(5.5, 5)):
-    """``(figure, axes)``: ``ax`` and its figure, or a new pyplot figure (shown by ``plt.show()``)."""
+    """``(figure, axes)``: ``ax`` and its figure, or a new pyplot figure (``plt.show()``)."""
     if ax is not None:
         return ax.figure, ax
     import matplotlib.pyplot as plt
@@ -90,16 +90,26 @@ def plot_data(X: Any, y: Any, *, ax: Any = None, title: str | None = "spiral dat
     return fig
 
 
+#: Grid cells along the longer side of the plane when no resolution is given: more than a
+#: figure's pixels, so region boundaries show no stair steps (cells of 0.02 on the spiral's
+#: plane were 2-3 pixels wide, and the boundaries visibly stepped).
+GRID_CELLS = 600
+
+
 class RegionGrid:
     """The plane around X as a grid of ``resolution`` spacing, and what a model predicts on it.
 
+    ``resolution=None`` spaces ``cells`` cells (:data:`GRID_CELLS`) along the longer side.
     Shared by :func:`plot_decision_regions` and the frames of
     :func:`fastspiral.animate_training`.
     """
 
-    def __init__(self, X: np.ndarray, resolution: float):
-        resolution = check_float(resolution, "resolution", positive=True)
+    def __init__(self, X: np.ndarray, resolution: float | None, cells: int = GRID_CELLS):
         lo, hi = X.min(axis=0) - 1, X.max(axis=0) + 1
+        if resolution is None:
+            resolution = float(np.max(hi - lo)) / cells
+        else:
+            resolution = check_float(resolution, "resolution", positive=True)
         # Far from 0 the grid's steps vanish in rounding: around 1e17 float64 numbers are 16
         # apart, so lo + 0.02 == lo, the margin of 1 is lost and the grid came out empty
         # ("X must not be empty") (tests/test_watch.py::test_a_plane_too_far_out_is_refused).
@@ -127,11 +137,11 @@ class RegionGrid:
 
     @staticmethod
     def colours(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
-        """(rows, cols, 3) image: each cell its class's colour, blended with white so points stand out."""
+        """(rows, cols, 3) image: each cell its class's colour, lightened so points stand out."""
         return (0.55 * colors[:, :3] + 0.45)[labels]
 
     def draw(self, ax: Any, labels: np.ndarray, colors: np.ndarray):
-        """The regions as an image, no interpolation between cells (so no seams of other classes)."""
+        """The regions as an image, not interpolated (so no seams of other classes)."""
         return ax.imshow(
             self.colours(labels, colors),
             origin="lower",
@@ -166,7 +176,7 @@ def plot_decision_regions(
     y: Any,
     *,
     ax: Any = None,
-    resolution: float = 0.02,
+    resolution: float | None = None,
     title: str | None = None,
     legend: bool = True,
 ):
@@ -177,8 +187,8 @@ def plot_decision_regions(
     wrong are circled in black; the title gives the model, its iterations, its
     final loss and its training accuracy on (X, y) unless ``title`` is given.
     ``model`` is anything with ``predict`` on (n, 2) arrays; ``resolution`` is
-    the grid spacing. Returns the figure (a new pyplot figure unless ``ax``
-    is given).
+    the grid spacing (default: finer than the figure's pixels). Returns the
+    figure (a new pyplot figure unless ``ax`` is given).
     """
     X, y = _check_2d(X, y)
     grid = RegionGrid(X, resolution)
@@ -211,38 +221,90 @@ def plot_decision_regions(
     return fig
 
 
-def plot_loss(models: Any, *, ax: Any = None, title: str | None = "loss during training"):
-    """Loss against iteration (both axes log scale), for one model, a list of models or a dict
-    {label: model}; scikit-learn-style estimators with ``loss_curve_`` work too.
+def _curve_label(model: Any) -> str:
+    """A model's description in a legend: its kind and width, and how it was trained."""
+    label = getattr(model, "kind", type(model).__name__)
+    if label == "net" and hasattr(model, "n_hidden"):
+        label = f"net H={model.n_hidden}"
+    info = getattr(model, "info", None) or {}
+    rule = (info.get("optimizer") or {}).get("name")
+    if rule not in (None, "gd") or info.get("batch_size"):
+        label += f", {rule}"
+    if info.get("batch_size"):
+        label += f", batches of {info['batch_size']}"
+    return label
+
+
+def _history(model: Any, label: str) -> np.ndarray:
+    """The loss history of a fitted model or of a scikit-learn style estimator's ``loss_curve_``."""
+    history = getattr(model, "loss_history", getattr(model, "loss_curve_", None))
+    # described, not printed: a stray array would fill the message with its values
+    what = label if isinstance(model, np.ndarray) else f"{label} ({type(model).__name__})"
+    if history is None:
+        raise ValueError(
+            f"models: {what} has no loss history (pass fitted models, or a dict of them; "
+            f"got a {type(model).__name__})"
+        )
+    history = np.asarray(history)
+    if history.ndim != 1 or not history.size:
+        raise ValueError(f"models: {what} has no loss history to plot (empty or not 1-D)")
+    check_real_dtype(history.dtype, f"the loss history of {label}", kinds="iuf")
+    return history.astype(np.float64)
+
+
+def plot_loss(
+    models: Any,
+    *,
+    ax: Any = None,
+    title: str | None = "loss during training",
+    validation: bool = True,
+    xscale: str = "log",
+    yscale: str = "log",
+):
+    """Loss against iteration for one model, a list of models or a dict {label: model}.
+
+    Each model gets its own colour and a legend entry that tells it apart
+    (its kind, width, update rule and batch size, or the dict's label;
+    curves of equal descriptions are numbered); a model trained with held-out
+    data also gets its validation loss, dashed, in the same colour, unless
+    ``validation=False``. With mini-batches each point of the training curve
+    is one batch's loss. scikit-learn style estimators with ``loss_curve_``
+    work too. ``xscale`` and ``yscale`` are matplotlib's ("log", the default,
+    shows 200 iterations and 10,000 alike; or "linear").
 
     Returns the figure (a new pyplot figure unless ``ax`` is given).
     """
+    for name, scale in (("xscale", xscale), ("yscale", yscale)):
+        if scale not in ("log", "linear"):
+            raise ValueError(f"{name} must be 'log' or 'linear', got {scale!r}")
     if isinstance(models, dict):
-        items = list(models.items())
+        items = [(str(k), v) for k, v in models.items()]
     else:
         models = list(models) if isinstance(models, (list, tuple)) else [models]
         items = [(None, m) for m in models]
     if not items:
         raise ValueError("models must name at least one model")
+    labels = [label if label is not None else _curve_label(m) for label, m in items]
+    described = list(labels)
+    for i, label in enumerate(described):
+        if described.count(label) > 1:  # two curves must never share a legend entry
+            labels[i] = f"{label} #{described[:i].count(label) + 1}"
+    histories = [_history(m, label) for (_, m), label in zip(items, labels)]
     fig, ax = _new_axes(ax, figsize=(6, 4))
-    for label, model in items:
-        # a fitted model, or a scikit-learn style estimator's loss_curve_
-        history = getattr(model, "loss_history", getattr(model, "loss_curve_", None))
-        history = np.asarray(history if history is not None else [])
-        if history.ndim != 1 or not history.size:
-            raise ValueError(f"{model!r} has no loss history to plot")
-        check_real_dtype(history.dtype, f"the loss history of {label or model!r}", kinds="iuf")
-        history = history.astype(np.float64)
-        if label is None:
-            label = getattr(model, "kind", type(model).__name__)
-            if label == "net":
-                label = f"net H={model.n_hidden}"
-        # log x too, so 200 linear iterations and 10,000 of the net both show
-        ax.plot(np.arange(1, history.size + 1), history, label=f"{label} (final {history[-1]:.3f})")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    for (_, model), label, history in zip(items, labels, histories):
+        (line,) = ax.plot(
+            np.arange(1, history.size + 1), history, label=f"{label} (final {history[-1]:.3f})"
+        )
+        held_out = getattr(model, "validation_history", None) or {}
+        if validation and len(held_out.get("iteration", ())):
+            at = np.maximum(held_out["iteration"], 1)  # iteration 0 drawn at 1 on a log axis
+            ax.plot(at, held_out["loss"], linestyle="--", marker=".", color=line.get_color(),
+                    label=f"{label}, held out (final {held_out['loss'][-1]:.3f})")  # fmt: skip
+    ax.set_xscale(xscale)
+    ax.set_yscale(yscale)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (cross-entropy + L2)")
+    # short, so that it fits beside axes the caller laid out (the longer label was cut off)
+    ax.set_ylabel("loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     if title:
@@ -256,7 +318,7 @@ def plot_grid(
     *,
     hidden: Any = (10, 100),
     reg: Any = (1e-4, 1e-3, 1e-2),
-    resolution: float = 0.03,
+    resolution: float | None = None,
     **train_kwargs: Any,
 ):
     """Decision regions of nets trained with every (reg, hidden) pair, side by side.

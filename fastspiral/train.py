@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ def _finished(
     optimizer_state: dict[str, dict[str, np.ndarray]] | None = None,
     validation_history: dict[str, np.ndarray] | None = None,
 ) -> NetModel | LinearModel:
-    """The fitted model, or FloatingPointError unless its parameters and their scores on X are finite.
+    """The fitted model; FloatingPointError unless its parameters and scores on X are finite.
 
     The loss is checked before each update, so the last update is checked
     here: it can leave non-finite weights, or finite ones so large that the
@@ -150,14 +150,34 @@ def _stops(result: Any) -> bool:
         ) from None
 
 
-def _check_callback(callback: Any, callback_every: Any, default_every: int) -> int:
+class _Times:
+    """When the callback runs: every ``period`` iterations, or after each of the listed counts."""
+
+    def __init__(self, period: int | None = None, at: tuple[int, ...] = ()):
+        self.period, self.at = period, at
+
+    def next_after(self, done: int) -> int:
+        """The first count after ``done`` at which it runs (past the last listed one: never)."""
+        if self.period is not None:
+            return (done // self.period + 1) * self.period
+        later = [t for t in self.at if t > done]
+        return later[0] if later else 2**62
+
+    def due(self, done: int) -> bool:
+        return done % self.period == 0 if self.period is not None else done in self.at
+
+
+def _check_callback(callback: Any, callback_every: Any, default_every: int) -> _Times:
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    return (
-        default_every
-        if callback_every is None
-        else check_int(callback_every, "callback_every", minimum=1)
-    )
+    if callback_every is None:
+        return _Times(default_every)
+    if isinstance(callback_every, (list, tuple, np.ndarray)):
+        at = tuple(check_int(t, "callback_every", minimum=1) for t in callback_every)
+        if any(b <= a for a, b in zip(at, at[1:])):
+            raise ValueError("callback_every must list increasing iteration counts")
+        return _Times(at=at)
+    return _Times(check_int(callback_every, "callback_every", minimum=1))
 
 
 class _Validation:
@@ -214,7 +234,7 @@ def _run(
     reg: float,
     what: str,
     callback: Callable[[int, float, dict], Any] | None = None,
-    callback_every: int = 1,
+    callback_every: _Times | None = None,
     validation: _Validation | None = None,
 ) -> int:
     """Drive ``trainer.run(start, stop, history)`` over ``range(iters)`` in chunks of about
@@ -247,10 +267,10 @@ def _run(
         while start < iters:
             stop = min(iters, start + chunk)
             # a chunk never runs past the next callback or evaluation
-            for period in (callback_every if callback is not None else None,
-                           validation.every if validation is not None else None):  # fmt: skip
-                if period is not None:
-                    stop = min(stop, (start // period + 1) * period)
+            if callback is not None and callback_every is not None:
+                stop = min(stop, callback_every.next_after(start))
+            if validation is not None:
+                stop = min(stop, (start // validation.every + 1) * validation.every)
             t0 = time.perf_counter()
             bad = trainer.run(start, stop, history)
             elapsed = time.perf_counter() - t0
@@ -272,7 +292,7 @@ def _run(
             start = stop
             if (
                 callback is not None
-                and (stop % callback_every == 0 or stop == iters)
+                and (callback_every is None or callback_every.due(stop) or stop == iters)
                 and _stops(callback(stop, float(history[stop - 1]), trainer.views()))
             ):
                 return stop
@@ -344,7 +364,7 @@ def _train(
     verbose: bool,
     progress: bool,
     callback: Callable[[int, float, dict], Any] | None,
-    callback_every: int,
+    callback_every: _Times,
     what: str,
     init: Any = None,
     validation: _Validation | None = None,
@@ -437,7 +457,7 @@ def train_net(
     verbose: bool = False,
     progress: bool = False,
     callback: Callable[[int, float, dict], Any] | None = None,
-    callback_every: int | None = None,
+    callback_every: int | Sequence[int] | None = None,
     optimizer: Any = "gd",
     batch_size: int | None = None,
     schedule: Any = None,
@@ -447,7 +467,7 @@ def train_net(
     patience: int = 10,
     tol: float = 1e-4,
 ) -> NetModel:
-    """Train the case study's 2-layer ReLU net, by full-batch gradient descent unless told otherwise.
+    """Train the case study's 2-layer ReLU net (full-batch gradient descent by default).
 
     ``scores = max(X W1 + b1, 0) W2 + b2``; the loss is the mean softmax
     cross-entropy plus ``0.5 * reg * (sum(W1**2) + sum(W2**2))`` (biases are
@@ -504,8 +524,9 @@ def train_net(
         container) stops training there, and the model so far is returned
         (its ``loss_history`` as long as the iterations run); an array of
         several values is a TypeError. See :func:`fastspiral.record_snapshots`.
-    callback_every : int, optional
-        Iterations between callbacks (default 1000, the ``verbose`` interval).
+    callback_every : int or sequence of int, optional
+        Iterations between callbacks (default 1000, the ``verbose`` interval),
+        or the increasing iteration counts after which it is called.
     optimizer : str or rule from :mod:`fastspiral.optim`
         The update rule: "gd" (the case study's), "sgd", "momentum",
         "nesterov", "adagrad", "rmsprop" or "adam" with their default
@@ -597,7 +618,7 @@ def train_linear(
     verbose: bool = False,
     progress: bool = False,
     callback: Callable[[int, float, dict], Any] | None = None,
-    callback_every: int | None = None,
+    callback_every: int | Sequence[int] | None = None,
     optimizer: Any = "gd",
     batch_size: int | None = None,
     schedule: Any = None,

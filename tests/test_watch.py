@@ -74,7 +74,9 @@ def test_callback_arguments_are_checked(spiral):
 
 def test_record_snapshots_and_animate(spiral, tmp_path):
     X, y = spiral
-    net, frames = fs.record_snapshots(X, y, iters=1000, seed=0, snapshots=10, hidden=20)
+    net, frames = fs.record_snapshots(
+        X, y, iters=1000, seed=0, snapshots=10, hidden=20, spacing="linear"
+    )
     assert [f.iteration for f in frames] == list(range(0, 1001, 100))
     for name, value in net.params.items():
         assert np.array_equal(frames[-1].params[name], value)
@@ -228,3 +230,75 @@ def test_a_plane_too_far_out_is_refused(spiral):
     with pytest.raises(ValueError, match="resolution=1e-12 cannot be drawn"):
         fs.plot_decision_regions(net, X + 1e4, y, resolution=1e-12)
     plt.close(fs.plot_decision_regions(net, X + 1e4, y))  # far out, but gridded finely enough
+
+
+def test_log_spaced_snapshots_give_the_first_iterations_frames(spiral):
+    from fastspiral.animate import snapshot_times
+
+    times = snapshot_times(1000, 10)
+    assert times[0] == 1 and times[-1] == 1000 and list(times) == sorted(set(times))
+    ratios = np.diff(np.log(times))
+    assert np.allclose(ratios[ratios > 0.2], np.log(1000) / 9, rtol=0.2)  # even on a log axis
+    assert snapshot_times(7, 20, "linear") == tuple(range(1, 8))
+    assert snapshot_times(0, 5) == ()
+    with pytest.raises(ValueError, match="spacing must be 'log' or 'linear'"):
+        snapshot_times(10, 5, "cubic")
+    X, y = spiral
+    net, frames = fs.record_snapshots(X, y, iters=300, seed=0, snapshots=6, hidden=10)
+    assert [f.iteration for f in frames] == [0, *snapshot_times(300, 6)]
+    assert all(f.loss == net.loss_history[f.iteration - 1] for f in frames[1:])
+
+
+def test_loss_curves_tell_rules_and_held_out_data_apart(spiral):
+    X, y = spiral
+    Xv, yv = fs.make_spiral(30, 3, seed=1)
+    gd = fs.train_net(X, y, iters=100, seed=0, hidden=10)
+    adam = fs.train_net(X, y, iters=100, seed=0, hidden=10, optimizer="adam", step_size=1e-2)
+    held = fs.train_net(X, y, iters=100, seed=0, hidden=10, validation=(Xv, yv),
+                        validate_every=20)  # fmt: skip
+    fig = fs.plot_loss([gd, gd, adam, held])
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert len(labels) == len(set(labels)) == 5  # four curves and one held-out curve
+    assert any(", adam" in label for label in labels)
+    assert [label.split(" (")[0] for label in labels] == [
+        "net H=10 #1", "net H=10 #2", "net H=10, adam", "net H=10 #3", "net H=10 #3, held out"
+    ]  # fmt: skip
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1
+    assert np.array_equal(dashed[0].get_ydata(), held.validation_history["loss"])
+    assert dashed[0].get_color() == ax.get_lines()[3].get_color()
+    assert ax.get_ylabel() == "loss" and ax.get_xscale() == "log"
+    plt.close(fig)
+    fig = fs.plot_loss(held, validation=False, xscale="linear", yscale="linear")
+    assert len(fig.axes[0].get_lines()) == 1 and fig.axes[0].get_yscale() == "linear"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="yscale must be 'log' or 'linear'"):
+        fs.plot_loss(gd, yscale="symlog")
+    with pytest.raises(ValueError, match="models must name at least one model"):
+        fs.plot_loss([])
+    with pytest.raises(ValueError, match="models: ndarray has no loss history") as error:
+        fs.plot_loss(np.zeros(10**6))
+    assert len(str(error.value)) < 200  # described, not printed
+
+
+def test_race_starts_every_rule_from_the_same_weights(spiral, tmp_path):
+    X, y = spiral
+    fig, models = fs.race(X, y, ["gd", "adam", "adam"], iters=60, hidden=10,
+                          step_sizes={"adam": 1e-2}, animation=tmp_path / "race.gif",
+                          snapshots=4)  # fmt: skip
+    assert list(models) == ["gd", "adam", "adam #2"]
+    alone = fs.train_net(X, y, iters=60, seed=0, hidden=10, optimizer="adam", step_size=1e-2)
+    for name in ("adam", "adam #2"):
+        assert np.array_equal(models[name].loss_history, alone.loss_history)
+    gd = fs.train_net(X, y, iters=60, seed=0, hidden=10, step_size=fs.animate.RACE_STEP_SIZES["gd"])
+    assert np.array_equal(models["gd"].loss_history, gd.loss_history)
+    assert len(fig.axes) == 4  # the loss curves and one panel of regions per net
+    assert fig.axes[1].get_title().startswith("gd: loss")
+    with Image.open(tmp_path / "race.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == 1 + len(fs.animate.snapshot_times(60, 4))
+    plt.close(fig)
+    with pytest.raises(TypeError, match="race sets step_size itself"):
+        fs.race(X, y, ["gd"], step_size=0.1)
+    with pytest.raises(ValueError, match="optimizers must name at least one"):
+        fs.race(X, y, [])
