@@ -214,6 +214,12 @@ RACE_STEP_SIZES = {
 }
 
 
+def race_names(rules: list[str]) -> list[str]:
+    """The rules' names, a repeated one numbered from its second run: "adam", "adam #2"..."""
+    return [r if not rules[:i].count(r) else f"{r} #{rules[:i].count(r) + 1}"
+            for i, r in enumerate(rules)]  # fmt: skip
+
+
 def race(
     X: Any,
     y: Any,
@@ -262,11 +268,7 @@ def race(
     for name in ("optimizer", "step_size", "callback", "callback_every"):
         if name in train_kwargs:
             raise TypeError(f"race sets {name} itself (step sizes: step_sizes=)")
-    names = []
-    for rule in rules:
-        names.append(
-            rule.name if rule.name not in names else f"{rule.name} #{names.count(rule.name) + 1}"
-        )
+    names = race_names([rule.name for rule in rules])
     steps = {}
     for name, rule in zip(names, rules):
         if step_sizes is None:

@@ -153,6 +153,19 @@ def _check_output(path: str, option: str) -> None:
         raise _CliError(f"fastspiral: error: {exc}") from None
 
 
+def _print_compiled(info: dict) -> None:
+    """Say so when a run compiled kernels first: seconds, once per environment."""
+    if info.get("compile_seconds", 0.0) >= 0.5:
+        print(f"(compiled the kernels first, in {info['compile_seconds']:.1f} s, once per install)")
+
+
+def _print_times(model, seconds: float, note: str) -> None:
+    """Training time apart from the first run's compilation."""
+    train = model.info.get("train_seconds", seconds)
+    print(f"trained {model.info['iters']} iterations in {train:.3f} s{note}")
+    _print_compiled(model.info)
+
+
 def _demo(args: argparse.Namespace) -> None:
     from .animate import animate_training, record_snapshots
     from .plot import plot_data, plot_decision_regions, plot_loss, save_figure
@@ -174,7 +187,7 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"\nsoftmax linear classifier (backend {args.backend})")
     lin, t_lin = _timed(train_linear, X, y, seed=rng, backend=args.backend, verbose=True)
     print(f"training accuracy: {lin.score(X, y):.2f}")
-    print(f"trained 200 iterations in {t_lin:.3f} s")
+    _print_times(lin, t_lin, "")
 
     print(f"\n2-layer neural network, {args.hidden} hidden units (backend {args.backend})")
     (net, frames), t_net = _timed(
@@ -188,7 +201,7 @@ def _demo(args: argparse.Namespace) -> None:
         snapshots=20,
     )
     print(f"training accuracy: {net.score(X, y):.2f}")
-    print(f"trained 10000 iterations in {t_net:.3f} s (keeping 21 snapshots of the weights)")
+    _print_times(net, t_net, f" (keeping {len(frames)} snapshots of the weights)")
 
     raw, linear, net_png, loss, gif = (os.path.join(args.out, name) for name in DEMO_PICTURES)
     written = [
@@ -203,6 +216,124 @@ def _demo(args: argparse.Namespace) -> None:
         animate_training(X, y, frames, gif),
     ]
     print("\nwrote " + ", ".join(written))
+
+
+def _schedule(text: str):
+    """``step:EVERY[:FACTOR]``, ``exp:K`` or ``inv:K`` as a schedule of fastspiral.optim."""
+    from .optim import ExpDecay, InverseTimeDecay, StepDecay
+
+    kind, _, rest = text.partition(":")
+    parts = rest.split(":") if rest else []
+    try:
+        if kind == "step" and len(parts) in (1, 2):
+            return StepDecay(int(parts[0]), *(float(p) for p in parts[1:]))
+        if kind == "exp" and len(parts) == 1:
+            return ExpDecay(float(parts[0]))
+        if kind == "inv" and len(parts) == 1:
+            return InverseTimeDecay(float(parts[0]))
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    raise argparse.ArgumentTypeError(f"expected step:EVERY[:FACTOR], exp:K or inv:K, got {text!r}")
+
+
+def _add_data_options(parser: argparse.ArgumentParser, *, npz: bool) -> None:
+    """Where the training data comes from: a generated 2-D set, or (``npz``) a file."""
+    from .data import KINDS
+
+    parser.add_argument(
+        "--data-kind",
+        choices=sorted(KINDS),
+        default="spiral",
+        help="kind of generated 2-D data (the spiral in the case study's class-by-class order)",
+    )
+    parser.add_argument(
+        "--n-per-class", type=_positive_int, default=100, help="generated points per class"
+    )
+    parser.add_argument(
+        "--n-classes",
+        type=_positive_int,
+        default=None,
+        help="classes (default: 3 for the spiral, 2 for the other kinds)",
+    )
+    parser.add_argument(
+        "--noise", type=_real, default=None, help="noise (default: the data kind's own)"
+    )
+    parser.add_argument(
+        "--data-seed", type=_nonneg_int, default=0, help="seed of the generated data"
+    )
+    if npz:
+        parser.add_argument(
+            "--data",
+            type=_path,
+            default=None,
+            help=".npz file with arrays X and y, instead of generated data (default: generated)",
+        )
+
+
+def _add_training_options(parser: argparse.ArgumentParser, *, reg_per_row: bool = False) -> None:
+    """The update: rule, step size, L2, batches, schedule (``fastspiral.train_net``'s);
+    ``reg_per_row``: several L2 strengths, one per row of a grid of pictures."""
+    from .optim import OPTIMIZERS
+
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="gd", help="update rule")
+    parser.add_argument(
+        "--step-size",
+        type=_real,
+        default=1.0,
+        help="learning rate (adam and rmsprop want about 0.01)",
+    )
+    if reg_per_row:
+        parser.add_argument(
+            "--reg", type=_real, nargs="+", default=[1e-4, 1e-3, 1e-2],
+            help="L2 regularisation strengths, a row each",
+        )  # fmt: skip
+    else:
+        parser.add_argument("--reg", type=_real, default=1e-3, help="L2 regularisation strength")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="rows per update, reshuffled every epoch (default: the full batch)",
+    )
+    parser.add_argument(
+        "--schedule",
+        type=_schedule,
+        default=None,
+        metavar="SCHEDULE",
+        help="learning-rate decay: step:EVERY[:FACTOR], exp:K or inv:K (default: constant)",
+    )
+
+
+def _generated(args: argparse.Namespace, seed: int):
+    """The generated data set of ``args`` drawn with ``seed``: the spiral keeps
+    :func:`make_spiral`'s class-by-class order, so the default run keeps its bits."""
+    from .data import make_data
+
+    if args.data_kind == "spiral":
+        noise = 0.2 if args.noise is None else args.noise
+        return make_spiral(args.n_per_class, args.n_classes or 3, noise=noise, seed=seed)
+    return make_data(args.data_kind, args.n_per_class, args.n_classes, noise=args.noise, seed=seed)
+
+
+def _read_npz(path: str, option: str, command: str):
+    """X and y from an .npz file (one-line error if they cannot be read)."""
+    _regular_file(path, option, command)
+    try:
+        check_npz(path)
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["X"], archive["y"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _CliError(f"fastspiral {command}: cannot read X and y from {path!r}: {exc}") from None
+
+
+def _training_kwargs(args: argparse.Namespace) -> dict:
+    return dict(
+        optimizer=args.optimizer,
+        step_size=args.step_size,
+        reg=args.reg,
+        batch_size=args.batch_size,
+        schedule=args.schedule,
+    )
 
 
 def _check_figure_output(path: str, option: str, command: str) -> None:
@@ -220,7 +351,12 @@ def _grid(args: argparse.Namespace) -> None:
     from .plot import plot_grid, save_figure
 
     _check_figure_output(args.out, "--out", "grid")
-    X, y = make_spiral(args.n_per_class, args.n_classes, seed=args.data_seed)
+    if args.data is not None:
+        X, y = _read_npz(args.data, "--data", "grid")
+    else:
+        X, y = _generated(args, args.data_seed)
+    kwargs = _training_kwargs(args)
+    del kwargs["reg"]  # a row each
     fig = plot_grid(
         X,
         y,
@@ -229,6 +365,7 @@ def _grid(args: argparse.Namespace) -> None:
         iters=args.iters,
         seed=args.seed,
         backend=args.backend,
+        **kwargs,
     )
     print(f"wrote {save_figure(fig, args.out, close=True)}")
 
@@ -241,29 +378,42 @@ def _train(args: argparse.Namespace) -> None:
         _check_output(args.save, "--save")
     if args.plot is not None:
         _check_figure_output(args.plot, "--plot", "train")
-    if args.data is not None:
-        _regular_file(args.data, "--data", "train")
+    if args.validation_data is not None and args.validation_seed is not None:
+        raise _CliError(
+            "fastspiral train: error: --validation-data and --validation-seed are alternatives"
+        )
+    if args.data is not None and args.validation_seed is not None:
+        raise _CliError(
+            "fastspiral train: error: --validation-seed draws held-out generated data; "
+            "with --data give --validation-data"
+        )
     if args.init is not None:
         _regular_file(args.init, "--init", "train")
     if args.data is not None:
-        try:
-            check_npz(args.data)
-            with np.load(args.data, allow_pickle=False) as archive:
-                X, y = archive["X"], archive["y"]
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise _CliError(
-                f"fastspiral train: cannot read X and y from {args.data!r}: {exc}"
-            ) from None
+        X, y = _read_npz(args.data, "--data", "train")
     else:
-        X, y = make_spiral(args.n_per_class, args.n_classes, noise=args.noise, seed=args.data_seed)
+        X, y = _generated(args, args.data_seed)
+    validation = None
+    if args.validation_data is not None:
+        validation = _read_npz(args.validation_data, "--validation-data", "train")
+    elif args.validation_seed is not None:
+        validation = _generated(args, args.validation_seed)
+    if validation is None and (args.early_stopping or args.validate_every is not None):
+        raise _CliError(
+            "fastspiral train: error: --early-stopping and --validate-every need held-out "
+            "data (--validation-seed or --validation-data)"
+        )
     if args.plot is not None and np.ndim(X) == 2 and np.shape(X)[1] != 2:
         raise _CliError(
             f"fastspiral train: error: --plot draws 2-D data only; X from {args.data!r} "
             f"has {np.shape(X)[1]} features"
         )
     common = dict(
-        step_size=args.step_size,
-        reg=args.reg,
+        **_training_kwargs(args),
+        validation=validation,
+        validate_every=args.validate_every,
+        early_stopping=args.early_stopping,
+        patience=args.patience,
         seed=args.seed,
         backend=args.backend,
         dtype=args.dtype,
@@ -286,13 +436,27 @@ def _train(args: argparse.Namespace) -> None:
         model, seconds = _timed(train_net, X, y, hidden=args.hidden, **common)
     else:
         model, seconds = _timed(train_linear, X, y, **common)
-    iters = model.info["iters"]  # this run's (a continued model's history holds the whole run)
+    info = model.info
+    updates = info["iters"]  # this run's (a continued model's history holds the whole run)
+    rule = info["optimizer"]["name"]
+    batches = ""
+    if info.get("batch_size"):
+        epochs = updates * info["batch_size"] / len(X)
+        batches = f", batches of {info['batch_size']}, {epochs:.3g} epochs"
+    # training apart from compiling: the first run in a fresh environment compiles for seconds
+    train_seconds = info.get("train_seconds", seconds)
     print(
-        f"{args.model}: {iters} iterations in {seconds:.3f} s "
-        f"({1e6 * seconds / max(iters, 1):.1f} us/iteration, backend {args.backend}, {args.dtype})"
+        f"{args.model}: {updates} iterations ({rule}{batches}) in "
+        f"{train_seconds:.3f} s ({1e6 * train_seconds / max(updates, 1):.1f} us/iteration, "
+        f"backend {args.backend}, {args.dtype})"
     )
+    _print_compiled(info)
     print(f"final loss: {model.final_loss:f}")
     print(f"training accuracy: {model.score(X, y):.4f}")
+    if validation is not None:
+        print(f"held-out accuracy: {model.score(*validation):.4f}")
+        if args.early_stopping and info.get("best_iteration") is not None:
+            print(f"best held-out loss after {info['best_iteration']} updates (kept)")
     if args.save is not None:
         model.save(args.save)
         print(f"saved model to {args.save}")
@@ -301,6 +465,61 @@ def _train(args: argparse.Namespace) -> None:
 
         save_figure(plot_decision_regions(model, X, y), args.plot, close=True)
         print(f"wrote {args.plot}")
+
+
+def _race(args: argparse.Namespace) -> None:
+    from .animate import race, race_names
+    from .plot import save_figure
+
+    _check_figure_output(args.out, "--out", "race")
+    if args.gif is not None:
+        if not args.gif.lower().endswith((".gif", ".mp4")):
+            raise _CliError(f"fastspiral race: error: --gif {args.gif!r} must end in .gif or .mp4")
+        _check_output(args.gif, "--gif")
+    if len(args.step_sizes) not in (0, 1, len(args.optimizers)):
+        raise _CliError(
+            f"fastspiral race: error: --step-sizes gives {len(args.step_sizes)} values for "
+            f"{len(args.optimizers)} optimizers (give one for all, or one each)"
+        )
+    steps: float | dict | None = None
+    if len(args.step_sizes) == 1:
+        steps = args.step_sizes[0]
+    elif args.step_sizes:
+        steps = dict(zip(race_names(args.optimizers), args.step_sizes))
+    if args.data is not None:
+        X, y = _read_npz(args.data, "--data", "race")
+    else:
+        X, y = _generated(args, args.data_seed)
+    fig, models = race(
+        X,
+        y,
+        args.optimizers,
+        step_sizes=steps,
+        iters=args.iters,
+        seed=args.seed,
+        animation=args.gif,
+        hidden=args.hidden,
+        reg=args.reg,
+        batch_size=args.batch_size,
+        backend=args.backend,
+    )
+    for name, model in models.items():
+        print(
+            f"{name:<10} step size {model.info['step_size']:<6g} loss {model.final_loss:.4f}  "
+            f"training accuracy {model.score(X, y):.4f}"
+        )
+    print(f"wrote {save_figure(fig, args.out, close=True)}")
+    if args.gif is not None:
+        print(f"wrote {args.gif}")
+
+
+def _compile(args: argparse.Namespace) -> None:
+    from .numba_backend.warmup import compile_kernels
+
+    print("compiling the standard kernels into the cache (once per environment)...")
+    t0 = time.perf_counter()
+    compile_kernels(processes=args.processes, report=lambda line: print(f"  {line}"))
+    print(f"done in {time.perf_counter() - t0:.1f} s; later runs load them in a fraction of that")
 
 
 def _scale_error(message: str) -> _CliError:
@@ -573,16 +792,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[10, 100],
         help="hidden units, a column each",
     )
-    grid.add_argument(
-        "--reg", type=_real, nargs="+", default=[1e-4, 1e-3, 1e-2],
-        help="L2 regularisation strengths, a row each",
-    )  # fmt: skip
-    grid.add_argument("--iters", type=_nonneg_int, default=10_000, help="iterations per net")
+    _add_training_options(grid, reg_per_row=True)
+    grid.add_argument("--iters", type=_nonneg_int, default=10_000, help="updates per net")
     grid.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the initial weights")
     grid.add_argument("--backend", choices=backends, default="numba", help="training backend")
-    grid.add_argument("--n-per-class", type=_positive_int, default=100, help="points per class")
-    grid.add_argument("--n-classes", type=_positive_int, default=3, help="classes (spiral arms)")
-    grid.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the spiral data")
+    _add_data_options(grid, npz=True)
     grid.add_argument(
         "--out", type=_path, default="grid.png", help="picture to write, format from the suffix"
     )
@@ -600,13 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="hidden units (default: 100, or those of --init)",
     )
-    train.add_argument("--step-size", type=_real, default=1.0, help="learning rate")
-    train.add_argument("--reg", type=_real, default=1e-3, help="L2 regularisation strength")
+    _add_training_options(train)
     train.add_argument(
         "--iters",
         type=_nonneg_int,
         default=None,
-        help="iterations (default: 10000 for net, 200 for linear)",
+        help="updates (default: 10000 for net, 200 for linear)",
     )
     train.add_argument(
         "--seed",
@@ -632,17 +845,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="continue training from a model saved with --save (default: fresh weights)",
     )
-    train.add_argument(
-        "--n-per-class", type=_positive_int, default=100, help="spiral points per class"
+    _add_data_options(train, npz=True)
+    held_out = train.add_argument_group("held-out data")
+    held_out.add_argument(
+        "--validation-seed",
+        type=_nonneg_int,
+        default=None,
+        help="draw a held-out set of the same kind of data with this seed (default: none)",
     )
-    train.add_argument("--n-classes", type=_positive_int, default=3, help="classes (spiral arms)")
-    train.add_argument("--noise", type=_real, default=0.2, help="spiral noise")
-    train.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the spiral data")
-    train.add_argument(
-        "--data",
+    held_out.add_argument(
+        "--validation-data",
         type=_path,
         default=None,
-        help=".npz file with arrays X and y, instead of a spiral (default: a spiral)",
+        help=".npz file with held-out arrays X and y (default: none)",
+    )
+    held_out.add_argument(
+        "--validate-every",
+        type=_positive_int,
+        default=None,
+        help="updates between held-out scores (default: the --verbose cadence)",
+    )
+    held_out.add_argument(
+        "--early-stopping",
+        action="store_true",
+        help="stop when the held-out loss stops improving; keep the best parameters",
+    )
+    held_out.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=10,
+        help="held-out scores without improvement before --early-stopping stops",
     )
     train.add_argument(
         "--save",
@@ -659,8 +891,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(run=_train)
 
+    _add_race_parser(sub, backends)
+    compile_ = sub.add_parser(
+        "compile",
+        help="compile the kernels into the cache now, so that the first training is quick",
+        formatter_class=_HelpFormatter,
+    )
+    compile_.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=None,
+        help="processes to compile in (default: one per usable CPU, at most 2)",
+    )
+    compile_.set_defaults(run=_compile)
     _add_scale_parser(sub)
     return parser
+
+
+def _add_race_parser(sub, backends: list[str]) -> None:
+    from .animate import RACE_STEP_SIZES
+
+    race = sub.add_parser(
+        "race",
+        help="nets trained by several update rules from the same start: a figure and a GIF",
+        formatter_class=_HelpFormatter,
+    )
+    race.add_argument(
+        "--optimizers",
+        nargs="+",
+        choices=sorted(RACE_STEP_SIZES),
+        default=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
+        help="update rules, a net each",
+    )
+    race.add_argument(
+        "--step-sizes",
+        type=_real,
+        nargs="*",
+        default=[],
+        help="one for all, or one per optimizer (default: each rule's: "
+        + ", ".join(f"{k} {v:g}" for k, v in RACE_STEP_SIZES.items())
+        + ")",
+    )
+    race.add_argument("--iters", type=_nonneg_int, default=1000, help="updates per net")
+    race.add_argument("--hidden", type=_positive_int, default=100, help="hidden units")
+    race.add_argument("--reg", type=_real, default=1e-3, help="L2 regularisation strength")
+    race.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="rows per update, the same batches for every net (default: the full batch)",
+    )
+    race.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the shared start")
+    race.add_argument("--backend", choices=backends, default="numba", help="training backend")
+    _add_data_options(race, npz=True)
+    race.add_argument(
+        "--out", type=_path, default="race.png", help="figure to write, format from the suffix"
+    )
+    race.add_argument(
+        "--gif",
+        type=_path,
+        default="race.gif",
+        help="animation of every net's regions forming at once (.gif, or .mp4 with ffmpeg)",
+    )
+    race.set_defaults(run=_race)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

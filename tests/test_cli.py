@@ -37,7 +37,7 @@ def test_demo_prints_case_study_and_writes_pictures(tmp_path, capsys):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
     with Image.open(tmp_path / "training_net.gif") as gif:
-        assert gif.n_frames == 21  # the start and every 500 iterations
+        assert gif.n_frames == 21  # the start and 20 log-spaced snapshots
 
 
 def test_train_saves_and_plots(tmp_path, capsys):
@@ -259,3 +259,119 @@ def test_empty_paths_and_non_finite_numbers_are_refused(argv, msg, monkeypatch, 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0], err
+
+
+def test_train_with_an_update_rule_batches_and_held_out_data(tmp_path, capsys):
+    argv = ["train", "--optimizer", "adam", "--step-size", "0.03", "--batch-size", "32",
+            "--data-kind", "moons", "--validation-seed", "1", "--validate-every", "20",
+            "--early-stopping", "--patience", "3", "--iters", "400", "--seed", "0",
+            "--schedule", "step:100:0.5", "--hidden", "20",
+            "--save", str(tmp_path / "m.npz")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    X, y = fs.make_data("moons", seed=0)
+    Xv, yv = fs.make_data("moons", seed=1)
+    same = fs.train_net(X, y, optimizer="adam", step_size=0.03, batch_size=32, hidden=20,
+                        validation=(Xv, yv), validate_every=20, early_stopping=True, patience=3,
+                        iters=400, seed=0, schedule=fs.optim.StepDecay(100, 0.5))  # fmt: skip
+    saved = fs.load(tmp_path / "m.npz")
+    assert np.array_equal(saved.loss_history, same.loss_history)
+    assert saved.info["schedule"] == {"name": "StepDecay", "every": 100, "factor": 0.5}
+    assert f"(adam, batches of 32, {same.info['iters'] * 32 / 200:.3g} epochs)" in out
+    assert f"held-out accuracy: {same.score(Xv, yv):.4f}" in out
+    assert f"best held-out loss after {same.info['best_iteration']} updates (kept)" in out
+
+
+def test_train_keeps_the_spiral_in_class_order(capsys):
+    assert main(["train", "--iters", "30", "--seed", "0", "--hidden", "5"]) == 0
+    out = capsys.readouterr().out
+    X, y = fs.make_spiral(100, 3, seed=0)
+    model = fs.train_net(X, y, iters=30, seed=0, hidden=5)
+    assert f"final loss: {model.final_loss:f}" in out and "(gd)" in out
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["train", "--schedule", "cosine:3"], "--schedule: expected step:EVERY"),
+        (["train", "--schedule", "step:0"], "--schedule: 'step:0': StepDecay: every must be >= 1"),
+        (["train", "--schedule", "exp:-1"], "ExpDecay: k must be"),
+        (["train", "--optimizer", "lbfgs"], "--optimizer: invalid choice"),
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--batch-size", "301"], "batch_size"),
+        (["train", "--early-stopping"], "need held-out data"),
+        (["train", "--data", "{tmp}/d.npz", "--validation-seed", "1"], "give --validation-data"),
+        (["train", "--validation-seed", "1", "--validation-data", "{tmp}/d.npz"], "alternatives"),
+        (["train", "--validation-data", "{tmp}/d5.npz"], "features"),
+        (["race", "--step-sizes", "1", "2"], "gives 2 values for 6 optimizers"),
+        (["race", "--gif", "{tmp}/r.png"], "--gif .* must end in .gif or .mp4"),
+        (["race", "--out", "{tmp}/r.xyz"], "cannot write a figure as"),
+        (["grid", "--data", "{tmp}/d5.npz"], "X must have 2 features to be drawn"),
+    ],
+)
+def test_training_options_are_refused_before_training(tmp_path, monkeypatch, capsys, argv, msg):
+    X, y = fs.make_spiral(10, 3, seed=0)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    np.savez(tmp_path / "d5.npz", X=np.c_[X, X, X[:, :1]], y=y)
+    monkeypatch.setattr("fastspiral.train._run", lambda *a, **k: pytest.fail("a training loop ran"))
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert re.search(msg, err[0]), err[0]
+
+
+def test_grid_takes_data_and_training_options(tmp_path, monkeypatch, capsys):
+    X, y = fs.make_data("xor", 30, seed=2)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    calls = []
+    real = fs.train.train_net
+
+    def spy(X, y, **kwargs):
+        calls.append((X, kwargs))
+        return real(X, y, **kwargs)
+
+    monkeypatch.setattr("fastspiral.train.train_net", spy)
+    out = tmp_path / "g.png"
+    argv = ["grid", "--data", str(tmp_path / "d.npz"), "--optimizer", "momentum",
+            "--step-size", "0.1", "--batch-size", "20", "--hidden", "6", "--reg", "1e-3", "1e-2",
+            "--iters", "40", "--schedule", "inv:0.1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert [c[1]["reg"] for c in calls] == [1e-3, 1e-2]
+    for data, kwargs in calls:
+        assert np.array_equal(data, X) and kwargs["optimizer"] == "momentum"
+        assert kwargs["batch_size"] == 20 and kwargs["step_size"] == 0.1
+        assert kwargs["schedule"] == fs.optim.InverseTimeDecay(0.1) and kwargs["iters"] == 40
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    calls.clear()
+    assert main(["grid", "--data-kind", "circles", "--hidden", "4", "--reg", "1e-3", "--iters",
+                 "20", "--out", str(tmp_path / "c.png")]) == 0  # fmt: skip
+    assert np.array_equal(calls[0][0], fs.make_data("circles", seed=0)[0])
+
+
+def test_race_command_writes_the_figure_and_the_animation(tmp_path, capsys):
+    png, gif = tmp_path / "r.png", tmp_path / "r.gif"
+    argv = ["race", "--optimizers", "gd", "adam", "--step-sizes", "1", "0.01", "--iters", "40",
+            "--hidden", "8", "--out", str(png), "--gif", str(gif)]  # fmt: skip
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    X, y = fs.make_spiral(100, 3, seed=0)
+    adam = fs.train_net(X, y, iters=40, hidden=8, seed=0, optimizer="adam", step_size=0.01)
+    assert lines[1].startswith("adam       step size 0.01")
+    assert f"loss {adam.final_loss:.4f}" in lines[1]
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    with Image.open(gif) as animation:
+        assert animation.n_frames > 5
+
+
+def test_compile_command_reports_each_variant(monkeypatch, capsys):
+    seen = {}
+
+    def fake(processes=None, report=None):
+        seen["processes"] = processes
+        report("float64 net: 1.0 s")
+        return []
+
+    monkeypatch.setattr("fastspiral.numba_backend.warmup.compile_kernels", fake)
+    assert main(["compile", "--processes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert seen == {"processes": 1} and "  float64 net: 1.0 s" in out and "done in" in out

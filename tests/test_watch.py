@@ -288,6 +288,7 @@ def test_race_starts_every_rule_from_the_same_weights(spiral, tmp_path):
                           step_sizes={"adam": 1e-2}, animation=tmp_path / "race.gif",
                           snapshots=4)  # fmt: skip
     assert list(models) == ["gd", "adam", "adam #2"]
+    assert fs.animate.race_names(["a", "b", "a", "a"]) == ["a", "b", "a #2", "a #3"]
     alone = fs.train_net(X, y, iters=60, seed=0, hidden=10, optimizer="adam", step_size=1e-2)
     for name in ("adam", "adam #2"):
         assert np.array_equal(models[name].loss_history, alone.loss_history)
