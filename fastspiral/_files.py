@@ -115,9 +115,9 @@ def open_regular(path: str | os.PathLike, what: str) -> BinaryIO:
 
 
 def replace_file(
-    path: str | os.PathLike, write: Callable[[IO[bytes]], None], what: str = "file"
+    path: str | os.PathLike, write: Callable[[IO[bytes]], object], what: str = "file"
 ) -> None:
-    """Call ``write(fh)`` on a binary temporary file, flushed to disk, then move it to ``path`` atomically."""
+    """``write(fh)`` into a binary temporary file, flushed to disk, moved to ``path`` atomically."""
 
     def to_path(tmp: str) -> None:
         try:

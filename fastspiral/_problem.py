@@ -99,7 +99,7 @@ def _init_dim(source: Mapping, key: str, axis: int) -> int:
 def _init_params(
     source: Mapping | None, shapes: dict[str, tuple[int, ...]], dtype: np.dtype, rng: Any
 ) -> dict[str, np.ndarray]:
-    """Copies of ``source`` (shape-checked), or the case study's ``0.01 * randn`` weights and zero biases.
+    """Copies of ``source`` (shape-checked), or the case study's ``0.01 * randn`` start.
 
     Drawn in float64 from :func:`fastspiral.data.random_source`, so a seed
     gives the same start on every backend and in both precisions.
@@ -129,7 +129,7 @@ def _init_params(
 
 
 def _n_classes(y: np.ndarray, source: Mapping | None, key: str) -> int:
-    """K: ``max(y) + 1``, or the width of init's ``key`` (D, K) matrix (the labels must fit in it)."""
+    """K: ``max(y) + 1``, or the width of init's ``key`` (D, K) matrix (the labels must fit)."""
     k_data = int(y.max()) + 1
     if source is None:
         return k_data

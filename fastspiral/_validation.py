@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 #: Floating-point types the trainers run in, by the names the API accepts.
-DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32)}
+DTYPES: dict[str, np.dtype] = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32)}
 #: Scalars NumPy counts as numbers that are not: np.timedelta64 subclasses
 #: np.signedinteger, so numbers.Integral and np.integer both take it
 #: (tests/test_validation.py::test_dates_and_durations_are_refused_everywhere).
@@ -82,6 +82,7 @@ def check_fits(value: float, name: str, dtype: np.dtype) -> float:
 
 def check_dtype(dtype: Any) -> np.dtype:
     """Map "float64"/"float32" (or the equivalent NumPy dtype) to a NumPy dtype."""
+    resolved: np.dtype | None
     try:
         resolved = np.dtype(dtype)
     except TypeError:
@@ -118,7 +119,8 @@ def check_X(
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
-            f"{name} has {arr.shape[1]} features (columns) but the model was trained on {n_features}"
+            f"{name} has {arr.shape[1]} features (columns) but the model was trained on "
+            f"{n_features}"
         )
     if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
         bad = int(np.size(arr) - np.isfinite(arr).sum())

@@ -1,3 +1,6 @@
-"""The version of fastspiral, written once: the package, its metadata (pyproject.toml) and results files read it here."""
+"""The version of fastspiral, written once.
+
+The package, its metadata (pyproject.toml) and results files read it here.
+"""
 
 __version__ = "0.1.0"

@@ -71,7 +71,7 @@ def record_snapshots(
     """
     from .train import train_linear, train_net
 
-    trainers = {"net": train_net, "linear": train_linear}
+    trainers: dict[str, Any] = {"net": train_net, "linear": train_linear}
     if model not in trainers:
         raise ValueError(f"model must be 'net' or 'linear', got {model!r}")
     snapshots = check_int(snapshots, "snapshots", minimum=1)
@@ -101,13 +101,13 @@ def _writer(path: str, fps: float):
 
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".gif":
-        return animation.PillowWriter(fps=fps)
+        return animation.PillowWriter(fps=fps)  # type: ignore[arg-type]  # stubs say int
     if suffix == ".mp4":
         if not animation.writers.is_available("ffmpeg"):
             raise ValueError(
                 f"writing {path!r} needs ffmpeg, which was not found; write a .gif instead"
             )
-        return animation.FFMpegWriter(fps=fps)
+        return animation.FFMpegWriter(fps=fps)  # type: ignore[arg-type]
     raise ValueError(f"path must end in .gif (or .mp4 where ffmpeg is installed), got {path!r}")
 
 
@@ -269,7 +269,7 @@ def race(
         if name in train_kwargs:
             raise TypeError(f"race sets {name} itself (step sizes: step_sizes=)")
     names = race_names([rule.name for rule in rules])
-    steps = {}
+    steps: dict[str, Any] = {}
     for name, rule in zip(names, rules):
         if step_sizes is None:
             steps[name] = RACE_STEP_SIZES[rule.name]

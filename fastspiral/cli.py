@@ -30,7 +30,7 @@ class _CliError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line on stderr and exit 2 (no usage dump)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         raise _CliError(f"{self.prog}: error: {message}")
 
 
@@ -551,7 +551,7 @@ def _scale(args: argparse.Namespace) -> None:
         raise _scale_error("--compare and --plot are separate commands; give one")
     if args.compare:
         sets = [_results_folder(folder, "--compare")[1] for folder in args.compare]
-        print(compare_markdown(*sets, label_a=args.compare[0], label_b=args.compare[1]))
+        print(compare_markdown(sets[0], sets[1], label_a=args.compare[0], label_b=args.compare[1]))
         return
     if args.plot:
         machine, records = _results_folder(args.plot, "--plot")

@@ -54,6 +54,9 @@ def _refuse_dates(X: Any) -> None:
 class _SpiralClassifier(ClassifierMixin, BaseEstimator):
     """Shared fit/predict logic; subclasses say which trainer and parameters."""
 
+    classes_: np.ndarray
+    model_: NetModel | LinearModel
+
     def _train(
         self, X: np.ndarray, y: np.ndarray, init: Any, validation: Any
     ) -> NetModel | LinearModel:
@@ -76,8 +79,8 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
             return self._fit(X, y)
         except BaseException:
             for name in _FITTED:
-                vars(self).pop(name, None)
-            vars(self).update(before)
+                self.__dict__.pop(name, None)
+            self.__dict__.update(before)
             raise
 
     def _fit(self, X: Any, y: Any) -> _SpiralClassifier:
@@ -121,7 +124,7 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
         fraction = self.validation_fraction
         if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, numbers.Real):
             raise TypeError(f"validation_fraction must be a number in (0, 1), got {fraction!r}")
-        if not 0 < fraction < 1:
+        if not 0 < float(fraction) < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {fraction!r}")
         stratify = y if np.bincount(y).min() >= 2 else None
         X_train, X_val, y_train, y_val = train_test_split(
@@ -150,7 +153,7 @@ class _SpiralClassifier(ClassifierMixin, BaseEstimator):
     def _common(self, n_samples: int, validation: Any) -> dict[str, Any]:
         # Evaluated once an epoch, as MLPClassifier does (every 10 updates of a full batch)
         every = (
-            -(-n_samples // self.batch_size)
+            -(-n_samples // int(self.batch_size))
             if isinstance(self.batch_size, numbers.Integral)
             else 10
         )

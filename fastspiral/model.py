@@ -45,7 +45,7 @@ def _param(value: Any, name: str) -> np.ndarray:
 
 
 def _loss_history(value: Any) -> np.ndarray:
-    """The loss history as a 1-D float64 copy of finite real numbers (a trainer never records others)."""
+    """The loss history as a 1-D float64 copy of finite reals (a trainer never records others)."""
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
@@ -66,7 +66,7 @@ def _optimizer_state(value: Any, params: dict[str, np.ndarray]) -> dict[str, dic
         return {}
     if not isinstance(value, Mapping):
         raise TypeError(f"optimizer_state must be a dict, got {type(value).__name__}")
-    out = {}
+    out: dict[str, dict[str, np.ndarray]] = {}
     for vector, arrays in value.items():
         if vector not in STATE_VECTORS:
             raise ValueError(f"optimizer_state: unknown vector {vector!r} (known: {STATE_VECTORS})")
@@ -266,7 +266,7 @@ class _Model:
         arrays |= {f"validation_{name}": value for name, value in validation.items()}
         replace_file(
             path,
-            lambda fh: np.savez(fh, header=header, loss_history=history, **arrays),
+            lambda fh: np.savez(fh, header=header, loss_history=history, **arrays),  # type: ignore[arg-type]
             "model file",
         )
 
@@ -456,7 +456,7 @@ def load(path: str | os.PathLike) -> LinearModel | NetModel:
             fh.seek(0)
             with np.load(fh, allow_pickle=False) as archive:
                 header = _read_header(archive)
-                cls = MODEL_TYPES[header["kind"]]
+                cls: Any = MODEL_TYPES[header["kind"]]
                 params = {name: archive[f"param_{name}"] for name in cls.param_names}
                 members = set(archive.files)
                 state: dict[str, dict[str, np.ndarray]] = {}

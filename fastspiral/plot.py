@@ -277,6 +277,7 @@ def plot_loss(
     for name, scale in (("xscale", xscale), ("yscale", yscale)):
         if scale not in ("log", "linear"):
             raise ValueError(f"{name} must be 'log' or 'linear', got {scale!r}")
+    items: list[tuple[str | None, Any]]
     if isinstance(models, dict):
         items = [(str(k), v) for k, v in models.items()]
     else:

@@ -124,13 +124,14 @@ class Trainer:
         self.hidden = np.empty((rows, problem.n_hidden), dt) if problem.model == "net" else None
         self.order = np.empty(problem.n_samples, np.int64)
 
-    def _rows(self, u: int, fresh: bool, draws: np.ndarray, first_epoch: int):
+    def _rows(self, u: int, fresh: bool, draws: np.ndarray | None, first_epoch: int):
         """``(X, y)`` of update ``u``: all the rows, or its mini-batch (fastspiral._plan)."""
         X, y, B = self.problem.X, self.problem.y, self.problem.plan.batch_size
         if B is None:
             return X, y
         epoch, first, stop = batch_bounds(u, X.shape[0], B)
         if first == 0 or fresh:
+            assert draws is not None  # a mini-batch plan always has its draws
             shuffle_rows(self.order, draws[epoch - first_epoch])
         rows = self.order[first:stop]
         return X[rows], y[rows]
@@ -203,7 +204,7 @@ def prepare(problem: Problem) -> Trainer:
 def workspace_bytes(
     model: str, n_samples: int, n_features: int, n_hidden: int, n_classes: int, dtype
 ) -> int:
-    """Bytes of the arrays one iteration holds: hidden, its gradient and mask, scores and their copies."""
+    """Bytes of the arrays one iteration holds: hidden, its gradient and mask, scores, copies."""
     item = np.dtype(dtype).itemsize
     N, H, K = n_samples, n_hidden, n_classes
     return N * H * (2 * item + 1) + 4 * N * K * item

@@ -592,14 +592,14 @@ def train_net(
     """
     impl = get_backend(backend)
     iters = _check_iters(iters)
-    callback_every = _check_callback(callback, callback_every, 1000)
+    times = _check_callback(callback, callback_every, 1000)
     problem = net_problem(
         X, y, hidden=hidden, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype,
         optimizer=optimizer, schedule=schedule, batch_size=batch_size,
     )  # fmt: skip
     watch = _validation(validation, problem, validate_every, 1000, early_stopping, patience, tol)
-    return _train(
-        impl, problem, iters, seed, 1000, verbose, progress, callback, callback_every, "train_net",
+    return _train(  # type: ignore[return-value]  # a net problem gives a NetModel
+        impl, problem, iters, seed, 1000, verbose, progress, callback, times, "train_net",
         init, watch,
     )  # fmt: skip
 
@@ -646,13 +646,13 @@ def train_linear(
     """
     impl = get_backend(backend)
     iters = _check_iters(iters)
-    callback_every = _check_callback(callback, callback_every, 10)
+    times = _check_callback(callback, callback_every, 10)
     problem = linear_problem(
         X, y, step_size=step_size, reg=reg, seed=seed, init=init, dtype=dtype,
         optimizer=optimizer, schedule=schedule, batch_size=batch_size,
     )  # fmt: skip
     watch = _validation(validation, problem, validate_every, 10, early_stopping, patience, tol)
-    return _train(
-        impl, problem, iters, seed, 10, verbose, progress, callback, callback_every,
+    return _train(  # type: ignore[return-value]  # a linear problem gives a LinearModel
+        impl, problem, iters, seed, 10, verbose, progress, callback, times,
         "train_linear", init, watch,
     )  # fmt: skip

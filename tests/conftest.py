@@ -64,7 +64,9 @@ def start_interruptible(argv, **kwargs):
 
 
 def interrupt(proc, timeout=30, sig=signal.SIGINT):
-    """Send ``sig`` (Ctrl-C's SIGINT by default) to a running subprocess; return the seconds until it exited.
+    """Send ``sig`` (SIGINT, as Ctrl-C, by default) to a running subprocess.
+
+    Returns the seconds until it exited.
 
     The process is killed if it does not exit within ``timeout`` seconds.
     """

@@ -1,4 +1,6 @@
-"""The compile cache: read-only installations, processes at once, locks held elsewhere, damaged files; and what `import fastspiral` pulls in.
+"""The compile cache and what `import fastspiral` pulls in.
+
+Read-only installations, processes at once, locks held elsewhere, damaged files.
 
 The cache tests compile into empty caches in fresh processes (about a minute
 together on 2 cores), so they are marked slow: `.ci/run` runs them after the
@@ -26,7 +28,8 @@ TRAIN = (
 
 def _run_read_only(site, command, env, cwd):
     """Copy the package to ``site``, bind-mount it read-only in a private mount namespace and run
-    ``command`` there (sh); skips the test where unshare or read-only bind mounts are not permitted."""
+    ``command`` there (sh); skips the test where unshare or read-only bind mounts are not
+    permitted."""
     if shutil.which("unshare") is None:
         pytest.skip("needs util-linux unshare to make a read-only bind mount")
     shutil.copytree(
@@ -116,7 +119,7 @@ def test_processes_compiling_at_once_leave_a_loadable_cache(tmp_path):
         for order in "abab"
     ]
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     later = subprocess.run(
         [sys.executable, "-c", CONCURRENT, "a"],
@@ -321,7 +324,7 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, filled_cache):
 
 @pytest.mark.slow  # compiles into empty caches in subprocesses
 def test_no_writable_cache_folder_compiles_in_memory(tmp_path):
-    """Read-only package, unwritable NUMBA_CACHE_DIR and user cache: import and train, one warning."""
+    """Read-only package, unwritable NUMBA_CACHE_DIR and user cache: train, with one warning."""
     site = tmp_path / "site"
     env = dict(
         os.environ,

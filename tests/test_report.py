@@ -106,7 +106,8 @@ def test_busy_section_of_paired_rounds(tmp_path, capsys):
     assert report.main([str(path)]) == 0
     out = capsys.readouterr().out
     assert (
-        "Busy machine N=3,000 H=100: quiet: one thread 200.0 us, default 120.0 us (0.60x one thread); "
+        "Busy machine N=3,000 H=100: quiet: one thread 200.0 us, default 120.0 us "
+        "(0.60x one thread); "
         "busy: one thread 400.0 us, default 480.0 us (1.20x one thread)"
     ) in out
 

@@ -262,7 +262,10 @@ SPIN = textwrap.dedent("""
         time.sleep(0.2)
         return time.process_time() - c0
 
-    print(cpu_after(lambda: _scores_bound(params, X)), cpu_after(lambda: np.linalg.norm(params["W1"])))
+    print(
+        cpu_after(lambda: _scores_bound(params, X)),
+        cpu_after(lambda: np.linalg.norm(params["W1"])),
+    )
 """)
 
 
@@ -294,7 +297,7 @@ def test_the_last_check_leaves_no_blas_threads_spinning():
     ],
 )
 def test_init_that_a_cast_would_change(data, change, exc, msg):
-    """Complex or oversized initial weights are refused rather than cast (imaginary part dropped, inf)."""
+    """Complex or oversized initial weights are refused, not cast (imaginary part dropped, inf)."""
     X, y = data
     init = {
         "W1": np.zeros((2, 5)),

@@ -115,7 +115,7 @@ class KernelPointer(WrapperAddressProtocol):
     """
 
     def __init__(self, kernel, restype: types.Type, examples: tuple):
-        if numba.config.DISABLE_JIT:
+        if numba.config.DISABLE_JIT:  # type: ignore[attr-defined]
             # The kernels use LLVM intrinsics (the softmax's exp) that have no pure-Python
             # form, so they cannot run as Python; the numpy backend can
             # (tests/test_install.py::test_import_and_the_numpy_backend_work_without_the_jit).
