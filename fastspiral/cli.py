@@ -441,7 +441,7 @@ def _train(args: argparse.Namespace) -> None:
     rule = info["optimizer"]["name"]
     batches = ""
     if info.get("batch_size"):
-        epochs = updates * info["batch_size"] / len(X)
+        epochs = updates / -(-len(X) // info["batch_size"])
         batches = f", batches of {info['batch_size']}, {epochs:.3g} epochs"
     # training apart from compiling: the first run in a fresh environment compiles for seconds
     train_seconds = info.get("train_seconds", seconds)

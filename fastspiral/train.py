@@ -427,7 +427,7 @@ def _train(
         schedule=None if plan.schedule is None else plan.schedule.config(),
         batch_size=plan.batch_size,
         updates=updates,
-        epochs=updates * (plan.batch_size or N) / N,
+        epochs=updates / -(-N // (plan.batch_size or N)),  # ceil(N / B) updates an epoch
         batch_order=state["batches"],
         compile_seconds=round(t1 - t0, 6),
         train_seconds=round(t2 - t1, 6),

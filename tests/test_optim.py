@@ -347,7 +347,8 @@ def test_epochs_and_batch_losses_are_recorded():
     X, y = fs.make_data("xor", n_per_class=50, seed=0)  # 100 rows: batches of 30 make 4 an epoch
     net = fs.train_net(X, y, hidden=10, optimizer="sgd", batch_size=30, iters=10, seed=0,
                        step_size=0.1)  # fmt: skip
-    assert net.info["updates"] == 10 and net.info["epochs"] == pytest.approx(10 * 30 / 100)
+    # an epoch is its 4 updates (the last of 10 rows): 10 updates are 2.5 epochs, not 10 * 30 / 100
+    assert net.info["updates"] == 10 and net.info["epochs"] == 2.5
     assert net.info["batch_size"] == 30 and net.info["optimizer"] == {"name": "sgd"}
     # update 0's loss is its batch's: the first 30 rows of epoch 0's order, at the initial weights
     start = fs.train_net(X, y, hidden=10, iters=0, seed=0)
