@@ -45,7 +45,8 @@ def iterations_per_round(n_samples, hidden):
 
 
 def spiral_problem(n_samples, hidden, dtype, seed=0):
-    """Spiral data (3 classes, 2 features) and the case study's initial weights, as train_net sets them up."""
+    """Spiral data (3 classes, 2 features) and the case study's initial weights, as train_net
+    sets them up."""
     from fastspiral import make_spiral
 
     X, y = make_spiral(n_samples // 3, 3, seed=seed)

@@ -8,7 +8,8 @@ the run with its median time, with the range over the runs beside it.
 For each "net N=.. H=.." group: time per iteration, speed-up over the NumPy
 backend in the same group, useful GFLOP/s (4NDH + 6NHK per iteration) and the
 share of NumPy's own matmul rate measured in the same run ("machine" group),
-and the peak memory of the benchmark. Then thread scaling, start-up and the
+and the peak memory of the benchmark. Then thread scaling, other shapes, the
+training lab's groups ("lab: ..."), the design constants, start-up and the
 memory bound, and a footnote with the machine, versions and command.
 """
 
@@ -90,7 +91,8 @@ def matmul_rate(doc: dict) -> float | None:
 def markdown(doc: dict, command: str) -> str:
     rate = matmul_rate(doc)
     out = [
-        "| N | H | implementation | time / iteration | vs NumPy | GFLOP/s | % of matmul | peak MiB |",
+        "| N | H | implementation | time / iteration | vs NumPy | GFLOP/s | % of matmul "
+        "| peak MiB |",
         "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for (n, h), benches in training_groups(doc).items():
@@ -111,7 +113,7 @@ def markdown(doc: dict, command: str) -> str:
                 f"| {n:,} | {h:,} | {_label(b)} | {format_seconds(t)}{_range(info)} | {speedup} | "
                 f"{info['gflops']:.1f} | {share} | {_mem(info)} |"
             )
-    sections = ["\n".join(out)]
+    sections = ["\n".join(out)] if training_groups(doc) else []
 
     threads = [b for b in doc["benchmarks"] if (b.get("group") or "").startswith("threads")]
     if threads:
@@ -120,13 +122,14 @@ def markdown(doc: dict, command: str) -> str:
         lines = [
             f"Thread scaling ({threads[0]['group']}): "
             + ", ".join(
-                f"{b['extra_info']['threads']} thread(s) {format_seconds(b['extra_info']['seconds_per_iter'])}"
+                f"{b['extra_info']['threads']} thread(s) "
+                f"{format_seconds(b['extra_info']['seconds_per_iter'])}"
                 f" ({one / b['extra_info']['seconds_per_iter']:.2f}x)"
                 for b in rows
             )
         ]
         sections.append("\n".join(lines))
-    sections.extend(_shapes(doc) + _busy(doc) + _design(doc))
+    sections.extend(_shapes(doc) + _busy(doc) + _lab(doc) + _design(doc))
     startup = [b for b in doc["benchmarks"] if b.get("group") == "start-up"]
     if startup:
         sections.append(
@@ -153,8 +156,9 @@ def markdown(doc: dict, command: str) -> str:
         f"Numba {m.get('numba_version', '?')} code for CPU {m.get('numba_cpu', '?')}; "
         f"BLAS: {m.get('blas', '?')}. "
         f"Python {m.get('python_version', '?')}; {doc.get('datetime', '')[:10]}. "
-        f"Medians of {_rounds(doc)} rounds{_runs(doc)}. Peak MiB: rise of the process's peak resident memory "
-        f"while the benchmark allocated and ran (for JAX it includes the JIT compilation). "
+        f"Medians of {_rounds(doc)} rounds{_runs(doc)}. Peak MiB: rise of the process's peak "
+        f"resident memory while the benchmark allocated and ran (for JAX it includes the JIT "
+        f"compilation). "
         f"Command: `{command}`."
     )
     return "\n\n".join(sections) + "\n"
@@ -171,7 +175,7 @@ def _grouped(doc: dict, prefix: str) -> dict[str, list[dict]]:
 def _shapes(doc: dict) -> list[str]:
     """Other data shapes: numba against NumPy per (D, K)."""
     rows = []
-    for group, benches in _grouped(doc, "shape ").items():
+    for benches in _grouped(doc, "shape ").values():
         t = {b["extra_info"]["backend"]: b["extra_info"] for b in benches}
         if {"numba", "numpy"} <= set(t):
             n, k = t["numba"]["n_features"], t["numba"]["n_classes"]
@@ -218,24 +222,70 @@ def _busy(doc: dict) -> list[str]:
             one, default = t.get((machine, "one")), t.get((machine, "default"))
             if one and default:
                 parts.append(
-                    f"{machine}: one thread {format_seconds(one)}, default {format_seconds(default)} "
-                    f"({default / one:.2f}x one thread)"
+                    f"{machine}: one thread {format_seconds(one)}, "
+                    f"default {format_seconds(default)} ({default / one:.2f}x one thread)"
                 )
         if parts:
             lines.append(f"{group[0].upper()}{group[1:]}: " + "; ".join(parts))
     return ["\n".join(lines)] if lines else []
 
 
+def _lab(doc: dict) -> list[str]:
+    """The training lab's groups (benchmarks/test_training_lab.py), one line each: time to a
+    result on digits against MLPClassifier, mini-batch epochs against a full-batch iteration,
+    and Adam's full-batch iteration against gd's."""
+    lines = []
+    for group, benches in sorted(_grouped(doc, "lab: ").items()):
+        infos = [b["extra_info"] for b in benches]
+        if "digits" in group:
+            mlp = min(
+                (b["stats"]["median"] for i, b in zip(infos, benches) if i["library"] == "sklearn"),
+                default=None,
+            )  # scikit-learn's faster row, on its default threads or on one
+            parts = []
+            for info, b in sorted(zip(infos, benches), key=lambda p: p[1]["stats"]["median"]):
+                t = b["stats"]["median"]
+                vs = f", {mlp / t:.1f}x MLPClassifier's faster row" if mlp else ""
+                parts.append(
+                    f"{info['library']} on {info['threads']} thread(s) {format_seconds(t)}"
+                    f"{_range(info)} (test accuracy {info['test_accuracy']:.4f}{vs})"
+                )
+            first = infos[0]
+            lines.append(
+                f"{group[len('lab: ') :]} ({first['n_samples']:,} training rows, "
+                f"{first['epochs']} epochs of batches of 200): " + "; ".join(parts)
+            )
+            continue
+        base = next(
+            (i["seconds_per_iter"] for i in infos if i["optimizer"] == "gd"), None
+        )  # a full-batch gd iteration
+        parts = []
+        for info in sorted(infos, key=lambda i: i["seconds_per_iter"]):
+            batch = info["batch_size"]
+            what = "full batch" if batch is None else f"batches of {batch}"
+            unit = "iteration" if batch is None else "epoch"
+            ratio = f", {info['seconds_per_iter'] / base:.2f}x gd" if base else ""
+            parts.append(
+                f"{info['optimizer']} on {what} {format_seconds(info['seconds_per_iter'])}"
+                f"{_range(info)} per {unit} ({info['slots']} slot(s), {info['threads']} "
+                f"thread(s){ratio})"
+            )
+        lines.append(f"{group[len('lab: ') :]}: " + "; ".join(parts))
+    return ["Training lab:\n" + "\n".join(f"- {line}" for line in lines)] if lines else []
+
+
 def _design(doc: dict) -> list[str]:
     """The design constants' groups, one line each."""
     lines = []
     for group, benches in sorted(_grouped(doc, "design: ").items()):
-        key = "tile" if "tile" in group else "threads"
-        parts = [
-            f"{b['extra_info'][key]}: {format_seconds(b['extra_info']['seconds_per_iter'])}"
-            for b in sorted(benches, key=lambda b: b["extra_info"][key])
-        ]
-        lines.append(f"{group[len('design: ') :]}: " + ", ".join(parts))
+        key = "tile" if "tile" in group else "slots" if "slots" in group else "threads"
+        parts = []
+        for b in sorted(benches, key=lambda b: b["extra_info"][key]):
+            info = b["extra_info"]
+            chosen = " (chosen)" if info.get("chosen") == info[key] else ""
+            parts.append(f"{info[key]}{chosen}: {format_seconds(info['seconds_per_iter'])}")
+        unit = " per epoch" if key == "slots" else ""
+        lines.append(f"{group[len('design: ') :]}{unit}: " + ", ".join(parts))
     return (
         ["Design constants (docs/design.md):\n" + "\n".join(f"- {line}" for line in lines)]
         if lines
@@ -253,9 +303,8 @@ def _runs(doc: dict) -> str:
 
 
 def _rounds(doc: dict) -> str:
-    counts = sorted(
-        {b["stats"]["rounds"] for b in doc["benchmarks"] if GROUP.fullmatch(b.get("group") or "")}
-    )
+    benches = [b for b in doc["benchmarks"] if GROUP.fullmatch(b.get("group") or "")]
+    counts = sorted({b["stats"]["rounds"] for b in benches or doc["benchmarks"]})
     return "/".join(map(str, counts)) or "?"
 
 
@@ -300,14 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     doc = merge([load(path) for path in args.json])
-    if not training_groups(doc):
+    if not (training_groups(doc) or _lab(doc) or _design(doc)):
         print(
-            f"report: no 'net N=.. H=..' benchmark groups in {', '.join(args.json)}",
+            f"report: no 'net N=.. H=..' benchmark groups (nor 'lab: ' or 'design: ' ones) in "
+            f"{', '.join(args.json)}",
             file=sys.stderr,
         )
         return 1
     sys.stdout.write(markdown(doc, args.command))
-    if args.figure:
+    if args.figure and training_groups(doc):
         figure(doc, args.figure)
     return 0
 

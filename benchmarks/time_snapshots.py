@@ -1,4 +1,5 @@
-"""What keeping 20 snapshots costs: the case study through fs.train_net and fs.record_snapshots, interleaved.
+"""What keeping 20 snapshots costs: the case study through fs.train_net and
+fs.record_snapshots, interleaved.
 
     python benchmarks/time_snapshots.py [PAIRS]
 
@@ -30,7 +31,8 @@ def main(pairs: int = 30) -> None:
     q1, _, q3 = statistics.quantiles(ratios, n=4)
     print(
         f"train_net median {statistics.median(plain) * 1e3:.1f} ms, record_snapshots(20) median "
-        f"{statistics.median(kept) * 1e3:.1f} ms; paired ratio median {statistics.median(ratios):.3f} "
+        f"{statistics.median(kept) * 1e3:.1f} ms; "
+        f"paired ratio median {statistics.median(ratios):.3f} "
         f"(IQR {q1:.3f}-{q3:.3f}, {pairs} pairs)"
     )
 

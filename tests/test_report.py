@@ -127,3 +127,53 @@ def test_several_runs_report_the_median_run_and_the_range(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| 300 | 100 | numba float64 | 30.0 us (20.0 us-50.0 us) | 5.0x |" in out
     assert "the median of 3 runs" in out
+
+
+def test_training_lab_and_mini_batch_slots(tmp_path, capsys):
+    """The lab's groups and the mini-batch slots group print alone (no "net" group), each row
+    against its group's baseline, the slot count the constants choose marked."""
+
+    def fit(library, threads, seconds, accuracy):
+        return {
+            "group": "lab: digits, time to a result",
+            "name": f"{library}-{threads}",
+            "fullname": f"digits::{library}-{threads}",
+            "stats": {"median": seconds, "rounds": 5},
+            "extra_info": dict(
+                library=library, threads=threads, test_accuracy=accuracy, n_samples=1347,
+                epochs=143,
+            ),
+        }  # fmt: skip
+
+    def passes(group, optimizer, batch, seconds, slots, threads, **info):
+        b = _bench(group, "numba", "float64", seconds, 1.0, name=f"{optimizer}-{batch}-{slots}")
+        b["extra_info"].update(
+            optimizer=optimizer, batch_size=batch, slots=slots, threads=threads, **info
+        )
+        return b
+
+    epoch, slots = "lab: epoch, N=30,000 H=100", "design: mini-batch slots, spiral B=200"
+    doc = {
+        "benchmarks": [
+            fit("fastspiral", 2, 0.1, 0.975),
+            fit("sklearn", 2, 0.8, 0.973),
+            fit("sklearn", 1, 0.5, 0.973),
+            passes(epoch, "gd", None, 1e-3, 8, 2),
+            passes(epoch, "sgd", 200, 2.5e-3, 1, 1),
+            passes(slots, "sgd", 200, 3e-3, 1, 1, chosen=1),
+            passes(slots, "sgd", 200, 6e-3, 2, 2, chosen=1),
+        ]
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    assert report.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| N | H |" not in out
+    assert (
+        "fastspiral on 2 thread(s) 100.00 ms (test accuracy 0.9750, 5.0x MLPClassifier's "
+        "faster row)"
+    ) in out
+    assert "sklearn on 2 thread(s) 800.00 ms (test accuracy 0.9730, 0.6x" in out
+    assert "gd on full batch 1.00 ms per iteration (8 slot(s), 2 thread(s), 1.00x gd)" in out
+    assert "sgd on batches of 200 2.50 ms per epoch (1 slot(s), 1 thread(s), 2.50x gd)" in out
+    assert "mini-batch slots, spiral B=200 per epoch: 1 (chosen): 3.00 ms, 2: 6.00 ms" in out
