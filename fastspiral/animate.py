@@ -27,6 +27,11 @@ class Snapshot(NamedTuple):
     params: dict[str, np.ndarray]
 
 
+# A listed count's bytes while snapshot_times builds it: a float64 and an int64 array, union1d's
+# sorted copy, and a tuple of Python ints (8-byte pointer, 32-byte int).
+_BYTES_PER_TIME = 8 + 8 + 16 + 40
+
+
 def snapshot_times(iters: int, snapshots: int, spacing: str = "log") -> tuple[int, ...]:
     """The iteration counts after which :func:`record_snapshots` keeps the parameters.
 
@@ -42,10 +47,10 @@ def snapshot_times(iters: int, snapshots: int, spacing: str = "log") -> tuple[in
         return ()
     if spacing == "linear":
         every = max(1, iters // snapshots)
-        times = set(range(every, iters + 1, every))
+        times = np.arange(every, iters + 1, every, dtype=np.int64)
     else:
-        times = {int(round(t)) for t in np.geomspace(1, iters, snapshots)}
-    return tuple(sorted(times | {iters}))
+        times = np.rint(np.geomspace(1, iters, snapshots)).astype(np.int64)
+    return tuple(np.union1d(times, [iters]).tolist())
 
 
 def record_snapshots(
@@ -79,6 +84,12 @@ def record_snapshots(
         raise TypeError("record_snapshots sets callback and callback_every itself")
     iters = train_kwargs.get("iters", 10_000 if model == "net" else 200)
     iters = check_int(iters, "iters", minimum=0)
+    # The list of counts is bounded before it is built: 10**9 snapshots made a 40 GB set before
+    # the copies' own bound below could refuse them (test_sizes_too_large_for_memory).
+    check_memory(
+        (snapshots if spacing == "log" else min(snapshots, iters) + 1) * _BYTES_PER_TIME,
+        f"snapshots={snapshots:,} of {iters:,} iterations make a list of counts that needs",
+    )
     times = snapshot_times(iters, snapshots, spacing)
     n_kept = len(times) + 1  # and the start
     kept: list[Snapshot] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 import warnings
@@ -154,17 +155,18 @@ class _Times:
     """When the callback runs: every ``period`` iterations, or after each of the listed counts."""
 
     def __init__(self, period: int | None = None, at: tuple[int, ...] = ()):
-        self.period, self.at = period, at
+        self.period, self.at, self._at = period, at, frozenset(at)
 
     def next_after(self, done: int) -> int:
         """The first count after ``done`` at which it runs (past the last listed one: never)."""
         if self.period is not None:
             return (done // self.period + 1) * self.period
-        later = [t for t in self.at if t > done]
-        return later[0] if later else 2**62
+        # Bisected, not scanned: a scan made 20,000 snapshots cost 2 * 10**8 comparisons.
+        i = bisect.bisect_right(self.at, done)
+        return self.at[i] if i < len(self.at) else 2**62
 
     def due(self, done: int) -> bool:
-        return done % self.period == 0 if self.period is not None else done in self.at
+        return done % self.period == 0 if self.period is not None else done in self._at
 
 
 def _check_callback(callback: Any, callback_every: Any, default_every: int) -> _Times:
