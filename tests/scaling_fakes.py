@@ -37,15 +37,19 @@ def fake_run(config, seconds=1e-4, threads=None, host="host-a", worker="local", 
 
 
 def config(backend="numba", n=300, hidden=100, limit=None, dtype="float64", iters=50, seed=0,
-           repeats=3):  # fmt: skip
+           repeats=3, optimizer="gd", batch_size=None, step_size=1.0,
+           target_loss=None):  # fmt: skip
     return dict(backend=backend, dtype=dtype, n_samples=n, hidden=hidden, iters=iters, seed=seed,
-                thread_limit=limit, repeats=repeats)  # fmt: skip
+                thread_limit=limit, repeats=repeats, optimizer=optimizer, batch_size=batch_size,
+                step_size=step_size, target_loss=target_loss)  # fmt: skip
 
 
 def record(times, backend="numba", n=300, hidden=100, limit=None, dtype="float64", threads=None,
-           others=0.0, host="host-a", worker="local", **run_extra):  # fmt: skip
-    """A record whose repeats took ``times`` (seconds per iteration)."""
-    cfg = config(backend, n, hidden, limit, dtype, repeats=len(times))
+           others=0.0, host="host-a", worker="local", optimizer="gd", batch_size=None,
+           step_size=1.0, target_loss=None, **run_extra):  # fmt: skip
+    """A record whose repeats took ``times`` (seconds per iteration, i.e. per update)."""
+    cfg = config(backend, n, hidden, limit, dtype, repeats=len(times), optimizer=optimizer,
+                 batch_size=batch_size, step_size=step_size, target_loss=target_loss)  # fmt: skip
     rec = new_record(cfg, {"cpu": "Test CPU", "cores": 2, "blas": "test"})
     for i, t in enumerate(times):
         add_run(rec, fake_run(dict(cfg, repeat=i, sequence=i), t, threads, host, worker,

@@ -67,6 +67,8 @@ def _without_timings(records):
         "threads_allowed",
         "thread_shares",
         "threads_used",
+        "seconds_per_epoch",
+        "target_seconds",
     }
     return [{k: v for k, v in r.items() if k not in drop} for r in records]
 
@@ -246,7 +248,15 @@ def test_a_thread_count_above_the_machine_is_skipped_never_run(tmp_path, monkeyp
         (dict(out=__file__), ValueError, "exists and is not a folder"),
         (dict(n_per_class=None, n_samples=[100]), ValueError, "multiples of 3"),
         (dict(n_samples=[300]), ValueError, "n_per_class or n_samples, not both"),
-        (dict(target_loss=0.5), ValueError, "target_loss: the cost of reaching a loss"),
+        (dict(target_loss=0.0), ValueError, "target_loss must be > 0"),
+        (dict(target_loss=float("nan")), ValueError, "target_loss must be finite"),
+        (dict(target_loss="low"), TypeError, "target_loss must be a real number"),
+        (dict(optimizers=["adamw"]), ValueError, "optimizers: optimizer must be one of"),
+        (dict(optimizers=[3]), TypeError, "optimizers: optimizer must be a name or an object"),
+        (dict(optimizers=[]), ValueError, "optimizers must not be empty"),
+        (dict(batch_sizes=[0]), ValueError, "batch_sizes must be >= 1"),
+        (dict(batch_sizes=[None, 2.5]), TypeError, "batch_sizes must be an integer"),
+        (dict(step_size=0), ValueError, "step_size must be > 0"),
         (dict(x="loss"), ValueError, "x must be one of"),
     ],
 )
@@ -290,7 +300,7 @@ def test_a_missing_peer_is_refused_before_any_work(monkeypatch):
         ["scale", "--out", "x", "--n", "100"],
         ["scale", "--out", "x", "--n", "300", "--n-per-class", "100"],
         ["scale", "--out", ""],
-        ["scale", "--out", "x", "--target-loss", "0.5"],
+        ["scale", "--out", "x", "--target-loss", "nan"],
         ["scale", "--out", "x", "--x", "loss"],
         ["scale", "--plot", "x", "--compare", "a", "b"],
         ["scale", "--plot", "/nonexistent/folder"],
@@ -753,7 +763,7 @@ def test_the_set_up_free_time_is_the_loops_marginal_cost(monkeypatch):
 
     from fastspiral.scaling.peers import Trained
 
-    def train(X, y, *, hidden, seed, dtype, iters, max_iters=None):
+    def train(X, y, *, hidden, seed, dtype, iters, max_iters=None, **update):
         return Trained(1e-3 + 20e-6 * iters, 0.5, fs.NetModel(
             {"W1": np.zeros((2, hidden)), "b1": np.zeros(hidden), "W2": np.zeros((hidden, 3)),
              "b2": np.zeros(3)}, [0.5]))  # fmt: skip
@@ -872,3 +882,231 @@ def test_a_peer_in_a_sweep(library, tmp_path):
     for p, n in zip(peers, numba):
         assert p["final_loss"] == pytest.approx(n["final_loss"], rel=1e-9)
     assert any(k[0] == library for k in scaling.speedups(records))
+
+
+# -- update rules, mini-batches and the cost to a result (issues 25 and 27) -------------------
+
+LAB = dict(SMALL, n_per_class=[20], backends=["numba"], repeats=1, step_size=0.05)
+
+
+@pytest.fixture(scope="module")
+def lab_run(tmp_path_factory):
+    from fastspiral.optim import Adam
+
+    out = tmp_path_factory.mktemp("lab")
+    records = scaling.sweep(
+        **LAB, optimizers=["gd", Adam(beta1=0.8)], batch_sizes=[None, 16], target_loss=1.05,
+        out=out,
+    )  # fmt: skip
+    return out, records
+
+
+def test_optimizers_and_batch_sizes_are_axes_of_the_records(lab_run):
+    """Each (optimizer, batch size) is a configuration of its own, timed per update and per
+    epoch, over whole epochs; its loss is what train_net gives for the same updates."""
+    from fastspiral.optim import Adam
+
+    out, records = lab_run
+    assert [(r["optimizer"], r["batch_size"]) for r in records] == [
+        ("gd", None), ("gd", 16), ("adam(beta1=0.8)", None), ("adam(beta1=0.8)", 16)
+    ]  # fmt: skip
+    assert len({scaling.record_key(r) for r in records}) == 4
+    X, y = fs.make_spiral(20, seed=0)
+    for r in records:
+        assert r["status"] == "ok" and r["step_size"] == 0.05, r["status"]
+        per_epoch = 1 if r["batch_size"] is None else 4  # ceil(60 / 16)
+        assert r["updates_per_epoch"] == per_epoch
+        assert r["seconds_per_epoch"] == pytest.approx(per_epoch * r["seconds_per_iter"])
+        assert r["gflops"] == pytest.approx(
+            scaling.useful_flops(60, 8) / r["seconds_per_epoch"] / 1e9
+        )
+        (run_,) = r["runs"]
+        # 5 updates asked; with batches of 16, the fewest whole epochs holding them: 2 (8)
+        assert run_["timed_iters"] == (5 if r["batch_size"] is None else 8)
+        assert sorted(run_["order"]) == [run_["timed_iters"], 2 * run_["timed_iters"]]
+        rule = "gd" if r["optimizer"] == "gd" else Adam(beta1=0.8)
+        net = fs.train_net(X, y, hidden=8, seed=0, iters=2 * run_["timed_iters"], step_size=0.05,
+                           optimizer=rule, batch_size=r["batch_size"])  # fmt: skip
+        history = net.loss_history
+        short = history[: run_["timed_iters"]]
+        if r["batch_size"] is None:
+            assert r["final_loss"] == pytest.approx(short[-1], rel=1e-9)
+        else:  # the last epoch's mean, each batch's loss weighted by its rows (16, 16, 16, 12)
+            want = (16 * short[4:7].sum() + 12 * short[7]) / 60
+            assert r["final_loss"] == pytest.approx(want, rel=1e-9)
+        assert run_["target_budget"] == 2 * run_["timed_iters"]
+        assert run_["target_iters"] == run.updates_to_loss(history, 1.05, 60, r["batch_size"])
+    reached = [r for r in records if r["target_status"] == "reached"]
+    assert {r["optimizer"] for r in reached} == {"adam(beta1=0.8)"}  # gd at 0.05 is slower
+    for r in reached:
+        assert r["target_seconds"] == pytest.approx(r["target_iters"] * r["seconds_per_iter"])
+        assert r["target_epochs"] == r["target_iters"] // r["updates_per_epoch"]
+    for r in records:
+        if r not in reached:
+            budget = 2 * r["runs"][0]["timed_iters"]
+            assert r["target_status"] == f"not reached within {budget} updates"
+            assert r["target_iters"] is None and r["target_seconds"] is None
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(row["optimizer"], row["batch_size"]) for row in rows] == [
+        ("gd", ""), ("gd", "16"), ("adam(beta1=0.8)", ""), ("adam(beta1=0.8)", "16")
+    ]  # fmt: skip
+    text = scaling.summary_markdown(records)
+    assert "| time/update | interval | time/epoch |" in text
+    assert "| adam(beta1=0.8), step 0.05 | 16 | 1 |" in text
+    assert "| 1.05 | not reached within 10 updates | | |" in text
+
+
+def test_updates_to_a_loss_full_batch_and_by_epochs():
+    """Full batch: the iteration whose loss first reached the target. Mini-batches: whole
+    epochs, each judged by its row-weighted mean batch loss, never by one lucky batch."""
+    history = [1.0, 0.8, 0.6, 0.5, 0.4]
+    assert run.updates_to_loss(history, 0.5, 300, None) == 4
+    assert run.updates_to_loss(history, 0.1, 300, None) is None
+    # N=5 in batches of 2: rows 2, 2, 1 per epoch
+    np.testing.assert_allclose(
+        run.epoch_losses([0.55, 0.55, 0.25, 0.1, 0.1, 0.1, 9.0], 5, 2), [0.49, 0.1]
+    )  # (2 * 0.55 + 2 * 0.55 + 0.25) / 5; the last, partial epoch left out
+    losses = [1.0, 0.2, 1.0, 0.6, 0.6, 0.1]  # a batch at 0.2 in the first epoch (mean 0.68)
+    assert run.updates_to_loss(losses, 0.5, 5, 2) == 6  # the second epoch's mean: 0.5
+    assert run.updates_to_loss(losses, 0.3, 5, 2) is None
+    assert run.training_loss(losses, 5, 2) == pytest.approx(0.5)
+
+
+def _lab_backend(monkeypatch, calls, lab=True):
+    """numpy's entry replaced by a backend whose loop takes 1 ms + 20 us an update and whose
+    loss falls by 0.05 an update from 1."""
+    import dataclasses
+
+    from fastspiral.scaling.peers import Trained
+
+    def train(X, y, *, hidden, seed, dtype, iters, max_iters=None, **update):
+        calls.append(dict(update, iters=iters))
+        model = fs.NetModel({"W1": np.zeros((2, hidden)), "b1": np.zeros(hidden),
+                             "W2": np.zeros((hidden, 3)), "b2": np.zeros(3)},
+                            1 - 0.05 * np.arange(iters))  # fmt: skip
+        return Trained(1e-3 + 20e-6 * iters, model.final_loss, model)
+
+    fake = dataclasses.replace(
+        scaling.SWEEP_BACKENDS["numpy"], train=train, warm_up=lambda *a, **k: None, lab=lab
+    )
+    monkeypatch.setitem(scaling.SWEEP_BACKENDS, "numpy", fake)
+
+
+def test_a_task_times_whole_epochs_and_finds_the_target_by_epochs(monkeypatch):
+    from fastspiral.optim import Adam
+
+    calls = []
+    _lab_backend(monkeypatch, calls)
+    cfg = dict(backend="numpy", dtype="float64", n_samples=60, hidden=8, iters=5, seed=0,
+               thread_limit=1, optimizer="adam", optimizer_config=Adam().config(), batch_size=16,
+               step_size=0.01, target_loss=0.55)  # fmt: skip
+    result = run.run_task(cfg)
+    assert result["status"] == "ok", result["status"]
+    timed = [c for c in calls if c["iters"] in (8, 16)]
+    assert timed and all(
+        c["optimizer"] == Adam() and c["batch_size"] == 16 and c["step_size"] == 0.01 for c in timed
+    )
+    assert result["timed_iters"] == 8 and result["seconds_per_iter"] == pytest.approx(20e-6)
+    # Epoch means of 1 - 0.05 i over rows (16, 16, 16, 12): 0.93, 0.73, 0.53, 0.33. The first at
+    # or below 0.55 is the third epoch: 12 updates (a batch reached 0.55 at update 10).
+    assert (result["target_iters"], result["target_budget"]) == (12, 16)
+    assert result["final_loss"] == pytest.approx(0.73)  # the shorter training's last epoch
+    rec = scaling.results.new_record(dict(cfg, repeats=1))
+    scaling.results.add_run(rec, result)
+    assert (rec["target_iters"], rec["target_epochs"], rec["target_status"]) == (12, 3, "reached")
+    assert rec["target_seconds"] == pytest.approx(12 * 20e-6)
+    assert rec["seconds_per_epoch"] == pytest.approx(4 * 20e-6)
+    calls.clear()  # a configuration naming its rule without its hyperparameters gets that rule
+    del cfg["optimizer_config"]
+    assert run.run_task(cfg)["status"] == "ok" and calls[-1]["optimizer"] == Adam()
+
+
+def test_peers_skip_what_they_cannot_train(tmp_path, monkeypatch):
+    """A backend without the training lab (the peers) times full-batch gd at step size 1 only;
+    its other configurations are recorded as skipped, never run, with the reason."""
+    calls = []
+    monkeypatch.setattr(driver, "run_task_in_fresh_process", _fake_task(calls))
+    _lab_backend(monkeypatch, [], lab=False)
+    records = scaling.sweep(
+        **dict(LAB, backends=["numba", "numpy"], step_size=1.0), optimizers=["gd", "adam"],
+        batch_sizes=[None, 16], out=tmp_path,
+    )  # fmt: skip
+    numpy = [r for r in records if r["backend"] == "numpy"]
+    assert [r["status"] for r in numpy if r["status"] == "ok"] == ["ok"]
+    (ok,) = [r for r in numpy if r["status"] == "ok"]
+    assert (ok["optimizer"], ok["batch_size"]) == ("gd", None)
+    skipped = [r["status"] for r in numpy if r is not ok]
+    assert len(skipped) == 3 and all(
+        s.startswith("skipped: numpy times only the case study's full-batch gd at step size 1")
+        for s in skipped
+    )
+    assert "not adam on batches of 16" in skipped[-1]
+    ran = {(c["backend"], c["optimizer"], c["batch_size"]) for c in calls}
+    assert ("numpy", "gd", None) in ran and len(ran) == 5  # numba's four and numpy's one
+    # run_task refuses it too (a task built by hand), and another step size as well
+    cfg = dict(backend="numpy", dtype="float64", n_samples=60, hidden=8, iters=5, seed=0,
+               thread_limit=1, step_size=0.5)  # fmt: skip
+    assert run.run_task(cfg)["status"].endswith("not gd at step size 0.5")
+
+
+def test_a_batch_larger_than_n_is_skipped(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(driver, "run_task_in_fresh_process", _fake_task(calls))
+    records = scaling.sweep(**dict(LAB, n_per_class=[10, 20]), batch_sizes=[45], out=tmp_path)
+    assert [r["status"] for r in records] == ["skipped: batch_size 45 is more than the 30 rows",
+                                              "ok"]  # fmt: skip
+    assert {c["n_samples"] for c in calls} == {60}
+
+
+def test_the_update_and_the_target_identify_a_configuration(tmp_path, monkeypatch):
+    """A rerun with another optimizer, batch size, step size or target runs those alone; "adam"
+    and Adam() are one configuration; the task gets the rule's hyperparameters."""
+    from fastspiral.optim import Adam
+
+    calls = []
+    monkeypatch.setattr(driver, "run_task_in_fresh_process", _fake_task(calls))
+    scaling.sweep(**LAB, out=tmp_path)
+    assert len(calls) == 1 and calls[0]["optimizer_config"] == {"name": "gd"}
+    calls.clear()
+    records = scaling.sweep(**LAB, optimizers=["gd", "adam", Adam()], out=tmp_path)
+    assert [c["optimizer"] for c in calls] == ["adam"] and len(records) == 2
+    calls.clear()
+    scaling.sweep(**LAB, optimizers=[Adam(beta1=0.8)], batch_sizes=[None, 30], out=tmp_path)
+    assert sorted((c["optimizer"], c["batch_size"] or 0) for c in calls) == [
+        ("adam(beta1=0.8)", 0), ("adam(beta1=0.8)", 30)
+    ]  # fmt: skip
+    assert calls[0]["optimizer_config"]["beta1"] == 0.8
+    calls.clear()
+    scaling.sweep(**dict(LAB, step_size=0.5), out=tmp_path)
+    scaling.sweep(**LAB, target_loss=0.9, out=tmp_path)
+    assert [(c["step_size"], c["target_loss"]) for c in calls] == [(0.5, None), (0.05, 0.9)]
+    _, on_disk = scaling.load_results(tmp_path)
+    assert len(on_disk) == 6
+
+
+def test_a_record_from_before_the_axes_is_full_batch_gd(tmp_path, monkeypatch):
+    """Records written before the update axes have none of their fields: they load as the case
+    study's full-batch gd at step size 1, and a sweep of that configuration reuses them."""
+    rec = record([1e-4] * 3, n=60, hidden=8)
+    rec["iters"] = 5
+    for name in ("optimizer", "batch_size", "step_size", "target_loss", "updates_per_epoch",
+                 "seconds_per_epoch"):  # fmt: skip
+        del rec[name]
+    _saved(tmp_path, [rec])
+    (loaded,) = scaling.load_results(tmp_path)[1]
+    assert (loaded["optimizer"], loaded["batch_size"], loaded["step_size"]) == ("gd", None, 1.0)
+    assert loaded["seconds_per_epoch"] == loaded["seconds_per_iter"]
+    monkeypatch.setattr(driver, "run_task_in_fresh_process", lambda cfg: pytest.fail("ran"))
+    again = scaling.sweep(**dict(LAB, step_size=1.0, threads=None), out=tmp_path)
+    assert again[0]["repeats_done"] == 3
+
+
+def test_threads_of_a_mini_batch_follow_its_slots():
+    """A mini-batch has slots of its own: 16 rows at H=8 have one, so a segment the chooser
+    gave two threads worked on one."""
+    import collections
+
+    counts = collections.Counter({2: 30})
+    assert run._thread_iterations("numba", counts, 31, 2, 3000, 100) == {"1": 1, "2": 30}
+    assert run._thread_iterations("numba", counts, 31, 2, 3000, 100, 16) == {"1": 31}

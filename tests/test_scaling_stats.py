@@ -53,11 +53,14 @@ def test_one_exponent_per_thread_count():
     """Before: one slope over both thread counts (0.92 for true slopes 1.00 and 0.85)."""
     records = _power_law(1.0, 1, limit=1) + _power_law(0.85, 2, limit=2)
     exps = scaling.fit_exponents(records)
-    assert set(exps) == {("numba", "float64", 1, 100), ("numba", "float64", 2, 100)}
-    assert exps[("numba", "float64", 1, 100)].value == pytest.approx(1.0)
-    assert exps[("numba", "float64", 2, 100)].value == pytest.approx(0.85)
+    assert set(exps) == {
+        ("numba", "float64", 1, 100, "gd", None),
+        ("numba", "float64", 2, 100, "gd", None),
+    }
+    assert exps[("numba", "float64", 1, 100, "gd", None)].value == pytest.approx(1.0)
+    assert exps[("numba", "float64", 2, 100, "gd", None)].value == pytest.approx(0.85)
     models = scaling.fit_cost_models(records)
-    assert set(models) == {("numba", "float64", 1), ("numba", "float64", 2)}
+    assert set(models) == {("numba", "float64", 1, "gd", None), ("numba", "float64", 2, "gd", None)}
 
 
 def test_exponent_against_h():
@@ -210,7 +213,7 @@ def test_speed_up_panel_only_when_another_backend_ran():
     (ax,) = [ax for ax in fig.axes if "over each other backend" in ax.get_title()]
     assert ax.containers  # with the ratio's interval
     ups = scaling.speedups(numba + numpy)
-    assert ups[("numpy", "float64", 3000, 100, 1)].value == pytest.approx(5.0)
+    assert ups[("numpy", "float64", 3000, 100, 1, "gd", None)].value == pytest.approx(5.0)
     assert "over numpy float64, N=3,000, H=100, 1 thread: 5.00" in scaling.summary_markdown(
         numba + numpy
     )
@@ -222,4 +225,131 @@ def test_summary_prints_the_cost_model_with_intervals():
     text = scaling.summary_markdown(records)
     (line,) = [s for s in text.splitlines() if s.startswith("- numba float64, 1 thread: a = ")]
     assert "1/b = 30.0 [30.0, 30.0] GFLOP/s over 4 configurations" in line, line
-    assert not math.isnan(scaling.fit_cost_models(records)[("numba", "float64", 1)].a.value)
+    assert not math.isnan(
+        scaling.fit_cost_models(records)[("numba", "float64", 1, "gd", None)].a.value
+    )
+
+
+# -- update rules and mini-batches ------------------------------------------------------------
+
+
+def _lab_records():
+    """gd on the full batch: 1 ns a row an iteration. adam on batches of 200: 2 us an update
+    plus 1 ns a row an epoch (each update costs the same whatever N; an epoch grows with N)."""
+    gd = [record([1e-9 * n] * 3, n=n) for n in (3000, 30000, 300000)]
+    adam = [
+        record([2e-6 + 1e-9 * n / -(-n // 200)] * 3, n=n, optimizer="adam", batch_size=200)
+        for n in (3000, 30000, 300000)
+    ]
+    return gd, adam
+
+
+def test_fits_group_by_optimizer_and_batch_size_over_epochs():
+    """Before the axes a fit pooled every record of a backend, dtype and thread count."""
+    gd, adam = _lab_records()
+    exps = scaling.fit_exponents(gd + adam)
+    assert set(exps) == {
+        ("numba", "float64", 1, 100, "gd", None), ("numba", "float64", 1, 100, "adam", 200)
+    }  # fmt: skip
+    assert exps[("numba", "float64", 1, 100, "gd", None)].value == pytest.approx(1.0)
+    # per epoch: 2 us x ceil(N / 200) + 1 ns x N, linear in N up to the rounding of ceil
+    assert exps[("numba", "float64", 1, 100, "adam", 200)].value == pytest.approx(1.0, abs=0.01)
+    models = scaling.fit_cost_models(gd + adam)
+    assert set(models) == {
+        ("numba", "float64", 1, "gd", None),
+        ("numba", "float64", 1, "adam", 200),
+    }
+    r = adam[1]
+    assert r["updates_per_epoch"] == 150
+    assert r["seconds_per_epoch"] == pytest.approx(150 * r["seconds_per_iter"])
+    assert r["gflops"] == pytest.approx(useful_flops(30000, 100) / r["seconds_per_epoch"] / 1e9)
+    text = scaling.summary_markdown(gd + adam)
+    assert "- numba float64, 1 thread, adam, batches of 200: a = " in text
+    assert "- numba float64, 1 thread, gd, full batch: a = " in text  # named beside adam's
+    assert "- numba float64, 1 thread: a = " in scaling.summary_markdown(gd)  # alone: as before
+    assert "against N (time ~ N^k" in text and "time per epoch against N" in text
+    assert "- numba float64, 1 thread, adam, batches of 200, H=100: k = 1.00" in text
+    assert "| numba | float64 | 30,000 | 100 | adam | 200 | 1 | 2.2 us |" in text
+    assert "| 2.2 us-2.2 us (75%) | 330.0 us |" in text  # time/update, interval, time/epoch
+    assert "| numba | float64 | 30,000 | 100 | gd | full | 1 | 30.0 us |" in text
+
+
+def test_speed_ups_and_comparisons_match_the_update():
+    gd, adam = _lab_records()
+    numpy = [record([4 * t for t in r["repeat_seconds"]], backend="numpy", n=r["n_samples"],
+                    optimizer="adam", batch_size=200) for r in adam]  # fmt: skip
+    ups = scaling.speedups(gd + adam + numpy)
+    assert set(ups) == {("numpy", "float64", n, 100, 1, "adam", 200) for n in (3000, 30000, 300000)}
+    assert all(v.value == pytest.approx(4.0) for v in ups.values())  # never against gd's times
+    rows = scaling.compare_markdown(gd + adam, adam).splitlines()[2:]
+    assert len(rows) == 3 and all("| adam | 200 |" in row for row in rows)
+    assert all(row.endswith("| no difference |") for row in rows)
+
+
+def test_the_summary_gives_the_cost_to_the_target():
+    reached = record([1e-4, 2e-4, 3e-4], n=3000, target_loss=0.5, target_iters=40,
+                     target_budget=100)  # fmt: skip
+    assert (reached["target_iters"], reached["target_epochs"]) == (40, 40)
+    assert reached["target_seconds"] == pytest.approx(40 * 2e-4)
+    batches = record([1e-5] * 3, n=3000, batch_size=300, target_loss=0.5, target_iters=30,
+                     target_budget=100)  # fmt: skip
+    assert (batches["target_iters"], batches["target_epochs"]) == (30, 3)
+    never = record([1e-4] * 3, n=30000, target_loss=0.5, target_iters=None, target_budget=100)
+    assert never["target_status"] == "not reached within 100 updates"
+    # two repeats of three never reached it: the median repeat did not
+    mostly = record([1e-4] * 3, n=300, target_loss=0.5, target_budget=100)
+    for run_, n in zip(mostly["runs"], (None, 40, None)):
+        run_["target_iters"] = n
+    scaling.results.summarise(mostly)
+    assert mostly["target_status"] == "not reached within 100 updates"
+    text = scaling.summary_markdown([reached, batches, never, record([1e-4] * 3, n=300000)])
+    assert "| target loss | to target: updates | epochs | seconds | status |" in text
+    assert "| 0.5 | 40 | 40 | 8.00 ms (4.00 ms-12.00 ms) | ok |" in text
+    assert "| 0.5 | 30 | 3 | 300.0 us (300.0 us-300.0 us) | ok |" in text
+    assert "| 0.5 | not reached within 100 updates | | | ok |" in text
+    assert "| | | | | ok |" in text  # a record without a target
+    assert "weighted by their rows" in text
+    assert "target loss" not in scaling.summary_markdown([record([1e-4] * 3)])
+
+
+def test_the_figure_draws_updates_epochs_and_the_cost_to_the_target():
+    gd, adam = _lab_records()
+    adam = [record(r["repeat_seconds"], n=r["n_samples"], optimizer="adam", batch_size=200,
+                   target_loss=0.5, target_iters=300, target_budget=600) for r in adam]  # fmt: skip
+    gd = [record(r["repeat_seconds"], n=r["n_samples"], target_loss=0.5, target_iters=None,
+                 target_budget=600) for r in gd]  # fmt: skip
+    fig = plot_scaling(gd + adam)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("time per update") and titles[1].startswith("time per epoch")
+    (target_ax,) = [ax for ax in fig.axes if ax.get_title().startswith("cost to a result")]
+    assert "loss of 0.5" in target_ax.get_title()
+    line = target_ax.get_lines()[0]  # the error bars' line; only the adam records had a target
+    assert target_ax.get_ylabel() == "time to the target (us)"  # 300 updates of 2.2 us
+    np.testing.assert_allclose(line.get_ydata(), [300 * r["seconds_per_iter"] * 1e6 for r in adam])
+    assert _legend_labels(fig) == [
+        "numba float64, H=100, adam, batches of 200, 1 thread",
+        "numba float64, H=100, gd, full batch, 1 thread",
+    ]
+    assert _legend_labels(plot_scaling(gd)) == ["numba float64, H=100, 1 thread"]
+    styles = {ln.get_linestyle() for ln in fig.axes[1].get_lines() if len(ln.get_xdata()) == 3}
+    assert len(styles) >= 2  # the two updates in two line styles
+
+
+def test_warnings_name_the_update_beside_others():
+    gd, adam = _lab_records()
+    busy = record([1e-4] * 3, n=3000, others=0.6)
+    lines = scaling.noise_warnings([busy, *adam])
+    assert lines == ["- numba float64 N=3,000 H=100, gd, full batch, 1 thread: other programs "
+                     "used 60% of the CPUs"]  # fmt: skip
+    assert scaling.noise_warnings([busy]) == [
+        "- numba float64 N=3,000 H=100, 1 thread: other programs used 60% of the CPUs"
+    ]
+
+
+def test_the_target_panel_survives_rounding():
+    """Before: "'yerr' must not contain negative values" when the interval's low end, computed
+    in another order, rounded above the time itself (3 updates of 37 us: 111 us)."""
+    records = [record([3.7e-5] * 3, n=n, target_loss=0.5, target_iters=3, target_budget=100)
+               for n in (3000, 30000)]  # fmt: skip
+    fig = plot_scaling(records)
+    assert any(ax.get_title().startswith("cost to a result") for ax in fig.axes)

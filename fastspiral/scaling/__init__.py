@@ -1,19 +1,28 @@
 """Scaling experiments: how the cost of net training grows with N, H and threads.
 
-:func:`sweep` times every configuration (:mod:`.driver`), each repeat in a
-fresh process (:mod:`.run`), locally or on a Dask cluster, with the repeats
-of all configurations interleaved in a recorded random order. Each repeat
-times two trainings from the inside of their loops, so a record holds the
-time per iteration without set-up (``seconds_per_iter``, with the
-confidence interval of its median) and the one-off set-up apart
-(``setup_seconds``), the threads the iterations ran on (``threads_used``),
-and its throughput against a matrix product of the same dtype on the same
-threads (``fraction_of_peak``). :mod:`.results` keeps the records on disk
-(:func:`load_results`, :func:`merge_results`) and fits them: the cost
-model ``t = a + b * FLOPs`` (:func:`fit_cost_models`) and the exponents
-against N and H (:func:`fit_exponents`), with bootstrap intervals
-(:mod:`.stats`). :mod:`.figure` draws them against N, H or threads, and
-:mod:`.measure` says where and how they were measured.
+:func:`sweep` times every configuration (``driver``), each repeat in a fresh
+process (``run``), locally or on a Dask cluster, with the repeats of all
+configurations interleaved in a recorded random order. Each repeat times
+two trainings from the inside of their loops, so a record holds the time
+per iteration without set-up (``seconds_per_iter``, with the confidence
+interval of its median) and the one-off set-up apart (``setup_seconds``),
+the threads the iterations ran on (``threads_used``), and its throughput
+against a matrix product of the same dtype on the same threads
+(``fraction_of_peak``). ``results`` keeps the records on disk
+(:func:`load_results`, :func:`merge_results`) and fits them: the cost model
+``t = a + b * FLOPs`` (:func:`fit_cost_models`) and the exponents against N
+and H (:func:`fit_exponents`), with bootstrap intervals (``stats``).
+``figure`` draws them against N, H or threads, and ``measure`` says where
+and how they were measured (the submodules are
+``fastspiral.scaling.driver`` and so on).
+
+The update is an axis too: ``optimizers`` (the rules of
+``fastspiral.optim``) and ``batch_sizes`` (None for the full batch) are
+part of every configuration's identity, and a record gives the time per
+update (``seconds_per_iter``: one iteration is one update) and per epoch
+(``seconds_per_epoch``, ``ceil(N / batch_size)`` updates). With a
+``target_loss`` it also gives the cost to a result: the updates, epochs and
+set-up-free seconds until the training loss first reached the target.
 
 From the command line::
 
@@ -26,26 +35,24 @@ From Python, ``sweep(..., out="scaling")`` returns the records, and
 the latest sweep's machine, every host that ran a repeat (``hosts``, with
 each host's matmul rates per dtype and thread count) and every sweep into
 the folder (``sweeps``); ``records`` one dict per configuration, every field
-of :data:`FIELDS` plus ``repeat_seconds`` and ``runs`` (each repeat's own
+of ``FIELDS`` plus ``repeat_seconds`` and ``runs`` (each repeat's own
 figures). :func:`to_dataframe` makes a pandas DataFrame of them (pandas is
 in the ``analysis`` extra).
 
 **Adding a backend to the sweeps.** A sweep times whatever
-:data:`~fastspiral.scaling.peers.SWEEP_BACKENDS` holds: fastspiral's own
-backends (:data:`fastspiral.backends.BACKENDS`, so a backend registered
+``SWEEP_BACKENDS`` (in ``fastspiral/scaling/peers.py``) holds: fastspiral's
+own backends (``fastspiral.backends.BACKENDS``, so a backend registered
 there is swept with no more work), then the peers, PyTorch and JAX. To time
-another library beside them, add one :class:`~fastspiral.scaling.peers.SweepBackend` in
-``fastspiral/scaling/peers.py``:
+another library beside them, add one ``SweepBackend`` to its registry:
 
 * ``train(X, y, *, hidden, seed, dtype, iters, max_iters)`` trains the case
-  study's net from scratch, from :func:`~fastspiral.scaling.peers.initial_params`
-  (fastspiral's initial weights for the seed) with the step size and
-  regularisation of :data:`~fastspiral.scaling.peers.STEP` and ``REG``,
-  recording the loss at every iteration, and returns
-  :class:`~fastspiral.scaling.peers.Trained`: the seconds of its loop alone
-  (``time.perf_counter`` just before the first iteration and just after the
-  last, the results made ready), the final loss and a model with
-  ``score(X, y)``;
+  study's net from scratch, from ``initial_params`` (fastspiral's initial
+  weights for the seed) with the step size and regularisation of ``STEP``
+  and ``REG``, recording the loss at every iteration, and returns
+  ``Trained``: the seconds of its loop alone (``time.perf_counter`` just
+  before the first iteration and just after the last, the results made
+  ready), the final loss and a model with ``score(X, y)`` and
+  ``loss_history``;
 * ``warm_up`` (same arguments) compiles or loads whatever the timed
   trainings will use;
 * ``limit_threads(n)`` limits the library to ``n`` threads, before it is
@@ -53,11 +60,15 @@ another library beside them, add one :class:`~fastspiral.scaling.peers.SweepBack
 * ``workspace_bytes(N, D, H, K, dtype)`` estimates its work arrays without
   allocating them (a configuration that would not fit is skipped);
 * ``module`` names the import that must be found for it to be available
-  (a sweep refuses the backend otherwise, before any work).
+  (a sweep refuses the backend otherwise, before any work);
+* ``lab=True`` only if ``train`` and ``warm_up`` also take ``optimizer``,
+  ``batch_size`` and ``step_size`` as :func:`fastspiral.train_net` does;
+  otherwise the sweep times it on full-batch "gd" at step size 1 alone and
+  records its other configurations as skipped.
 
 Then add a test beside ``tests/test_scaling.py::test_peers_train_the_same_model``
 (the loss history must match fastspiral's), and a colour in
-:data:`fastspiral.scaling.figure.BACKEND_COLORS`.
+``fastspiral.scaling.figure.BACKEND_COLORS``.
 """
 
 from .driver import available_memory, estimate_memory, sweep

@@ -1,14 +1,15 @@
 """The sweep: every configuration of a scaling experiment, repeats interleaved, locally or on Dask.
 
-:func:`sweep` runs every combination of sizes, backends, dtypes and thread
-counts. Each repeat of each configuration is a task that runs alone in a
-fresh process (:mod:`fastspiral.scaling.run`), locally or on a Dask worker,
-so that timings do not disturb each other and the peak memory is the task's
-own. The tasks run in rounds: every configuration's first repeat, in a
-random order, then every second repeat in another, and so on, so that a slow
-spell of the machine lands on many configurations' repeats rather than on
-all of one configuration's. The order's seed is recorded (``sweeps`` in
-results.json), and each repeat its place in it (``sequence``).
+:func:`sweep` runs every combination of sizes, backends, dtypes, thread
+counts, update rules and batch sizes. Each repeat of each configuration is a
+task that runs alone in a fresh process (:mod:`fastspiral.scaling.run`),
+locally or on a Dask worker, so that timings do not disturb each other and
+the peak memory is the task's own. The tasks run in rounds: every
+configuration's first repeat, in a random order, then every second repeat in
+another, and so on, so that a slow spell of the machine lands on many
+configurations' repeats rather than on all of one configuration's. The
+order's seed is recorded (``sweeps`` in results.json), and each repeat its
+place in it (``sequence``).
 
 With ``out=DIR`` each finished repeat is merged into DIR/results.json and
 DIR/results.csv at once, under a lock on the folder: a rerun runs only the
@@ -30,7 +31,7 @@ import numpy as np
 
 from .._files import check_writable_path
 from .._signals import signals_interrupt
-from .._validation import DTYPES, check_int
+from .._validation import DTYPES, check_float, check_int
 from ..model import PREDICT_ELEMENTS
 from .measure import N_CLASSES, N_FEATURES, host_info, machine_info
 from .peers import SWEEP_BACKENDS
@@ -39,10 +40,12 @@ from .results import (
     load_results,
     merge_results,
     new_record,
+    optimizer_label,
     record_key,
     summarise,
+    update_text,
 )
-from .run import now, run_task_in_fresh_process, thread_capacity, threads_refusal
+from .run import lab_refusal, now, run_task_in_fresh_process, thread_capacity, threads_refusal
 
 #: Fraction of the available memory a configuration may be estimated to use.
 MEMORY_HEADROOM = 0.8
@@ -54,7 +57,7 @@ def estimate_memory(backend: str, n_samples: int, hidden: int, dtype: str) -> in
     """Bytes a training run needs beyond the interpreter: data, work arrays, prediction, parameters.
 
     The work arrays are the backend's own figure, computed without
-    allocating anything (:data:`~fastspiral.scaling.peers.SWEEP_BACKENDS`):
+    allocating anything (``SWEEP_BACKENDS`` of ``fastspiral.scaling.peers``):
     NumPy and the peers keep the (N, H) hidden layer, the Numba kernels
     cache-sized tiles.
     """
@@ -133,6 +136,31 @@ def check_out(out: str | os.PathLike, create: bool = True) -> str:
     return out
 
 
+def check_optimizers(optimizers: Any) -> list:
+    """The update rules as :mod:`fastspiral.optim` objects, in order; ValueError or TypeError
+    naming ``optimizers`` and the first that is not one."""
+    from ..optim import get_optimizer
+
+    rules = []
+    for value in _as_list(optimizers, "optimizers"):
+        try:
+            rules.append(get_optimizer(value))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"optimizers: {exc}") from None
+    return rules
+
+
+def check_batch_sizes(batch_sizes: Any) -> list[int | None]:
+    """The batch sizes: None (the full batch) or ints >= 1."""
+    values = [None] if batch_sizes is None else _as_list(batch_sizes, "batch_sizes")
+    return [None if b is None else check_int(b, "batch_sizes", minimum=1) for b in values]
+
+
+def check_target_loss(target_loss: Any) -> float | None:
+    """None, or a finite loss > 0 (a loss of 0 is never reached)."""
+    return None if target_loss is None else check_float(target_loss, "target_loss", positive=True)
+
+
 class Task(NamedTuple):
     """One repeat of one configuration, at its place in the sweep's order."""
 
@@ -157,8 +185,12 @@ def sweep(
     share_hosts: bool = False,
     target_loss: float | None = None,
     x: str | None = None,
+    optimizers: Sequence[Any] = ("gd",),
+    batch_sizes: Sequence[int | None] = (None,),
+    step_size: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Time net training for every combination of sizes, backends, dtypes and thread counts.
+    """Time net training for every combination of sizes, backends, dtypes, thread counts,
+    update rules and batch sizes.
 
     Parameters
     ----------
@@ -169,13 +201,15 @@ def sweep(
     hidden : sequence of int
         Hidden-layer sizes H.
     backends : sequence of str
-        Names from :data:`~fastspiral.scaling.peers.SWEEP_BACKENDS`: "numba",
+        Names from ``fastspiral.scaling.SWEEP_BACKENDS``: "numba",
         "numpy", and "torch" and "jax" where installed.
     dtypes : sequence of str
         "float64" and/or "float32".
     iters : int
-        Iterations of the shorter of each repeat's two timed trainings (the
-        longer has twice as many; their difference is the set-up-free time).
+        Iterations (updates) of the shorter of each repeat's two timed
+        trainings (the longer has twice as many; their difference is the
+        set-up-free time). With mini-batches both run whole epochs: the
+        shorter the fewest with at least ``iters`` updates.
     repeats : int
         Repeats per configuration, each in a fresh process, interleaved with
         the other configurations' (3 give a 75% interval on the median, 6 a
@@ -206,26 +240,40 @@ def sweep(
     share_hosts : bool
         Let Dask workers on one host run tasks at the same moment (faster,
         but each slows the others; the summary then warns).
-    target_loss : None
-        Reserved for the cost of reaching a loss (iterations and time to a
-        target, per optimizer and batch size); not available yet.
+    target_loss : float, optional
+        Also record the cost to a result: the updates, epochs and set-up-free
+        seconds until the training loss first reached this loss (with
+        mini-batches, an epoch's mean batch loss), or "not reached within U
+        updates", U the longer timed training's. Raise ``iters`` until it is
+        reached. Part of a configuration's identity.
     x : {"N", "H", "threads"}, optional
         The x-axis of scaling.png (default: the first of them that the
         folder's records hold more than one value of).
+    optimizers : sequence of str or update rules
+        Update rules, by name ("gd", "sgd", "momentum", "nesterov",
+        "adagrad", "rmsprop", "adam") or as objects of ``fastspiral.optim``
+        carrying their hyperparameters (``Adam(beta1=0.8)``, recorded as
+        "adam(beta1=0.8)").
+    batch_sizes : sequence of int or None
+        None for the full batch, or rows per mini-batch (an iteration is then
+        one update, an epoch ``ceil(N / batch_size)`` of them). A batch size
+        above a configuration's N is recorded as skipped.
+    step_size : float
+        The learning rate of every update rule (default: the case study's 1;
+        the adaptive rules usually want 1e-3 to 1e-2: sweep them into the same
+        folder in a second call). Part of a configuration's identity.
+
+    The peers (torch, jax) time only full-batch "gd" at step size 1; their
+    other configurations are recorded as skipped.
 
     Returns
     -------
     list of dict
         One record per configuration asked for, in the order of the
-        combinations (keys in :data:`~fastspiral.scaling.results.FIELDS`,
+        combinations (keys in ``fastspiral.scaling.FIELDS``,
         ``repeat_seconds`` and ``runs``); ``status`` is "ok", "partial: k of
         R repeats", "skipped: <reason>" or "failed: <reason>".
     """
-    if target_loss is not None:
-        raise ValueError(
-            "target_loss: the cost of reaching a loss needs the optimizers and batch sizes of "
-            "the training lab, which the sweep does not drive yet; leave it None"
-        )
     if n_per_class is not None and n_samples is not None:
         raise ValueError("give n_per_class or n_samples, not both")
     if n_samples is not None:
@@ -257,6 +305,10 @@ def sweep(
     iters = check_int(iters, "iters", minimum=1)
     repeats = check_int(repeats, "repeats", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
+    rules = check_optimizers(optimizers)
+    batches = check_batch_sizes(batch_sizes)
+    step_size = check_float(step_size, "step_size", positive=True)
+    target_loss = check_target_loss(target_loss)
     if x is not None and x not in ("N", "H", "threads"):
         raise ValueError(f"x must be one of 'N', 'H', 'threads', got {x!r}")
     if executor is not None and not callable(getattr(executor, "submit", None)):
@@ -275,9 +327,16 @@ def sweep(
             for b in backends:
                 for d in dtypes:
                     for t in limits:
-                        cfg = dict(backend=b, dtype=d, n_samples=n, hidden=h, iters=iters,
-                                   seed=seed, thread_limit=t, repeats=repeats)  # fmt: skip
-                        configs.setdefault(record_key(cfg), cfg)
+                        for rule in rules:
+                            for batch in batches:
+                                cfg = dict(
+                                    backend=b, dtype=d, n_samples=n, hidden=h, iters=iters,
+                                    seed=seed, thread_limit=t, repeats=repeats,
+                                    optimizer=optimizer_label(rule), batch_size=batch,
+                                    step_size=step_size, target_loss=target_loss,
+                                    optimizer_config=rule.config(),
+                                )  # fmt: skip
+                                configs.setdefault(record_key(cfg), cfg)
 
     machine = machine_info()
     machine["started"] = now()
@@ -318,7 +377,13 @@ def sweep(
         need = estimate_memory(cfg["backend"], cfg["n_samples"], cfg["hidden"], cfg["dtype"])
         record["estimated_mem_mib"] = need / 2**20
         refusal = threads_refusal(cfg["thread_limit"]) if local else None
-        if need > MEMORY_HEADROOM * avail:
+        refusal = lab_refusal(cfg["backend"], cfg) or refusal
+        if cfg["batch_size"] is not None and cfg["batch_size"] > cfg["n_samples"]:
+            refusal = (
+                f"skipped: batch_size {cfg['batch_size']:,} is more than the "
+                f"{cfg['n_samples']:,} rows"
+            )
+        elif need > MEMORY_HEADROOM * avail:
             refusal = (
                 f"skipped: needs about {need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"
             )
@@ -493,4 +558,7 @@ def _run_on_executor(executor: Executor, tasks: list[Task], finished) -> None:
 
 def _describe(cfg: dict[str, Any]) -> str:
     threads = "" if cfg.get("thread_limit") is None else f" threads={cfg['thread_limit']}"
-    return f"{cfg['backend']} {cfg['dtype']} N={cfg['n_samples']:,} H={cfg['hidden']:,}{threads}"
+    return (
+        f"{cfg['backend']} {cfg['dtype']} N={cfg['n_samples']:,} H={cfg['hidden']:,}"
+        f"{update_text(cfg, sep=' ')}{threads}"
+    )

@@ -2,12 +2,12 @@
 against N, H or threads.
 
 One series per configuration that differs in anything but the x-axis
-(backend, dtype, the other size, the threads the iterations ran on), drawn
-in the same style in every panel: a colour per (backend, dtype), shaded
-from light to dark with the other size, a line style per thread count and a
-marker per backend. One legend, in numeric order, beside the panels rather
-than over the data; a panel is drawn only when it has something to show.
-"""
+(backend, dtype, the other size, the threads the iterations ran on, the
+optimizer and batch size), drawn in the same style in every panel: a colour
+per (backend, dtype), shaded from light to dark with the other size, a line
+style per (thread count, optimizer, batch size) and a marker per backend.
+One legend, in numeric order, beside the panels rather than over the data; a
+panel is drawn only when it has something to show."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from .results import (
     is_mixed,
     ok_records,
     speedups,
+    update_text,
 )
 
 #: Colours of the scaling figure, fixed per (backend, dtype) so runs compare at a glance.
@@ -37,7 +38,8 @@ BACKEND_COLORS = {
     ("jax", "float32"): "tab:olive",
 }
 MARKERS = {"numba": "o", "numpy": "s", "torch": "^", "jax": "D"}
-LINESTYLES = ["-", "--", ":", "-."]
+LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 3)),
+              (0, (3, 3, 1, 3))]  # fmt: skip
 #: Peak-memory rises below this are page-size noise; drawn at the floor, hollow, and said so.
 MEMORY_FLOOR_MIB = 0.25
 #: The x-axes a figure can have: option value -> record field and axis label.
@@ -111,8 +113,9 @@ def _series(ok: list[dict], field: str) -> list[_Series]:
     other = {"n_samples": "hidden", "hidden": "n_samples", "threads_used": None}[field]
     varies = {
         name: len({r.get(name) for r in ok}) > 1
-        for name in ("iters", "seed", "n_samples", "hidden")
+        for name in ("iters", "seed", "n_samples", "hidden", "step_size", "target_loss")
     }
+    spell = len({_update(r) for r in ok}) > 1  # name gd and the full batch beside the others
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
         key = (
@@ -120,40 +123,73 @@ def _series(ok: list[dict], field: str) -> list[_Series]:
             r["dtype"],
             r[other] if other else (r["n_samples"], r["hidden"]),
             0 if field == "threads_used" else _asked(r),
+            *_update(r),
             r["iters"] if varies["iters"] else 0,
             r["seed"] if varies["seed"] else 0,
+            r.get("step_size") if varies["step_size"] else 0,
+            r.get("target_loss") if varies["target_loss"] else 0,
         )
         groups.setdefault(key, []).append(r)
     others = sorted({k[2] for k in groups})
-    threads = sorted({k[3] for k in groups})
+    lines = sorted({(k[3], k[4], _batch_order(k[5])) for k in groups})
     out = []
-    for key in sorted(groups):
-        backend, dtype, size, thr, iters, seed = key
+    for key in sorted(groups, key=_series_order):
+        backend, dtype, size, thr, opt, batch, iters, seed, step, target = key
         if other == "hidden":
             label = f"{backend} {dtype}, H={size:,}"
         elif other == "n_samples":
             label = f"{backend} {dtype}, N={size:,}"
         else:
             label = f"{backend} {dtype}, N={size[0]:,}, H={size[1]:,}"
+        label += update_text(dict(optimizer=opt, batch_size=batch), always=spell)
+        if varies["step_size"]:
+            label += f", step {step:g}"
         if thr:
             label += f", {thr} thread{'s' if thr != 1 else ''}"
         if varies["iters"]:
             label += f", {iters} iters"
         if varies["seed"]:
             label += f", seed {seed}"
+        if varies["target_loss"]:
+            label += f", target {target:g}" if target is not None else ", no target"
         color = _shade(
             BACKEND_COLORS.get((backend, dtype), "black"), others.index(size), len(others)
         )
         style = dict(
             color=color,
             marker=MARKERS.get(backend, "v"),
-            linestyle=LINESTYLES[threads.index(thr) % len(LINESTYLES)],
+            linestyle=LINESTYLES[lines.index((thr, opt, _batch_order(batch))) % len(LINESTYLES)],
         )
         rows = sorted(
             groups[key], key=lambda r: _threads(r) if field == "threads_used" else r[field]
         )
         out.append(_Series(key, rows, style, label))
     return out
+
+
+def _update(r: dict[str, Any]) -> tuple[str, int | None]:
+    return (r.get("optimizer") or "gd", r.get("batch_size"))
+
+
+def _batch_order(batch: int | None) -> int:
+    """The full batch (None) before every mini-batch size."""
+    return -1 if batch is None else batch
+
+
+def _series_order(key: tuple) -> tuple:
+    """A series key that sorts: numbers (and the sizes' tuples) in numeric order, None first."""
+    return tuple((-1, 0) if v is None else (1, v) if isinstance(v, str) else (0, v) for v in key)
+
+
+def _bars(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[np.ndarray]:
+    """Error-bar lengths below and above ``value``, never negative: a bound equal to the value
+    can round a hair past it once scaled (matplotlib refuses a negative length)
+    (tests/test_scaling_stats.py::test_the_target_panel_survives_rounding)."""
+    return [np.maximum(value - low, 0.0), np.maximum(high - value, 0.0)]
+
+
+def _epochs(r: dict[str, Any]) -> int:
+    return int(r.get("updates_per_epoch") or 1)
 
 
 def _x(rows: list[dict], field: str) -> list[float]:
@@ -175,7 +211,9 @@ def plot_scaling(records: Any, machine: dict | None = None, x: str | None = None
 
     ``x`` is "N", "H" or "threads" (default: :func:`choose_x`). Panels, each
     only where it has data: the set-up-free time per iteration (bars: the
-    interval of the median; dashed: the cost model), the one-off set-up of a
+    interval of the median; dashed: the cost model), or with mini-batches
+    the time per update and the time per epoch (the cost model on the
+    latter), the set-up-free time to the target loss, the one-off set-up of a
     training, useful GFLOP/s with the same-dtype, same-threads matmul rate
     as the limit, the fraction of that limit, peak memory, numba's speed-up
     over every other backend swept, and the speed-up of more threads over
@@ -197,36 +235,96 @@ def plot_scaling(records: Any, machine: dict | None = None, x: str | None = None
     series = _series(ok, field)
     models = fit_cost_models(records)
     ups = speedups(records)
-    by_style = {
-        (s.key[0], s.key[1], s.key[2], s.key[3]): s for s in series
-    }  # to draw a ratio in its series' style
+    by_style = {s.key[:6]: s for s in series}  # to draw a ratio in its series' style
+    mini = any(r.get("batch_size") is not None for r in ok)
 
     panels = []  # (title, ylabel, log y, draw(ax))
-    times = [r["seconds_per_iter"] for r in ok]
-    scale, unit = _time_unit(times)
 
-    def time_panel(ax):
-        for s in series:
-            xs = _x(s.rows, field)
-            t = np.array([r["seconds_per_iter"] for r in s.rows]) * scale
-            lo = np.array([r.get("ci_low") or r["seconds_per_iter"] for r in s.rows]) * scale
-            hi = np.array([r.get("ci_high") or r["seconds_per_iter"] for r in s.rows]) * scale
-            ax.errorbar(xs, t, yerr=[t - lo, hi - t], capsize=3, **s.style)
-            _draw(ax, xs, t, dict(s.style, linestyle="none"), [_fewer(r) for r in s.rows])
-            model = models.get((s.key[0], s.key[1], _threads(s.rows[0])))
-            if model is not None and field != "threads_used" and not any(map(_fewer, s.rows)):
-                fx = np.array([useful_flops(r["n_samples"], r["hidden"]) for r in s.rows])
-                ax.plot(xs, (model.a.value + model.b.value * fx) * scale, color=s.style["color"],
-                        linestyle=(0, (2, 2)), linewidth=0.9, alpha=0.8)  # fmt: skip
+    def timed_panel(per_epoch: bool, with_model: bool):
+        """Set-up-free time per update or per epoch, bars the median's interval, dashed the
+        cost model (which is fitted per epoch)."""
+        times = [r["seconds_per_iter"] * (_epochs(r) if per_epoch else 1) for r in ok]
+        scale, unit = _time_unit(times)
 
-    panels.append(
-        (
-            "time per iteration without set-up\n(bars: interval of the median; dashed: cost model)",
-            f"time per iteration ({unit})",
-            True,
-            time_panel,
+        def draw(ax):
+            for s in series:
+                xs = _x(s.rows, field)
+                k = np.array([_epochs(r) if per_epoch else 1 for r in s.rows]) * scale
+                t = np.array([r["seconds_per_iter"] for r in s.rows]) * k
+                lo = np.array([r.get("ci_low") or r["seconds_per_iter"] for r in s.rows]) * k
+                hi = np.array([r.get("ci_high") or r["seconds_per_iter"] for r in s.rows]) * k
+                ax.errorbar(xs, t, yerr=_bars(t, lo, hi), capsize=3, **s.style)
+                _draw(ax, xs, t, dict(s.style, linestyle="none"), [_fewer(r) for r in s.rows])
+                model = models.get((s.key[0], s.key[1], _threads(s.rows[0]), s.key[4], s.key[5]))
+                if (with_model and model is not None and field != "threads_used"
+                        and not any(map(_fewer, s.rows))):  # fmt: skip
+                    fx = np.array([useful_flops(r["n_samples"], r["hidden"]) for r in s.rows])
+                    ax.plot(xs, (model.a.value + model.b.value * fx) * scale,
+                            color=s.style["color"], linestyle=(0, (2, 2)), linewidth=0.9,
+                            alpha=0.8)  # fmt: skip
+
+        return draw, unit
+
+    draw, unit = timed_panel(False, not mini)
+    if mini:
+        panels.append(
+            (
+                "time per update without set-up\n(one mini-batch, or the full batch; bars: "
+                "interval of the median)",
+                f"time per update ({unit})",
+                True,
+                draw,
+            )
         )
-    )
+        draw, unit = timed_panel(True, True)
+        panels.append(
+            (
+                "time per epoch without set-up (ceil(N / batch) updates,\nthe full batch one; "
+                "bars: interval of the median; dashed: cost model)",
+                f"time per epoch ({unit})",
+                True,
+                draw,
+            )
+        )
+    else:
+        panels.append(
+            (
+                "time per iteration without set-up\n(bars: interval of the median; dashed: "
+                "cost model)",
+                f"time per iteration ({unit})",
+                True,
+                draw,
+            )
+        )
+
+    reached = [r for r in ok if r.get("target_seconds")]
+    if reached:
+        t_scale, t_unit = _time_unit([r["target_seconds"] for r in reached])
+
+        def target_panel(ax):
+            for s in series:
+                rows = [(xv, r) for xv, r in zip(_x(s.rows, field), s.rows)
+                        if r.get("target_seconds")]  # fmt: skip
+                if not rows:
+                    continue
+                xs = [x for x, _ in rows]
+                n = np.array([r["target_iters"] for _, r in rows]) * t_scale
+                t = n * np.array([r["seconds_per_iter"] for _, r in rows])
+                lo = n * np.array([r.get("ci_low") or r["seconds_per_iter"] for _, r in rows])
+                hi = n * np.array([r.get("ci_high") or r["seconds_per_iter"] for _, r in rows])
+                ax.errorbar(xs, t, yerr=_bars(t, lo, hi), capsize=3, **s.style)
+
+        targets = sorted({r["target_loss"] for r in reached})
+        panels.append(
+            (
+                f"cost to a result: set-up-free time to a training loss of "
+                f"{', '.join(f'{v:g}' for v in targets)}\n(mini-batches: an epoch's mean; "
+                "no point: not reached)",
+                f"time to the target ({t_unit})",
+                True,
+                target_panel,
+            )
+        )
 
     setups = [r for r in ok if (r.get("setup_seconds") or 0) > 0]
     if setups:
@@ -272,7 +370,7 @@ def plot_scaling(records: Any, machine: dict | None = None, x: str | None = None
 
     panels.append(
         (
-            "useful GFLOP/s (4NDH + 6NHK per iteration);\n"
+            f"useful GFLOP/s (4NDH + 6NHK per {'epoch' if mini else 'iteration'});\n"
             "black: NumPy matmul, same dtype and threads",
             "GFLOP/s",
             True,
@@ -329,11 +427,11 @@ def plot_scaling(records: Any, machine: dict | None = None, x: str | None = None
 
         def speedup_panel(ax):
             groups: dict[tuple, list] = {}
-            for (b, d, n, h, t), iv in ups.items():
+            for (b, d, n, h, t, opt, batch), iv in ups.items():
                 size = {"n_samples": h, "hidden": n, "threads_used": (n, h)}[field]
                 xv = {"n_samples": n, "hidden": h, "threads_used": t}[field]
                 thr = 0 if field == "threads_used" else t
-                groups.setdefault((b, d, size, thr), []).append((xv, iv))
+                groups.setdefault((b, d, size, thr, opt, batch), []).append((xv, iv))
             for key, pts in sorted(groups.items(), key=lambda kv: str(kv[0])):
                 s = by_style.get(key)
                 if s is None:
@@ -343,7 +441,7 @@ def plot_scaling(records: Any, machine: dict | None = None, x: str | None = None
                 v = np.array([p[1].value for p in pts])
                 lo = np.array([p[1].low for p in pts])
                 hi = np.array([p[1].high for p in pts])
-                ax.errorbar(xs, v, yerr=[v - lo, hi - v], capsize=3, **s.style)
+                ax.errorbar(xs, v, yerr=_bars(v, lo, hi), capsize=3, **s.style)
             ax.axhline(1.0, color="grey", linewidth=0.8)
             ax.set_ylim(bottom=0)
 
@@ -438,25 +536,27 @@ def _thread_speedups(ok: list[dict], field: str) -> dict[tuple, list[tuple[float
     (the chooser switched) are left out, and the counts are the threads the
     iterations ran on, never a limit.
     """
+
+    def same(r):  # everything but the threads
+        return (r["backend"], r["dtype"], r["n_samples"], r["hidden"], r["iters"], r["seed"],
+                *_update(r), r.get("step_size"), r.get("target_loss"))  # fmt: skip
+
     single: dict[tuple, float] = {}
     for r in ok:
         if not is_mixed(r) and _threads(r) == 1:
-            single[
-                (r["backend"], r["dtype"], r["n_samples"], r["hidden"], r["iters"], r["seed"])
-            ] = r["seconds_per_iter"]
+            single[same(r)] = r["seconds_per_iter"]
     out: dict[tuple, list] = {}
     for r in ok:
         t = _threads(r)
-        base = single.get((r["backend"], r["dtype"], r["n_samples"], r["hidden"], r["iters"],
-                           r["seed"]))  # fmt: skip
+        base = single.get(same(r))
         if is_mixed(r) or t <= 1 or base is None:
             continue
         if field == "threads_used":
-            key = (r["backend"], r["dtype"], (r["n_samples"], r["hidden"]), 0)
+            key = (r["backend"], r["dtype"], (r["n_samples"], r["hidden"]), 0, *_update(r))
             xv = t
         else:
             other = r["hidden"] if field == "n_samples" else r["n_samples"]
-            key = (r["backend"], r["dtype"], other, _asked(r))
+            key = (r["backend"], r["dtype"], other, _asked(r), *_update(r))
             xv = r[field]
         out.setdefault(key, []).append((xv, base / r["seconds_per_iter"]))
     if field == "threads_used":

@@ -91,7 +91,7 @@ def numba_target_cpu() -> str:
 
 
 def machine_info(measure_matmul: bool = True) -> dict[str, Any]:
-    """:func:`host_info` plus the versions of Python, NumPy, Numba and fastspiral."""
+    """``host_info()`` plus the versions of Python, NumPy, Numba and fastspiral."""
     import numba
 
     from .._version import __version__

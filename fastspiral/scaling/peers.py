@@ -9,7 +9,11 @@ installed before any work, and the tests skip them.
 Every implementation trains the same model from the same initial weights
 (fastspiral's for the seed), full-batch gradient descent with the case
 study's step size and regularisation, and records the loss every
-iteration, as fastspiral does (tests/test_scaling.py::test_peers_train_the_same_model):
+iteration, as fastspiral does (tests/test_scaling.py::test_peers_train_the_same_model).
+fastspiral's own backends also take the training lab's update rules,
+mini-batches and step sizes (``lab``); the peers time the case study's
+update only, and a sweep records their other configurations as skipped
+(tests/test_scaling.py::test_peers_skip_what_they_cannot_train):
 
 * ``torch``: eager tensor operations with the gradients written out (no
   autograd graph), on ``torch.set_num_threads`` threads;
@@ -32,7 +36,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-#: The case study's step size and regularisation, which every sweep trains with.
+#: The case study's step size and regularisation: the peers train with them, and a sweep with
+#: them unless given another ``step_size`` (the regularisation is always this one).
 STEP, REG = 1.0, 1e-3
 
 
@@ -57,7 +62,10 @@ class SweepBackend:
     configuration may use. ``workspace_bytes(N, D, H, K, dtype)`` estimates
     the memory of the work arrays, without allocating them. ``module`` is
     the import that must be found for the backend to be available (None:
-    always).
+    always). ``lab``: whether ``train`` and ``warm_up`` also take
+    ``optimizer`` (a name or rule of :mod:`fastspiral.optim`), ``batch_size``
+    (None or an int) and ``step_size``, as :func:`fastspiral.train_net`
+    does; without it a backend times only full-batch "gd" at :data:`STEP`.
     """
 
     name: str
@@ -67,6 +75,7 @@ class SweepBackend:
     limit_threads: Callable[[int], None]
     workspace_bytes: Callable[[int, int, int, int, str], int]
     module: str | None = None
+    lab: bool = False
 
     def available(self) -> bool:
         """Whether this backend can run here (its library is installed); nothing is imported."""
@@ -77,7 +86,8 @@ class SweepBackend:
 
 
 def _fastspiral_train(name: str) -> Callable[..., Trained]:
-    def train(X, y, *, hidden, seed, dtype, iters, max_iters=None) -> Trained:
+    def train(X, y, *, hidden, seed, dtype, iters, max_iters=None, optimizer="gd",
+              batch_size=None, step_size=STEP) -> Trained:  # fmt: skip
         from ..train import train_net
 
         marks: list[float] = []
@@ -97,6 +107,10 @@ def _fastspiral_train(name: str) -> Callable[..., Trained]:
             iters=iters,
             callback=mark,
             callback_every=iters,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            step_size=step_size,
+            reg=REG,
         )
         return Trained(marks[-1] - marks[0], net.final_loss, net)
 
@@ -104,7 +118,8 @@ def _fastspiral_train(name: str) -> Callable[..., Trained]:
 
 
 def _fastspiral_warm_up(name: str) -> Callable[..., None]:
-    def warm_up(X, y, *, hidden, seed, dtype, iters, max_iters=None) -> None:
+    def warm_up(X, y, *, hidden, seed, dtype, iters, max_iters=None, optimizer="gd",
+                batch_size=None, step_size=STEP) -> None:  # fmt: skip
         """Compile (or load from the cache) on a tiny problem of the same types, so that neither
         compilation nor heap blocks freed by a full-size warm-up hide the memory the timed runs
         allocate. It has as many slots as the timed runs have, up to two: one slot and several
@@ -119,7 +134,9 @@ def _fastspiral_warm_up(name: str) -> Callable[..., None]:
         while n_warm < n_per_class and n_slots(3 * n_warm, hidden) < slots:
             n_warm *= 2
         Xw, yw = make_spiral(min(n_warm, n_per_class), 3, seed=seed)
-        train_net(Xw, yw, iters=1, hidden=hidden, seed=seed, backend=name, dtype=dtype)
+        batch = None if batch_size is None else min(batch_size, Xw.shape[0])
+        train_net(Xw, yw, iters=1, hidden=hidden, seed=seed, backend=name, dtype=dtype,
+                  optimizer=optimizer, batch_size=batch, step_size=step_size)  # fmt: skip
 
     return warm_up
 
@@ -320,6 +337,7 @@ def _registry() -> dict[str, SweepBackend]:
             _fastspiral_warm_up(name),
             _fastspiral_threads,
             _fastspiral_workspace(name),
+            lab=True,
         )
         for name, backend in BACKENDS.items()
     }

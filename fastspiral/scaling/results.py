@@ -28,6 +28,32 @@ process, on its own host. ``threads_used`` is the thread count most
 iterations ran on, ``thread_shares`` the share of the iterations on each
 count (the Numba backend's chooser may use fewer threads than allowed;
 a one-slot problem runs on one).
+
+**Update rules and mini-batches.** ``optimizer`` (a rule's name, with the
+hyperparameters that differ from its defaults: ``adam(beta1=0.8)``),
+``batch_size`` (None: the full batch) and ``step_size`` are part of a
+configuration's identity. One iteration is one update, so
+``seconds_per_iter`` is the time per update; ``updates_per_epoch`` is
+``ceil(N / batch_size)`` (1 for the full batch) and ``seconds_per_epoch``
+the time to pass over every row once. ``gflops``, ``fraction_of_peak``, the
+cost model and the exponents use the time per epoch, whose useful FLOPs are
+``4NDH + 6NHK`` whatever the batch size (for the full batch it is the time
+per iteration), and they group records by optimizer and batch size as well,
+never mixing them.
+
+**Cost to a result.** With a ``target_loss``, ``target_iters`` is the number
+of updates run until the training loss first reached the target or went
+below it, ``target_epochs`` the epochs and ``target_seconds`` their
+set-up-free time (``target_iters * seconds_per_iter``; the interval of the
+median scales with it); ``target_status`` says "reached" or "not reached
+within U updates" (U: the longer timed training's updates, the ones
+searched). The training loss is the one :func:`fastspiral.train_net` records
+before each update: with the full batch, that of every iteration; with
+mini-batches, checked at the end of each epoch, the mean of that epoch's
+batch losses weighted by their rows (what scikit-learn's MLPClassifier
+reports as ``loss_curve_``), since one batch's loss is too noisy to say that
+a model has reached a loss. ``final_loss`` follows the same rule: the
+shorter timed training's last loss, or its last epoch's mean.
 """
 
 from __future__ import annotations
@@ -57,6 +83,9 @@ FIELDS = (
     "dtype",
     "n_samples",
     "hidden",
+    "optimizer",
+    "batch_size",
+    "step_size",
     "iters",
     "seed",
     "thread_limit",
@@ -69,6 +98,8 @@ FIELDS = (
     "seconds_min",
     "seconds_max",
     "spread",
+    "updates_per_epoch",
+    "seconds_per_epoch",
     "setup_seconds",
     "wall_seconds_per_iter",
     "gflops",
@@ -84,6 +115,10 @@ FIELDS = (
     "final_loss",
     "accuracy",
     "target_loss",
+    "target_iters",
+    "target_epochs",
+    "target_seconds",
+    "target_status",
     "host",
     "cpu",
     "cores",
@@ -95,7 +130,22 @@ FIELDS = (
     "status",
 )
 #: The fields that identify a configuration: every argument that changes its result or its timing.
-KEY_FIELDS = ("backend", "dtype", "n_samples", "hidden", "iters", "seed", "thread_limit")
+KEY_FIELDS = (
+    "backend",
+    "dtype",
+    "n_samples",
+    "hidden",
+    "iters",
+    "seed",
+    "thread_limit",
+    "optimizer",
+    "batch_size",
+    "step_size",
+    "target_loss",
+)
+#: What a record written before the update-rule axes (which has none of these fields) timed:
+#: the case study's full-batch gradient descent at its step size, with no target.
+LEGACY_DEFAULTS = {"optimizer": "gd", "batch_size": None, "step_size": 1.0, "target_loss": None}
 #: Beyond this spread ((max - min) / median of the repeats) or share of the CPUs taken by
 #: other programs, the summary warns that the figure is not to be trusted as it stands.
 NOISY_SPREAD, BUSY_SHARE = 0.25, 0.2
@@ -111,9 +161,19 @@ _LOCK_NAME = ".results.lock"
 # --------------------------------------------------------------------------
 
 
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def record_key(record: dict[str, Any]) -> tuple:
-    """What identifies a configuration: backend, dtype, N, H, iterations, seed and thread limit."""
-    limit = record.get("thread_limit")
+    """What identifies a configuration: backend, dtype, N, H, iterations, seed, thread limit,
+    optimizer, batch size, step size and target loss (the last four as
+    ``LEGACY_DEFAULTS`` where a record has none)."""
+    get = lambda name: record.get(name, LEGACY_DEFAULTS[name])  # noqa: E731
     return (
         record["backend"],
         record["dtype"],
@@ -121,18 +181,55 @@ def record_key(record: dict[str, Any]) -> tuple:
         int(record["hidden"]),
         int(record["iters"]),
         int(record["seed"]),
-        None if limit is None else int(limit),
+        _int_or_none(record.get("thread_limit")),
+        str(get("optimizer")),
+        _int_or_none(get("batch_size")),
+        float(get("step_size")),
+        _float_or_none(get("target_loss")),
     )
 
 
-def describe(record: dict[str, Any]) -> str:
-    """``numba float64 N=3,000 H=100, 1 thread (of 2)``: the threads it ran on, and its limit
-    where that differs."""
+def optimizer_label(rule: Any) -> str:
+    """A rule of :mod:`fastspiral.optim` as a record names it: its name, with the hyperparameters
+    that differ from the rule's defaults (``adam``, ``adam(beta1=0.8)``)."""
+    default = type(rule)()
+    changed = [
+        f"{k}={v!r}"
+        for k, v in rule.config().items()
+        if k != "name" and v != default.config().get(k)
+    ]
+    return rule.name + (f"({', '.join(changed)})" if changed else "")
+
+
+def updates_per_epoch(n_samples: int, batch_size: int | None) -> int:
+    """Updates in one pass over the rows: ``ceil(N / batch_size)``, 1 for the full batch."""
+    return 1 if batch_size is None else -(-int(n_samples) // int(batch_size))
+
+
+def update_text(record: dict[str, Any], sep: str = ", ", always: bool = False) -> str:
+    """``", adam, batches of 200, step 0.01"``: the update in words where it is not the case
+    study's (full-batch gd at step size 1), or ``always`` (beside records of other updates)."""
+    parts = []
+    opt, batch = record.get("optimizer") or "gd", record.get("batch_size")
+    step = record.get("step_size")
+    if always or opt != "gd" or batch is not None or (step is not None and step != 1.0):
+        parts.append(opt)
+        parts.append("full batch" if batch is None else f"batches of {batch:,}")
+    if step is not None and step != 1.0:
+        parts.append(f"step {step:g}")
+    return "".join(sep + p for p in parts)
+
+
+def describe(record: dict[str, Any], always: bool = False) -> str:
+    """``numba float64 N=3,000 H=100, adam, batches of 200, 1 thread (of 2)``: the update where
+    it is not the case study's (or ``always``), the threads it ran on, and its limit where that
+    differs."""
     threads, limit = (
         record.get("threads_used") or record.get("thread_limit"),
         record.get("thread_limit"),
     )
     text = f"{record['backend']} {record['dtype']} N={record['n_samples']:,} H={record['hidden']:,}"
+    text += update_text(record, always=always)
     if threads:
         text += f", {threads} thread{'s' if threads != 1 else ''}"
         if limit and limit != threads:
@@ -143,8 +240,11 @@ def describe(record: dict[str, Any]) -> str:
 def new_record(config: dict[str, Any], host: dict[str, Any] | None = None) -> dict[str, Any]:
     """A record of ``config`` with no repeat run yet (status "partial: 0 of R repeats")."""
     record = {key: config.get(key) for key in FIELDS}
+    for key, value in LEGACY_DEFAULTS.items():
+        record[key] = config.get(key, value)
     host = host or {}
     record.update(
+        updates_per_epoch=updates_per_epoch(config["n_samples"], record["batch_size"]),
         repeats=int(config.get("repeats") or 1),
         repeats_done=0,
         cpu=host.get("cpu"),
@@ -191,7 +291,8 @@ def summarise(record: dict[str, Any]) -> dict[str, Any]:
     times = [r["seconds_per_iter"] for r in runs]
     median = median_interval(times)
     seconds = median.value
-    flops = useful_flops(record["n_samples"], record["hidden"])
+    per_epoch = updates_per_epoch(record["n_samples"], record.get("batch_size"))
+    flops = useful_flops(record["n_samples"], record["hidden"])  # of an epoch
     rates = [r["matmul_gflops"] for r in runs if r.get("matmul_gflops")]
     matmul = statistics.median(rates) if rates else None
     iterations: collections.Counter = collections.Counter()
@@ -209,11 +310,15 @@ def summarise(record: dict[str, Any]) -> dict[str, Any]:
         seconds_min=min(times),
         seconds_max=max(times),
         spread=(max(times) - min(times)) / seconds,
+        updates_per_epoch=per_epoch,
+        seconds_per_epoch=seconds * per_epoch,
         setup_seconds=statistics.median(r["setup_seconds"] for r in runs),
-        wall_seconds_per_iter=statistics.median(r["wall_seconds"] for r in runs) / record["iters"],
-        gflops=flops / seconds / 1e9,
+        wall_seconds_per_iter=statistics.median(
+            r["wall_seconds"] / r.get("timed_iters", record["iters"]) for r in runs
+        ),
+        gflops=flops / (seconds * per_epoch) / 1e9,
         matmul_gflops=matmul,
-        fraction_of_peak=flops / seconds / 1e9 / matmul if matmul else None,
+        fraction_of_peak=flops / (seconds * per_epoch) / 1e9 / matmul if matmul else None,
         peak_mem_mib=max(seen("peak_mem_mib"), default=None),
         others_cpu_before=max(seen("others_cpu_before"), default=None),
         others_cpu=max(seen("others_cpu"), default=None),
@@ -231,7 +336,32 @@ def summarise(record: dict[str, Any]) -> dict[str, Any]:
         started=min(seen("started"), default=None),
         finished=max(seen("finished"), default=None),
     )
+    record.update(_cost_to_target(record, runs, seconds, per_epoch))
     return record
+
+
+def _cost_to_target(
+    record: dict[str, Any], runs: list[dict[str, Any]], seconds: float, per_epoch: int
+) -> dict[str, Any]:
+    """The target fields from the runs' ``target_iters``: the median run's (not reached counted
+    as the slowest; the training's bits, hence the count, are the same in every repeat of a
+    configuration on one kind of CPU), times the set-up-free time per update."""
+    none = dict(target_iters=None, target_epochs=None, target_seconds=None, target_status=None)
+    if record.get("target_loss") is None:
+        return none
+    found = sorted(
+        (r.get("target_iters") for r in runs), key=lambda v: math.inf if v is None else v
+    )
+    middle = found[(len(found) - 1) // 2]  # the lower median: a count that a repeat gave
+    if middle is None:
+        budget = min(r.get("target_budget") or 0 for r in runs)
+        return dict(none, target_status=f"not reached within {budget:,} updates")
+    return dict(
+        target_iters=int(middle),
+        target_epochs=-(-int(middle) // per_epoch),
+        target_seconds=middle * seconds,
+        target_status="reached",
+    )
 
 
 def is_mixed(record: dict[str, Any]) -> bool:
@@ -289,6 +419,9 @@ RECORD_TYPES = {
     "iters": "int>=1",
     "seed": "int>=0",
     "thread_limit": "int>=1?",
+    "optimizer": "str",
+    "batch_size": "int>=1?",
+    "step_size": "real>0",
     "repeats": "int>=1",
     "repeats_done": "int>=0",
     "seconds_per_iter": "real>0?",
@@ -298,6 +431,8 @@ RECORD_TYPES = {
     "seconds_min": "real>0?",
     "seconds_max": "real>0?",
     "spread": "real>=0?",
+    "updates_per_epoch": "int>=1?",
+    "seconds_per_epoch": "real>0?",
     "setup_seconds": "real?",
     "wall_seconds_per_iter": "real>=0?",
     "gflops": "real>=0?",
@@ -311,7 +446,11 @@ RECORD_TYPES = {
     "threads_used": "int>=1?",
     "final_loss": "real?",
     "accuracy": "share?",
-    "target_loss": "real?",
+    "target_loss": "real>0?",
+    "target_iters": "int>=1?",
+    "target_epochs": "int>=1?",
+    "target_seconds": "real>0?",
+    "target_status": "str?",
     "host": "str?",
     "cpu": "str?",
     "cores": "int>=1?",
@@ -333,6 +472,9 @@ RUN_TYPES = {
     "started": "str",
     "finished": "str",
     "threads_allowed": "int>=1",
+    "timed_iters": "int>=1?",
+    "target_iters": "int>=1?",
+    "target_budget": "int>=1?",
     "seconds_per_iter": "real>0",
     "setup_seconds": "real",
     "wall_seconds": "real>=0",
@@ -354,9 +496,12 @@ def check_record(record: Any, where: str) -> None:
     if not isinstance(record, dict):
         raise ValueError(f"{where} is a {type(record).__name__}, not an object")
     for name, kind in RECORD_TYPES.items():
-        if name not in record and (name in KEY_FIELDS or name == "status"):
+        if name not in record and (
+            (name in KEY_FIELDS and name not in LEGACY_DEFAULTS) or name == "status"
+        ):
             raise ValueError(f"{where}: {name} is missing")
-        _check_type(where, name, record.get(name), kind if name in record else kind + "?")
+        missing = name not in record and not kind.endswith("?")
+        _check_type(where, name, record.get(name), kind + "?" if missing else kind)
     shares = record.get("thread_shares")
     if shares is not None:
         if not isinstance(shares, dict):
@@ -415,13 +560,20 @@ def _read(path: str) -> dict[str, Any]:
     seen: dict[tuple, int] = {}
     for i, record in enumerate(records):
         check_record(record, f"record {i}")
+        if any(name not in record for name in LEGACY_DEFAULTS):  # written before the axes
+            for name, value in LEGACY_DEFAULTS.items():
+                record.setdefault(name, value)
+            record.setdefault("updates_per_epoch", 1)
+            if record.get("seconds_per_iter"):
+                record.setdefault("seconds_per_epoch", record["seconds_per_iter"])
         key = record_key(record)
         if key in seen:  # keeping either would drop the other's repeats (a hand edit; the tests:
             # tests/test_scaling.py::test_duplicated_records_are_refused_and_none_is_dropped)
             raise ValueError(
                 f"records {seen[key]} and {i} are the same configuration ({describe(record)}, "
-                f"iters={key[4]}, seed={key[5]}, thread_limit={key[6]}); keep one of them, or "
-                "move both repeats' runs into one record, by hand"
+                f"iters={key[4]}, seed={key[5]}, thread_limit={key[6]}, "
+                f"target_loss={key[10]}); keep one of them, or move both repeats' runs into one "
+                "record, by hand"
             )
         seen[key] = i
     return doc
@@ -435,7 +587,7 @@ def load_results(out: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str,
     the record and the field. ``machine`` is the latest sweep's machine with
     ``hosts`` (every host that ran a repeat) and ``sweeps`` (each sweep into
     the folder: when, from where, in which order). The records are those of
-    :data:`FIELDS` plus ``repeat_seconds`` and ``runs``;
+    ``FIELDS`` plus ``repeat_seconds`` and ``runs``;
     :func:`to_dataframe` turns them into a pandas DataFrame.
     """
     path = os.path.join(os.fspath(out), "results.json")
@@ -576,6 +728,12 @@ def _repeats(record: dict[str, Any]) -> list[float]:
     return list(record.get("repeat_seconds") or [record["seconds_per_iter"]])
 
 
+def _epoch_repeats(record: dict[str, Any]) -> list[float]:
+    """Each repeat's time per epoch (per iteration for the full batch): what the fits use."""
+    per_epoch = updates_per_epoch(record["n_samples"], record.get("batch_size"))
+    return [t * per_epoch for t in _repeats(record)]
+
+
 def fit_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records fits use: ok, and on one thread count (not mixed)."""
     return [r for r in ok_records(records) if not is_mixed(r)]
@@ -585,41 +743,55 @@ def _threads(record: dict[str, Any]) -> int | None:
     return record.get("threads_used") or record.get("thread_limit")
 
 
+def _update(record: dict[str, Any]) -> tuple[str, int | None]:
+    """(optimizer, batch size): what, beside the backend, dtype and threads, sets an epoch's
+    cost (the step size, seed and target do not, so their records are pooled)."""
+    return (record.get("optimizer") or "gd", record.get("batch_size"))
+
+
 def fit_exponents(
     records: Iterable[dict[str, Any]], against: str = "n_samples"
 ) -> dict[tuple, Any]:
-    """Slope k of log(time per iteration) against log(N) (or log(H)), time ~ N^k, with its interval.
+    """Slope k of log(time per epoch) against log(N) (or log(H)), time ~ N^k, with its interval.
 
     Keys are (backend, dtype, threads_used, the other size: H for N, N for
-    H); values :class:`~fastspiral.scaling.stats.Interval`. One fit per
-    thread count: a slope over two thread counts describes neither. 1.0
-    means time grows linearly, as the FLOP count does. Needs two sizes.
+    H, optimizer, batch size); values ``Interval`` (:mod:`fastspiral.scaling`'s
+    ``stats``: value, low, high, level). One fit per thread count, optimizer
+    and batch size: a slope over two of them describes neither. The time is
+    that of an epoch (for the full batch, of an iteration): an update of a
+    mini-batch costs the same whatever N, an epoch grows with it. 1.0 means
+    time grows linearly, as the FLOP count does. Needs two sizes.
     """
     other = "hidden" if against == "n_samples" else "n_samples"
     groups: dict[tuple, list[dict]] = {}
     for r in fit_records(records):
-        groups.setdefault((r["backend"], r["dtype"], _threads(r), r[other]), []).append(r)
+        key = (r["backend"], r["dtype"], _threads(r), r[other], *_update(r))
+        groups.setdefault(key, []).append(r)
     out = {}
     for key, rows in sorted(groups.items(), key=lambda kv: _sortable(kv[0])):
-        fit = fit_slope([r[against] for r in rows], [_repeats(r) for r in rows])
+        fit = fit_slope([r[against] for r in rows], [_epoch_repeats(r) for r in rows])
         if fit is not None:
             out[key] = fit
     return out
 
 
 def fit_cost_models(records: Iterable[dict[str, Any]]) -> dict[tuple, Any]:
-    """``t = a + b * (useful FLOPs)`` per (backend, dtype, threads_used), over every N and H swept.
+    """``t = a + b * (useful FLOPs)`` of an epoch per (backend, dtype, threads_used, optimizer,
+    batch size), over every N and H swept.
 
-    Values are :class:`~fastspiral.scaling.stats.CostModel` (a, b, the rate
-    1 / b in GFLOP/s, each with its interval, and the worst misfit).
+    ``t`` is the set-up-free time per epoch (per iteration for the full
+    batch) and the FLOPs those of a pass over every row, ``4NDH + 6NHK``.
+    Values are ``CostModel`` (:mod:`fastspiral.scaling`'s ``stats``: a, b,
+    the rate 1 / b in GFLOP/s, each with its interval, and the worst misfit).
     """
     groups: dict[tuple, list[dict]] = {}
     for r in fit_records(records):
-        groups.setdefault((r["backend"], r["dtype"], _threads(r)), []).append(r)
+        groups.setdefault((r["backend"], r["dtype"], _threads(r), *_update(r)), []).append(r)
     out = {}
     for key, rows in sorted(groups.items(), key=lambda kv: _sortable(kv[0])):
         model = fit_cost_model(
-            [useful_flops(r["n_samples"], r["hidden"]) for r in rows], [_repeats(r) for r in rows]
+            [useful_flops(r["n_samples"], r["hidden"]) for r in rows],
+            [_epoch_repeats(r) for r in rows],
         )
         if model is not None:
             out[key] = model
@@ -627,21 +799,29 @@ def fit_cost_models(records: Iterable[dict[str, Any]]) -> dict[tuple, Any]:
 
 
 def _sortable(key: tuple) -> tuple:
-    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in key)
+    """A key that sorts numbers in order, None (the full batch, no limit) before them and
+    strings after."""
+    return tuple(
+        (-1, 0) if v is None else (0, v) if isinstance(v, (int, float)) else (1, str(v))
+        for v in key
+    )
 
 
 def speedups(records: Iterable[dict[str, Any]]) -> dict[tuple, Any]:
-    """Other backend's time / numba's for each (other, dtype, N, H, threads) where both ran with
-    the same thread limit (``threads``: that limit, else the threads the other ran on), with the
-    ratio's bootstrap interval (:class:`~fastspiral.scaling.stats.Interval`)."""
+    """Other backend's time / numba's for each (other, dtype, N, H, threads, optimizer, batch
+    size) where both ran with the same thread limit (``threads``: that limit, else the threads
+    the other ran on), with the ratio's bootstrap interval (an ``Interval``)."""
     rows: dict[tuple, dict] = {}
     for r in fit_records(records):
-        rows[(r["backend"], r["dtype"], r["n_samples"], r["hidden"], r.get("thread_limit"))] = r
+        key = (r["backend"], r["dtype"], r["n_samples"], r["hidden"], r.get("thread_limit"))
+        rows[key + _update(r)] = r
     out = {}
-    for (b, d, n, h, limit), r in sorted(rows.items(), key=lambda kv: _sortable(kv[0])):
-        numba = rows.get(("numba", d, n, h, limit))
+    for (b, d, n, h, limit, opt, batch), r in sorted(rows.items(), key=lambda kv: _sortable(kv[0])):
+        numba = rows.get(("numba", d, n, h, limit, opt, batch))
         if b != "numba" and numba is not None:
-            out[(b, d, n, h, limit or _threads(r))] = ratio_interval(_repeats(numba), _repeats(r))
+            out[(b, d, n, h, limit or _threads(r), opt, batch)] = ratio_interval(
+                _repeats(numba), _repeats(r)
+            )
     return out
 
 
@@ -681,8 +861,9 @@ def noise_warnings(records: Iterable[dict[str, Any]]) -> list[str]:
     iterations ran on more than one thread count, or that shared its host at the same moment."""
     lines = []
     ok = ok_records(records)
+    spell = len({_update(r) for r in ok}) > 1  # name gd and the full batch beside the others
     for r in ok:
-        what = describe(r)
+        what = describe(r, always=spell)
         if (r.get("spread") or 0) > NOISY_SPREAD:
             lines.append(f"- {what}: repeats spread {100 * r['spread']:.0f}% of the median")
         busy = max(r.get("others_cpu") or 0, r.get("others_cpu_before") or 0)
@@ -707,31 +888,78 @@ REFERENCE_TEXT = (
 )
 
 
+def _optimizer_cell(r: dict[str, Any]) -> str:
+    step = r.get("step_size")
+    text = r.get("optimizer") or "gd"
+    return text + (f", step {step:g}" if step is not None and step != 1.0 else "")
+
+
+def _batch_cell(r: dict[str, Any]) -> str:
+    return "full" if r.get("batch_size") is None else f"{r['batch_size']:,}"
+
+
+def _target_cells(r: dict[str, Any]) -> str:
+    """The cells of the cost to the target: its loss, the updates, epochs and seconds to it."""
+    if r.get("target_loss") is None:
+        return " | | | |"
+    head = f" {r['target_loss']:g} |"
+    if r.get("target_iters") is None:
+        return head + f" {r.get('target_status') or 'n/a'} | | |"
+    n = r["target_iters"]
+    seconds = format_seconds(r["target_seconds"])
+    if r.get("ci_low") is not None and r.get("ci_high") is not None:
+        seconds += f" ({format_seconds(n * r['ci_low'])}-{format_seconds(n * r['ci_high'])})"
+    return head + f" {n:,} | {r['target_epochs']:,} | {seconds} |"
+
+
+#: How the summary's "to target" columns read, under the table (:func:`summary_markdown`).
+TARGET_TEXT = (
+    "To target: the updates, epochs and set-up-free seconds (updates x time per update, with "
+    "the interval of the median) until the training loss first reached the target loss; with "
+    "mini-batches the loss is each epoch's mean of its batch losses (weighted by their rows), "
+    "checked at the epoch's end."
+)
+
+
 def summary_markdown(
     records: Sequence[dict[str, Any]], machine: dict[str, Any] | None = None
 ) -> str:
     """The results as a Markdown table, with warnings, the cost model, exponents and speed-ups.
 
-    Times are set-up-free, with the confidence interval of each median;
-    "threads" is the count the iterations ran on (its limit in brackets
-    where that differs).
+    Times are set-up-free, with the confidence interval of each median: per
+    update, and per epoch (``ceil(N / batch)`` updates; one for the full
+    batch); "threads" is the count the iterations ran on (its limit in
+    brackets where that differs). The optimizer column gives the step size
+    where it is not 1. Where a record has a target loss, four more columns
+    give the cost to reach it.
     """
+    targets = any(r.get("target_loss") is not None for r in records)
     lines = [
-        "| backend | dtype | N | H | threads | time/iter | interval | set-up | GFLOP/s | "
-        "of matmul | peak MiB | loss | accuracy | others' CPU | status |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | --- |",
+        "| backend | dtype | N | H | optimizer | batch | threads | time/update | interval | "
+        "time/epoch | set-up | GFLOP/s | of matmul | peak MiB | loss | accuracy | others' CPU | "
+        + ("target loss | to target: updates | epochs | seconds | " if targets else "")
+        + "status |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: | ---: | "
+        + ("---: | ---: | ---: | ---: | " if targets else "")
+        + "--- |",
     ]
     order = sorted(
         records,
-        key=lambda r: (
-            r["hidden"],
-            r["n_samples"],
-            r["backend"],
-            r["dtype"],
-            r.get("thread_limit") or 0,
-            r.get("iters") or 0,
-            r.get("seed") or 0,
+        key=lambda r: _sortable(
+            (
+                r["hidden"],
+                r["n_samples"],
+                r["backend"],
+                r["dtype"],
+                r.get("optimizer") or "gd",
+                r.get("batch_size"),
+                r.get("step_size"),
+                r.get("thread_limit") or 0,
+                r.get("iters") or 0,
+                r.get("seed") or 0,
+                r.get("target_loss"),
+            )
         ),
     )
     for r in order:
@@ -740,21 +968,31 @@ def summary_markdown(
         if used is not None and limit is not None and used != limit:
             threads += f" (of {limit})"
         head = (
-            f"| {r['backend']} | {r['dtype']} | {r['n_samples']:,} | {r['hidden']:,} | {threads} | "
+            f"| {r['backend']} | {r['dtype']} | {r['n_samples']:,} | {r['hidden']:,} | "
+            f"{_optimizer_cell(r)} | {_batch_cell(r)} | {threads} | "
         )
         if r.get("status") != "ok" or not r.get("seconds_per_iter"):
-            lines.append(head + f" | | | | | | | | | {r['status']} |")
+            lines.append(
+                head
+                + " | | | | | | | | | |"
+                + (" | | | |" if targets else "")
+                + f" {r['status']} |"
+            )
             continue
         mem = f"{r['peak_mem_mib']:.2f}" if r.get("peak_mem_mib") is not None else "n/a"
         seen = [v for v in (r.get("others_cpu_before"), r.get("others_cpu")) if v is not None]
         others = f"{100 * max(seen):.0f}%" if seen else "n/a"
         peak = r.get("fraction_of_peak")
         setup = r.get("setup_seconds")
+        epoch = r.get("seconds_per_epoch") or r["seconds_per_iter"]
         lines.append(
             head + f"{format_seconds(r['seconds_per_iter'])} | {_spread_text(r)} | "
+            f"{format_seconds(epoch)} | "
             f"{format_seconds(setup) if setup is not None and setup > 0 else 'n/a'} | "
             f"{r['gflops']:.1f} | {'n/a' if peak is None else f'{peak:.2f}'} | {mem} | "
-            f"{r['final_loss']:.4f} | {r['accuracy']:.3f} | {others} | ok |"
+            f"{r['final_loss']:.4f} | {r['accuracy']:.3f} | {others} |"
+            + (_target_cells(r) if targets else "")
+            + " ok |"
         )
     ok = ok_records(records)
     if any((r.get("ci_level") or 1) < LEVEL for r in ok):
@@ -763,6 +1001,8 @@ def summary_markdown(
             f"Intervals are the range of the repeats where there are too few for {100 * LEVEL:.0f}%"
             " (its confidence in brackets: 3 repeats give 75%, 5 give 94%, 6 or more 95%).",
         ]
+    if targets:
+        lines += ["", TARGET_TEXT]
     warn = noise_warnings(records)
     if warn:
         lines += [
@@ -773,17 +1013,22 @@ def summary_markdown(
             "(--force):",
             "",
         ] + warn
+    mini = any(r.get("batch_size") is not None for r in ok)
+    unit = "epoch" if mini else "iteration"
+    spell = len({_update(r) for r in ok}) > 1  # name gd and the full batch beside the others
     models = fit_cost_models(records)
     if models:
         lines += [
             "",
-            "Cost model t = a + b * (useful FLOPs) per backend, dtype and threads (95% intervals; "
-            "1/b as GFLOP/s; worst misfit of a configuration):",
+            "Cost model t = a + b * (useful FLOPs) per backend, dtype and threads"
+            + (", optimizer and batch size; t per epoch, every row once" if mini else "")
+            + " (95% intervals; 1/b as GFLOP/s; worst misfit of a configuration):",
             "",
         ]
-        for (b, d, t), m in models.items():
+        for (b, d, t, opt, batch), m in models.items():
+            what = update_text(dict(optimizer=opt, batch_size=batch), always=spell)
             lines.append(
-                f"- {b} {d}, {t} thread{'s' if t != 1 else ''}: a = "
+                f"- {b} {d}, {t} thread{'s' if t != 1 else ''}{what}: a = "
                 f"{_fmt_interval(m.a, '{:.3g}')} s, 1/b = {_fmt_interval(m.rate, '{:.1f}')} "
                 f"GFLOP/s over {m.points} configurations (worst misfit {100 * m.worst:.0f}%)"
             )
@@ -792,22 +1037,24 @@ def summary_markdown(
         if exps:
             lines += [
                 "",
-                f"Exponent of the set-up-free time per iteration against {name} (time ~ "
+                f"Exponent of the set-up-free time per {unit} against {name} (time ~ "
                 f"{name}^k, 95% intervals):",
                 "",
             ]
             lines += [
-                f"- {b} {d}, {t} thread{'s' if t != 1 else ''}, {other}={o:,}: "
-                f"k = {_fmt_interval(k)}"
-                for (b, d, t, o), k in exps.items()
+                f"- {b} {d}, {t} thread{'s' if t != 1 else ''}"
+                f"{update_text(dict(optimizer=opt, batch_size=batch), always=spell)}, "
+                f"{other}={o:,}: k = {_fmt_interval(k)}"
+                for (b, d, t, o, opt, batch), k in exps.items()
             ]
     ups = speedups(records)
     if ups:
         lines += ["", "Speed-up of numba (other backend's time / numba's, 95% intervals):", ""]
         lines += [
-            f"- over {b} {d}, N={n:,}, H={h:,}, {t} thread{'s' if t != 1 else ''}: "
+            f"- over {b} {d}, N={n:,}, H={h:,}, {t} thread{'s' if t != 1 else ''}"
+            f"{update_text(dict(optimizer=opt, batch_size=batch), always=spell)}: "
             f"{_fmt_interval(s, '{:.2f}')}x"
-            for (b, d, n, h, t), s in ups.items()
+            for (b, d, n, h, t, opt, batch), s in ups.items()
         ]
     lines += ["", REFERENCE_TEXT + "."]
     if machine:
@@ -842,8 +1089,10 @@ def compare_markdown(
 ) -> str:
     """B's time over A's for every configuration both hold, each with a 95% bootstrap interval.
 
-    Configurations match on backend, dtype, N, H, iterations and seed, and
-    on the thread limit where either set has more than one. A ratio whose
+    Configurations match on backend, dtype, N, H, iterations, seed,
+    optimizer, batch size and step size, and on the thread limit where
+    either set has more than one (not on the target loss: it changes what is
+    recorded, not the time). A ratio whose
     interval holds 1 reads "no difference"; a row that ran beside programs
     using more than BUSY_SHARE of the CPUs is marked busy, whatever its ratio.
     """
@@ -859,6 +1108,8 @@ def compare_markdown(
             r["hidden"],
             r["iters"],
             r.get("seed"),
+            *_update(r),
+            r.get("step_size", 1.0),
         ) + ((r.get("thread_limit"),) if multi else ())
 
     def busy(r):
@@ -866,15 +1117,15 @@ def compare_markdown(
 
     rows_a = {key(r): r for r in ok_records(a)}
     lines = [
-        f"| backend | dtype | N | H | threads | {label_a} | {label_b} | {label_b} / {label_a} | "
-        "95% interval | verdict |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| backend | dtype | N | H | optimizer | batch | threads | {label_a} | {label_b} | "
+        f"{label_b} / {label_a} | 95% interval | verdict |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     matched = 0
     for r in sorted(
         ok_records(b),
-        key=lambda r: (r["hidden"], r["n_samples"], r["backend"], r["dtype"],
-                       r.get("thread_limit") or 0),
+        key=lambda r: _sortable((r["hidden"], r["n_samples"], r["backend"], r["dtype"],
+                                 *_update(r), r.get("thread_limit") or 0)),
     ):  # fmt: skip
         other = rows_a.get(key(r))
         if other is None:
@@ -891,7 +1142,8 @@ def compare_markdown(
             verdict += f"; busy ({', '.join(marks)} others' CPU)"
         threads = f"{_threads(other) or ''} / {_threads(r) or ''}"
         lines.append(
-            f"| {r['backend']} | {r['dtype']} | {r['n_samples']:,} | {r['hidden']:,} | {threads} | "
+            f"| {r['backend']} | {r['dtype']} | {r['n_samples']:,} | {r['hidden']:,} | "
+            f"{_optimizer_cell(r)} | {_batch_cell(r)} | {threads} | "
             f"{format_seconds(other['seconds_per_iter'])} | "
             f"{format_seconds(r['seconds_per_iter'])} | {ratio.value:.2f} | "
             f"{ratio.low:.2f}-{ratio.high:.2f} | {verdict} |"
@@ -916,6 +1168,7 @@ def to_dataframe(records: Iterable[dict[str, Any]]):
 __all__ = [
     "FIELDS",
     "KEY_FIELDS",
+    "LEGACY_DEFAULTS",
     "add_run",
     "compare_markdown",
     "fit_cost_models",
@@ -924,10 +1177,13 @@ __all__ = [
     "merge_results",
     "new_record",
     "noise_warnings",
+    "optimizer_label",
     "record_key",
     "save_results",
     "speedups",
     "summarise",
     "summary_markdown",
     "to_dataframe",
+    "update_text",
+    "updates_per_epoch",
 ]

@@ -25,10 +25,18 @@ A task (:func:`run_task`):
    iteration without set-up (``seconds_per_iter``): one-off costs inside the
    loop (a first iteration's page faults, waking threads) cancel too. The
    rest of the shorter training's wall time is its ``setup_seconds``
-   (validation, allocation, the checks after the loop);
+   (validation, allocation, the checks after the loop). With mini-batches
+   (an iteration is one update) both trainings run whole epochs, the shorter
+   the fewest with at least ``iters`` updates (``timed_iters``): the
+   difference is then whole epochs too, each with its reshuffle and its
+   smaller last batch, where a part of an epoch would hold some of them or
+   none;
 5. records on how many threads the iterations ran (``thread_iterations``):
    the Numba backend's thread chooser may run a training on fewer threads
-   than it was allowed, and a problem with one slot runs on one.
+   than it was allowed, and a problem with one slot runs on one;
+6. with a ``target_loss``, finds in the longer training's loss history the
+   updates it took to reach it (``target_iters``; None if it never did, of
+   ``target_budget`` updates searched; see :func:`updates_to_loss`).
 """
 
 from __future__ import annotations
@@ -47,8 +55,11 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 from .measure import (
     N_CLASSES,
+    N_FEATURES,
     REFERENCE_MATMUL,
     CpuShare,
     host_info,
@@ -135,15 +146,25 @@ def count_thread_iterations() -> Iterator[collections.Counter]:
 
 
 def _thread_iterations(
-    backend: str, counts: collections.Counter, total: int, allowed: int, n_samples: int, hidden: int
+    backend: str,
+    counts: collections.Counter,
+    total: int,
+    allowed: int,
+    n_samples: int,
+    hidden: int,
+    batch_size: int | None = None,
 ) -> dict[str, int]:
     """Iterations per thread count that actually worked: a Numba segment runs on at most as many
-    threads as the problem has slots; other backends on the threads they were allowed."""
+    threads as the problem (or its mini-batch) has slots; other backends on the threads they
+    were allowed."""
     if backend != "numba":
         return {str(allowed): total}
-    from ..numba_backend.workspace import n_slots
+    from ..numba_backend.workspace import batch_slots, n_slots
 
-    slots = n_slots(n_samples, hidden)
+    if batch_size is None:
+        slots = n_slots(n_samples, hidden)
+    else:
+        slots = batch_slots(batch_size, N_FEATURES, hidden, N_CLASSES)
     out: collections.Counter = collections.Counter()
     for n, iters in counts.items():
         out[min(n, slots)] += iters
@@ -151,6 +172,67 @@ def _thread_iterations(
     if serial > 0:
         out[1] += serial
     return {str(k): v for k, v in sorted(out.items())}
+
+
+def epoch_losses(history: Any, n_samples: int, batch_size: int) -> np.ndarray:
+    """Each whole epoch's training loss from a mini-batch loss history: the mean of its batch
+    losses, each weighted by its rows (the last batch of an epoch is smaller), as scikit-learn's
+    MLPClassifier computes ``loss_curve_``. A part of an epoch at the end is left out."""
+    history = np.asarray(history, float)
+    per_epoch = -(-n_samples // batch_size)
+    epochs = history.size // per_epoch
+    rows = np.full(per_epoch, float(batch_size))
+    rows[-1] = n_samples - (per_epoch - 1) * batch_size
+    by_epoch = history[: epochs * per_epoch].reshape(epochs, per_epoch)
+    return by_epoch @ rows / n_samples
+
+
+def training_loss(history: Any, n_samples: int, batch_size: int | None) -> float:
+    """The last training loss by the rule of :func:`updates_to_loss`: the last entry for the
+    full batch, the last whole epoch's mean with mini-batches."""
+    if batch_size is None:
+        return float(np.asarray(history)[-1])
+    return float(epoch_losses(history, n_samples, batch_size)[-1])
+
+
+def updates_to_loss(
+    history: Any, target: float, n_samples: int, batch_size: int | None
+) -> int | None:
+    """Updates run until the training loss first reached ``target`` or went below; None if it
+    never did within ``history``.
+
+    ``history[i]`` is the loss update ``i + 1`` computed before it stepped
+    (:func:`fastspiral.train_net`'s ``loss_history``). With the full batch
+    that is the training loss, so the answer is ``i + 1`` for the first
+    ``history[i] <= target``. With mini-batches one batch's loss is too noisy
+    to stand for the training loss (a lucky batch reaches a target long
+    before the model does), so the loss is checked at the end of each epoch:
+    the mean of that epoch's batch losses weighted by their rows
+    (:func:`epoch_losses`), and the answer is a whole number of epochs in
+    updates.
+    """
+    history = np.asarray(history, float)
+    if batch_size is None:
+        hits = np.flatnonzero(history <= target)
+        return int(hits[0]) + 1 if hits.size else None
+    hits = np.flatnonzero(epoch_losses(history, n_samples, batch_size) <= target)
+    return (int(hits[0]) + 1) * -(-n_samples // batch_size) if hits.size else None
+
+
+def lab_refusal(backend: str, config: dict[str, Any]) -> str | None:
+    """The "skipped: ..." status of an update a backend cannot time (a peer asked for another
+    optimizer, a batch size or another step size), or None."""
+    from .peers import STEP, SWEEP_BACKENDS
+
+    optimizer = config.get("optimizer") or "gd"
+    batch, step = config.get("batch_size"), config.get("step_size", STEP)
+    if SWEEP_BACKENDS[backend].lab or (optimizer == "gd" and batch is None and step == STEP):
+        return None
+    return (
+        f"skipped: {backend} times only the case study's full-batch gd at step size {STEP:g}, "
+        f"not {optimizer}{'' if batch is None else f' on batches of {batch:,}'}"
+        f"{'' if step == STEP else f' at step size {step:g}'}"
+    )
 
 
 def _new_run(config: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
@@ -170,7 +252,10 @@ def run_task(config: dict[str, Any]) -> dict[str, Any]:
     """Run one repeat of a configuration in this process and return the run (a dict).
 
     ``config`` holds backend, dtype, n_samples, hidden, iters, seed,
-    thread_limit (None: all the threads there are), and optionally repeat
+    thread_limit (None: all the threads there are), optionally the update
+    (``optimizer_config``, an update rule's ``config()``,
+    default gd; ``batch_size``, default None; ``step_size``, default 1) and a
+    ``target_loss``, and optionally repeat
     (its index: it sets which of the two trainings runs first), sequence (its
     place in the sweep's order), worker and worker_threads (from a Dask
     worker). The run has ``status`` "ok", "skipped: ..." or "failed: ...";
@@ -181,13 +266,16 @@ def run_task(config: dict[str, Any]) -> dict[str, Any]:
     the CPUs busy in a 0.25 s look before timing), ``others_cpu`` (the share
     other programs took during the timed trainings), ``peak_mem_mib`` (the
     peak resident memory of the timed trainings above the memory before
-    them, data already made), the shorter training's ``final_loss`` and
-    ``accuracy``, and where and when it ran.
+    them, data already made), the shorter training's ``final_loss`` (by the
+    rule of ``updates_to_loss``) and ``accuracy``, ``timed_iters`` (the
+    shorter training's updates), ``target_iters`` and ``target_budget`` with a
+    target, and where and when it ran.
     """
-    from .peers import SWEEP_BACKENDS
+    from .peers import STEP, SWEEP_BACKENDS
 
     started = now()
     refused = threads_refusal(config.get("thread_limit"), config.get("worker_threads"))
+    refused = refused or lab_refusal(config["backend"], config)
     if refused:
         return _new_run(config, refused, started=started, finished=now())
     allowed = config.get("thread_limit") or thread_capacity(config.get("worker_threads"))[0]
@@ -201,8 +289,23 @@ def run_task(config: dict[str, Any]) -> dict[str, Any]:
         from ..numba_backend import threads as numba_threads
 
         N, H, iters = config["n_samples"], config["hidden"], config["iters"]
+        batch = config.get("batch_size")
+        if batch is not None:  # whole epochs (the module's docstring says why)
+            per_epoch = -(-N // batch)
+            iters = -(-iters // per_epoch) * per_epoch
         lengths = (iters, LONG_FACTOR * iters)
         kwargs = dict(hidden=H, seed=config["seed"], dtype=config["dtype"], max_iters=lengths[1])
+        if backend.lab:
+            from ..optim import get_optimizer, optimizer_from_config
+
+            rule = config.get("optimizer_config")  # a name alone means its default values
+            kwargs.update(
+                optimizer=optimizer_from_config(rule)
+                if rule
+                else get_optimizer(config.get("optimizer") or "gd"),
+                batch_size=batch,
+                step_size=config.get("step_size", STEP),
+            )
         X, y = make_spiral(-(-N // N_CLASSES), N_CLASSES, seed=config["seed"])
         backend.warm_up(X, y, iters=1, **kwargs)
         run["matmul_gflops"] = round(
@@ -221,7 +324,7 @@ def run_task(config: dict[str, Any]) -> dict[str, Any]:
             n = min(2 * n, lengths[1])
         order = lengths if run["repeat"] % 2 == 0 else lengths[::-1]
         mark = reset_peak_memory()
-        loops, walls, short, attempts = {}, {}, None, 0
+        loops, walls, trained_by_length, attempts = {}, {}, {}, 0
         with CpuShare() as share, count_thread_iterations() as counts:
             # one more iteration, untimed, after this block's own look at the machine: the first
             # training after it still ran ~20% slower at N=60 (tests cannot time this; the order
@@ -235,12 +338,13 @@ def run_task(config: dict[str, Any]) -> dict[str, Any]:
                     trained = backend.train(X, y, iters=length, **kwargs)
                     walls[length] = time.perf_counter() - t0
                     loops[length] = trained.loop_seconds
-                    if length == lengths[0]:
-                        short = trained
+                    trained_by_length[length] = trained
         peak = peak_memory_since(mark)
+        short, long_ = trained_by_length[lengths[0]], trained_by_length[lengths[1]]
         marginal = (loops[lengths[1]] - loops[lengths[0]]) / (lengths[1] - lengths[0])
         run.update(
             order=[int(v) for v in order],
+            timed_iters=int(lengths[0]),
             attempts=attempts,
             loop_seconds=[loops[lengths[0]], loops[lengths[1]]],
             wall_seconds=walls[lengths[0]],
@@ -249,12 +353,25 @@ def run_task(config: dict[str, Any]) -> dict[str, Any]:
             others_cpu=None if share.others is None else round(share.others, 3),
             peak_mem_mib=None if peak is None else peak / 2**20,
             thread_iterations=_thread_iterations(
-                config["backend"], counts, attempts * sum(lengths) + 1, allowed, X.shape[0], H
-            ),
-            final_loss=short.final_loss,
+                config["backend"],
+                counts,
+                attempts * sum(lengths) + 1,
+                allowed,
+                X.shape[0],
+                H,
+                batch,
+            ),  # fmt: skip
+            final_loss=training_loss(short.model.loss_history, X.shape[0], batch),
             accuracy=short.model.score(X, y),
             threading_layer=numba_threads.threading_layer() or "none",
         )
+        if config.get("target_loss") is not None:
+            run.update(
+                target_iters=updates_to_loss(
+                    long_.model.loss_history, config["target_loss"], X.shape[0], batch
+                ),
+                target_budget=int(lengths[1]),
+            )
         if not marginal > 0:
             run["status"] = (
                 f"failed: in {attempts} tries the longer training's loop was never slower than "
