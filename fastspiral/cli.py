@@ -20,6 +20,7 @@ from ._validation import DTYPES
 from ._version import __version__
 from .backends import BACKENDS
 from .data import make_spiral
+from .optim import OPTIMIZERS
 from .train import train_linear, train_net
 
 
@@ -72,6 +73,19 @@ def _real(text: str) -> float:
     if not np.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+def _positive_real(text: str) -> float:
+    """argparse type: a finite real number > 0."""
+    value = _real(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _batch_size(text: str) -> int | None:
+    """argparse type of ``scale --batch-sizes``: rows per update, or "full" (None: every row)."""
+    return None if text == "full" else _positive_int(text)
 
 
 def _path(text: str) -> str:
@@ -542,11 +556,6 @@ def _scale(args: argparse.Namespace) -> None:
     from .scaling import compare_markdown, load_results, summary_markdown, sweep
     from .scaling.driver import check_backends, check_out, write_figure
 
-    if args.target_loss is not None:
-        raise _scale_error(
-            "--target-loss is not available yet: the cost of reaching a loss needs the "
-            "optimizers and batch sizes of the training lab, which the sweep does not drive yet"
-        )
     if args.compare and args.plot:
         raise _scale_error("--compare and --plot are separate commands; give one")
     if args.compare:
@@ -599,6 +608,10 @@ def _scale(args: argparse.Namespace) -> None:
             threads=args.threads,
             share_hosts=args.share_hosts,
             x=args.x,
+            optimizers=args.optimizers,
+            batch_sizes=args.batch_sizes,
+            step_size=args.step_size,
+            target_loss=args.target_loss,
             **sizes,
         )
     except KeyboardInterrupt:
@@ -749,10 +762,30 @@ def _add_scale_parser(sub) -> None:
         "each slows the others, and the summary warns)",
     )
     scale.add_argument(
+        "--optimizers",
+        nargs="+",
+        choices=sorted(OPTIMIZERS),
+        default=["gd"],
+        metavar="RULE",
+        help=f"update rules, from {', '.join(sorted(OPTIMIZERS))}",
+    )
+    scale.add_argument(
+        "--batch-sizes",
+        type=_batch_size,
+        nargs="+",
+        default=[None],
+        metavar="B",
+        help="rows per update, or full for the whole batch (default: full)",
+    )
+    scale.add_argument(
+        "--step-size", type=_positive_real, default=1.0, help="learning rate of every rule"
+    )
+    scale.add_argument(
         "--target-loss",
-        type=float,
+        type=_positive_real,
         default=None,
-        help="record the cost of reaching this loss (not available yet; default: none)",
+        help="also record the updates, epochs and seconds each configuration takes to reach "
+        "this training loss (default: none)",
     )
     scale.add_argument("--force", action="store_true", help="rerun what --out already holds")
     scale.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -277,6 +277,24 @@ def test_n_gives_the_total_rows(tmp_path, monkeypatch):
     assert {c["n_samples"] for c in calls} == {300}
 
 
+def test_scale_drives_the_update_axes(tmp_path, monkeypatch, capsys):
+    """``fastspiral scale`` passes its update rules, batch sizes ("full" is the whole batch), step
+    size and target loss to the sweep: every (rule, batch) pair runs, with the same two numbers."""
+    calls = []
+    monkeypatch.setattr(driver, "run_task_in_fresh_process", _fake_task(calls))
+    argv = ["scale", "--n", "300", "--hidden", "8", "--dtypes", "float64", "--threads", "1",
+            "--repeats", "1", "--no-progress", "--out", str(tmp_path), "--backends", "numba",
+            "--optimizers", "gd", "adam", "--batch-sizes", "full", "30",
+            "--step-size", "0.1", "--target-loss", "0.9"]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted((c["optimizer"], c["batch_size"] or 0) for c in calls) == [
+        ("adam", 0), ("adam", 30), ("gd", 0), ("gd", 30)
+    ]  # fmt: skip
+    assert {(c["step_size"], c["target_loss"]) for c in calls} == {(0.1, 0.9)}
+    assert main(argv[:-2] + ["--target-loss", "0"]) == 2
+    assert "--target-loss: expected a number > 0" in capsys.readouterr().err
+
+
 def test_a_missing_peer_is_refused_before_any_work(monkeypatch):
     import dataclasses
 

@@ -321,7 +321,7 @@ def sweep(
         out = check_out(out)
         _, previous = load_results(out)  # every field checked before any work
 
-    configs = {}
+    configs: dict[tuple, dict[str, Any]] = {}
     for h in widths:
         for n in rows:
             for b in backends:

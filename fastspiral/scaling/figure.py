@@ -338,7 +338,8 @@ def plot_scaling(records: Any, machine: dict | None = None, x: str | None = None
                     if (r.get("setup_seconds") or 0) > 0
                 ]
                 if pts:
-                    _draw(ax, *zip(*pts), s.style)
+                    xs, ys = zip(*pts)
+                    _draw(ax, xs, ys, s.style)
 
         panels.append(("one-off set-up of a training", f"set-up ({s_unit})", True, setup_panel))
 
@@ -407,8 +408,8 @@ def plot_scaling(records: Any, machine: dict | None = None, x: str | None = None
                 pts = [(xv, r["peak_mem_mib"]) for xv, r in zip(_x(s.rows, field), s.rows)
                        if r.get("peak_mem_mib") is not None]  # fmt: skip
                 if pts:
-                    xs, ys = zip(*pts)
-                    ys = np.array(ys)
+                    xs, mib = zip(*pts)
+                    ys = np.array(mib)
                     _draw(ax, xs, np.maximum(ys, MEMORY_FLOOR_MIB), s.style,
                           list(ys < MEMORY_FLOOR_MIB))  # fmt: skip
 

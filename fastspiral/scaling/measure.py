@@ -87,7 +87,7 @@ def numba_target_cpu() -> str:
     import llvmlite.binding as llvm
     import numba
 
-    return numba.config.CPU_NAME or llvm.get_host_cpu_name()
+    return getattr(numba.config, "CPU_NAME", None) or llvm.get_host_cpu_name()
 
 
 def machine_info(measure_matmul: bool = True) -> dict[str, Any]:

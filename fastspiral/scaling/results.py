@@ -173,7 +173,10 @@ def record_key(record: dict[str, Any]) -> tuple:
     """What identifies a configuration: backend, dtype, N, H, iterations, seed, thread limit,
     optimizer, batch size, step size and target loss (the last four as
     ``LEGACY_DEFAULTS`` where a record has none)."""
-    get = lambda name: record.get(name, LEGACY_DEFAULTS[name])  # noqa: E731
+
+    def get(name: str) -> Any:
+        return record.get(name, LEGACY_DEFAULTS[name])
+
     return (
         record["backend"],
         record["dtype"],

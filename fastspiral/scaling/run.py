@@ -99,7 +99,11 @@ def thread_capacity(worker_threads: int | None = None) -> tuple[int, str, str]:
 
     limits = [
         (cpus_here(), "this machine lets the process use", "a machine with more CPUs"),
-        (numba.config.NUMBA_NUM_THREADS, "NUMBA_NUM_THREADS allows", "raise NUMBA_NUM_THREADS"),
+        (
+            numba.config.NUMBA_NUM_THREADS,  # type: ignore[attr-defined]
+            "NUMBA_NUM_THREADS allows",
+            "raise NUMBA_NUM_THREADS",
+        ),
     ]
     if worker_threads:
         limits.append((int(worker_threads), "the Dask worker has", "dask worker --nthreads"))
@@ -138,11 +142,12 @@ def count_thread_iterations() -> Iterator[collections.Counter]:
         counts[int(n_threads)] += int(n_iters)
         return original(self, n_threads, n_iters, seconds, timed)
 
-    threads.ThreadChooser.record = record
+    # On the class, not a subclass: the trainer's chooser is already made.
+    threads.ThreadChooser.record = record  # type: ignore[method-assign]
     try:
         yield counts
     finally:
-        threads.ThreadChooser.record = original
+        threads.ThreadChooser.record = original  # type: ignore[method-assign]
 
 
 def _thread_iterations(
@@ -324,7 +329,10 @@ def run_task(config: dict[str, Any]) -> dict[str, Any]:
             n = min(2 * n, lengths[1])
         order = lengths if run["repeat"] % 2 == 0 else lengths[::-1]
         mark = reset_peak_memory()
-        loops, walls, trained_by_length, attempts = {}, {}, {}, 0
+        loops: dict[int, float] = {}
+        walls: dict[int, float] = {}
+        trained_by_length: dict[int, Any] = {}
+        attempts = 0
         with CpuShare() as share, count_thread_iterations() as counts:
             # one more iteration, untimed, after this block's own look at the machine: the first
             # training after it still ran ~20% slower at N=60 (tests cannot time this; the order

@@ -78,16 +78,16 @@ def _rng() -> np.random.Generator:
 
 def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
     """median(b) / median(a), with a percentile bootstrap interval over both sets of repeats."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.size == 0 or b.size == 0:
+    xa, xb = np.asarray(a, float), np.asarray(b, float)
+    if xa.size == 0 or xb.size == 0:
         raise ValueError("both sets of repeats must be non-empty")
     rng = _rng()
-    ma = np.median(a[rng.integers(0, a.size, (RESAMPLES, a.size))], axis=1)
-    mb = np.median(b[rng.integers(0, b.size, (RESAMPLES, b.size))], axis=1)
+    ma = np.median(xa[rng.integers(0, xa.size, (RESAMPLES, xa.size))], axis=1)
+    mb = np.median(xb[rng.integers(0, xb.size, (RESAMPLES, xb.size))], axis=1)
     ratios = mb / ma
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(ratios, [tail, 100 - tail])
-    return Interval(float(np.median(b) / np.median(a)), float(low), float(high), level)
+    return Interval(float(np.median(xb) / np.median(xa)), float(low), float(high), level)
 
 
 def _resamples(groups: Sequence[Sequence[float]], rng: np.random.Generator):
@@ -162,12 +162,12 @@ def fit_cost_model(
         return None
     t = np.array([np.median(r) for r in repeats])
     a, b = _wls(f, t)
-    draws = []
+    fits = []
     for picks, medians in _resamples(repeats, _rng()):
         if np.ptp(f[picks]) > 0:
-            draws.append(_wls(f[picks], medians))
+            fits.append(_wls(f[picks], medians))
     tail = 100 * (1 - level) / 2
-    draws = np.array(draws)
+    draws = np.array(fits)
     a_lo, a_hi = np.percentile(draws[:, 0], [tail, 100 - tail])
     b_lo, b_hi = np.percentile(draws[:, 1], [tail, 100 - tail])
     rates = 1e-9 / draws[:, 1][draws[:, 1] > 0] if (draws[:, 1] > 0).any() else np.array([np.nan])
