@@ -200,9 +200,16 @@ def test_each_readme_block_runs_on_its_own(tmp_path, index):
     check(README, found, run_blocks(found, tmp_path))
 
 
+# The guide's pages run under -m slow: each is a fresh process that trains, sweeps or draws, about
+# 50 s together on an empty compile cache, which took the README's pytest past five minutes.
+# The README's blocks and getting-started.md, a newcomer's first contact, stay in it.
 @pytest.mark.parametrize(
     "page",
-    [p for p in PAGES if blocks(p)],
+    [
+        pytest.param(p, marks=[pytest.mark.slow] if "guide" in p.parts else [])
+        for p in PAGES
+        if blocks(p)
+    ],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_each_page_runs_as_a_reader_follows_it(tmp_path, page):

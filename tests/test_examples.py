@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "case_study.ipynb"
 
 
+@pytest.mark.slow  # a Jupyter kernel and the whole case study: 10 s, under -m slow with the guide
 def test_the_notebook_runs(tmp_path):
     """examples/case_study.ipynb from top to bottom, in a fresh kernel, in a fresh folder."""
     nbformat = pytest.importorskip(

@@ -3,6 +3,9 @@
 The tests that start sweeps in other processes and signal them, or start a
 Dask cluster (about 35 s together on an empty compile cache), are marked
 slow: `.ci/run` runs them after the README's command, `pytest -m slow` here.
+So are the sweeps that run real worker processes a second way (another
+executor, two sweeps at once, threads as an axis, a peer library): about
+20 s more, while one real sweep (``local_run``) stays in the README's command.
 """
 
 import csv
@@ -486,6 +489,7 @@ def test_dask_cluster_gives_the_same_rows(local_run):
     )
 
 
+@pytest.mark.slow  # real worker processes again, another way: see the module docstring
 def test_other_executors_get_every_configuration(local_run):
     """A plain concurrent.futures executor runs each repeat in a fresh process too."""
     from concurrent.futures import ThreadPoolExecutor
@@ -703,6 +707,7 @@ scaling.sweep(n_per_class=[int(sys.argv[2]), int(sys.argv[2]) + 1, int(sys.argv[
 """
 
 
+@pytest.mark.slow  # real worker processes again, another way: see the module docstring
 def test_two_sweeps_into_one_folder_keep_every_record(tmp_path):
     """Before: both printed their 3 rows and results.json held 3, not 6 (the last writer won)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -848,6 +853,7 @@ def test_an_interrupt_prints_the_rows_kept_and_how_to_resume(tmp_path, monkeypat
     assert main(argv) == 0 and len(calls) == 6 + 2
 
 
+@pytest.mark.slow  # real worker processes again, another way: see the module docstring
 def test_threads_are_an_axis(tmp_path):
     records = scaling.sweep(
         **dict(SMALL, n_per_class=[20], backends=["numba"], threads=[1, 2]), out=tmp_path
@@ -888,6 +894,7 @@ def test_peers_train_the_same_model(library):
         assert trained.loop_seconds > 0 and trained.final_loss == trained.model.loss_history[-1]
 
 
+@pytest.mark.slow  # real worker processes again, another way: see the module docstring
 @pytest.mark.parametrize("library", ["torch", "jax"])
 def test_a_peer_in_a_sweep(library, tmp_path):
     pytest.importorskip(library)
