@@ -148,7 +148,9 @@ def rmsprop_update(theta, grad, opt, it):
 
 
 @inline_kernel
-def _adam(w, g, m, v, lr, reg, beta1, beta2, c1, c2, eps):
+def _adam(w, g, m, v, lr, reg, coef):
+    """Adam on one part; ``coef``: (beta1, beta2, c1, c2, eps), one tuple of scalars."""
+    beta1, beta2, c1, c2, eps = coef
     for i in range(w.size):
         dx = g[i] + reg * w[i]
         m[i] = beta1 * m[i] + (1 - beta1) * dx
@@ -167,8 +169,9 @@ def adam_update(theta, grad, opt, it):
     beta1, beta2, eps = f(h[RULE]), f(h[RULE + 1]), f(h[RULE + 2])
     c1, c2 = f(1.0 - h[RULE] ** t), f(1.0 - h[RULE + 1] ** t)  # in float64, as the reference
     n, m, v = opt.n_weights, opt.state[0], opt.state[1]
-    _adam(theta[:n], grad[:n], m[:n], v[:n], lr, reg, beta1, beta2, c1, c2, eps)
-    _adam(theta[n:], grad[n:], m[n:], v[n:], lr, f(0), beta1, beta2, c1, c2, eps)
+    coef = (beta1, beta2, c1, c2, eps)
+    _adam(theta[:n], grad[:n], m[:n], v[:n], lr, reg, coef)
+    _adam(theta[n:], grad[n:], m[n:], v[n:], lr, f(0), coef)
 
 
 #: The compiled rule of each fastspiral.optim name.
