@@ -126,7 +126,11 @@ def check_X(
         bad = int(np.size(arr) - np.isfinite(arr).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     with np.errstate(over="ignore"):
-        out = np.array(arr, dtype=dtype, order="C", copy=True if copy else None)
+        # Not np.array(copy=None): NumPy 1.x, which the package allows, refuses copy=None.
+        if copy:
+            out = np.array(arr, dtype=dtype, order="C", copy=True)
+        else:
+            out = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(out).all():  # finite before the cast: too large for dtype
         raise ValueError(
             f"{name} holds values too large for {dtype.name} "
