@@ -77,7 +77,7 @@ def test_mini_batch_slots(benchmark, monkeypatch, shape, batch_size, slots):
 
     SLOT_FLOPS is set to the batch's FLOPs over the slots and
     SLOT_FLOPS_PER_PARAMETER to 1, so that batch_slots gives that many; varied
-    alone, SLOT_FLOPS (130,000 to 520,000 around its 260,000) changes the count
+    alone, SLOT_FLOPS (195,000 to 780,000 around its 390,000) changes the count
     at the spiral's batches of 200 only, the per-parameter bound holding the
     other three at one or two slots. ``chosen`` in extra_info is the count the
     shipped constants give: the row the others are read against.

@@ -213,15 +213,13 @@ def n_slots(n_samples: int, n_hidden: int) -> int:
     return max(1, min(MAX_SLOTS, n_samples, net_work(n_samples, n_hidden) // SLOT_WORK))
 
 
-#: A mini-batch's slots: one per SLOT_FLOPS of its work (4DH + 6HK per row: a spiral batch of
-#: 200 rows at H=100 is 520,000, two slots of ~8 us of passes each against ~1.5 us to start and
-#: join the parallel region), and at most one per SLOT_FLOPS_PER_PARAMETER * P of it: each
-#: slot's gradient row of P values is cleared and summed once an update, about a nanosecond a
-#: value, where the passes run at ~30 GFLOP/s, so a slot carrying 300 FLOPs a parameter spends
-#: a tenth of its time on its row. Measured in benchmarks/test_design.py (mini-batch slots):
-#: at 390,000 the spiral's batches of 200 took one slot, and their epochs 1.24-1.38x the time
-#: of two.
-SLOT_FLOPS = 260_000
+#: A mini-batch's slots: one per SLOT_FLOPS of its work (4DH + 6HK per row; the case study's
+#: 300 rows of D=2, K=3, H=100 are 780,000, two slots as in the full batch), and at most one
+#: per SLOT_FLOPS_PER_PARAMETER * P of it: each slot's gradient row of P values is cleared and
+#: summed once an update, about a nanosecond a value, where the passes run at ~30 GFLOP/s, so
+#: a slot carrying 300 FLOPs a parameter spends a tenth of its time on its row. Measured in
+#: benchmarks/test_design.py (mini-batch slots).
+SLOT_FLOPS = 390_000
 SLOT_FLOPS_PER_PARAMETER = 300
 
 
