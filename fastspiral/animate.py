@@ -45,6 +45,13 @@ def snapshot_times(iters: int, snapshots: int, spacing: str = "log") -> tuple[in
         raise ValueError(f"spacing must be 'log' or 'linear', got {spacing!r}")
     if iters == 0:
         return ()
+    # Bounded before it is built: record_snapshots' 10**9 snapshots made a 40 GB set before the
+    # copies' own bound could refuse them
+    # (tests/test_validation.py::test_sizes_too_large_for_memory).
+    check_memory(
+        (snapshots if spacing == "log" else min(snapshots, iters) + 1) * _BYTES_PER_TIME,
+        f"snapshots={snapshots:,} of {iters:,} iterations make a list of counts that needs",
+    )
     if spacing == "linear":
         every = max(1, iters // snapshots)
         times = np.arange(every, iters + 1, every, dtype=np.int64)
@@ -84,12 +91,6 @@ def record_snapshots(
         raise TypeError("record_snapshots sets callback and callback_every itself")
     iters = train_kwargs.get("iters", 10_000 if model == "net" else 200)
     iters = check_int(iters, "iters", minimum=0)
-    # The list of counts is bounded before it is built: 10**9 snapshots made a 40 GB set before
-    # the copies' own bound below could refuse them (test_sizes_too_large_for_memory).
-    check_memory(
-        (snapshots if spacing == "log" else min(snapshots, iters) + 1) * _BYTES_PER_TIME,
-        f"snapshots={snapshots:,} of {iters:,} iterations make a list of counts that needs",
-    )
     times = snapshot_times(iters, snapshots, spacing)
     n_kept = len(times) + 1  # and the start
     kept: list[Snapshot] = []
