@@ -4,13 +4,16 @@ JAX and PyTorch are not dependencies: each benchmark runs only where its
 library is installed. Both run the case study's full-batch gradient descent in
 float64 with the loss recorded every iteration, as fastspiral does:
 
-* JAX: the whole loop jitted (``jax.jit`` around ``lax.fori_loop``).
+* JAX: the whole loop jitted (``jax.jit`` around ``lax.fori_loop``), the
+  scaling sweep's own (``fastspiral.scaling.peers``).
 * PyTorch: eager tensor operations with the gradients written out (no
   autograd graph), on all of torch's intra-op threads.
 """
 
 import numpy as np
 import pytest
+
+from fastspiral.scaling.peers import REG, STEP  # the case study's, as the sweep's peers train
 
 from .conftest import (
     ROUNDS,
@@ -23,50 +26,25 @@ from .conftest import (
     size_id,
 )
 
-STEP, REG = 1.0, 1e-3
-
 
 def _jax_runner(n_samples, hidden, iters):
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
+    pytest.importorskip("jax")
+    from fastspiral.scaling.peers import _jax, _jax_compiled
 
     from .conftest import spiral_problem
 
+    # The sweep's JAX peer: one jitted loop, so the benchmark and a scaling figure time the same.
+    jax, jnp = _jax()
     problem = spiral_problem(n_samples, hidden, "float64")
     X, y, p = problem.X, problem.y, problem.params
-    X, onehot = jnp.asarray(X), jax.nn.one_hot(jnp.asarray(y), 3, dtype=jnp.float64)
-    n = X.shape[0]
-
-    def step(i, carry):
-        (W1, b1, W2, b2), history = carry
-        hidden_ = jnp.maximum(X @ W1 + b1, 0.0)
-        scores = hidden_ @ W2 + b2
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        logsum = jnp.log(jnp.exp(shifted).sum(axis=1, keepdims=True))
-        loss = -(onehot * (shifted - logsum)).sum() / n + 0.5 * REG * (
-            (W1 * W1).sum() + (W2 * W2).sum()
-        )
-        dscores = (jnp.exp(shifted - logsum) - onehot) / n
-        dW2 = hidden_.T @ dscores + REG * W2
-        dhidden = jnp.where(hidden_ > 0, dscores @ W2.T, 0.0)
-        dW1 = X.T @ dhidden + REG * W1
-        params = (
-            W1 - STEP * dW1,
-            b1 - STEP * dhidden.sum(0),
-            W2 - STEP * dW2,
-            b2 - STEP * dscores.sum(0),
-        )
-        return params, history.at[i].set(loss)
-
-    @jax.jit
-    def train(params):
-        return jax.lax.fori_loop(0, iters, step, (params, jnp.zeros(iters)))
-
+    (N, D), K = X.shape, p["b2"].size
+    train = _jax_compiled(N, D, hidden, K, "float64", iters)
+    X, onehot = jnp.asarray(X), jax.nn.one_hot(jnp.asarray(y), K, dtype=jnp.float64)
+    n_iters = jnp.int32(iters)
     state = {"params": tuple(jnp.asarray(p[k]) for k in ("W1", "b1", "W2", "b2"))}
 
     def run():
-        params, history = train(state["params"])
+        params, history = train(state["params"], X, onehot, n_iters)
         history.block_until_ready()
         state["params"], state["history"] = params, history
 

@@ -22,7 +22,7 @@ update only, and a sweep records their other configurations as skipped
   as many CPUs as the configuration has threads.
 
 These are the loops of benchmarks/test_alternatives.py, with the dtype and
-the iteration count as arguments.
+the iteration count as arguments; the benchmark calls the JAX one.
 """
 
 from __future__ import annotations
