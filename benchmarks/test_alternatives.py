@@ -54,35 +54,19 @@ def _jax_runner(n_samples, hidden, iters):
 
 def _torch_runner(n_samples, hidden, iters):
     torch = pytest.importorskip("torch")
+    from fastspiral.scaling.peers import torch_steps
 
     from .conftest import spiral_problem
 
     problem = spiral_problem(n_samples, hidden, "float64")
     X, y, p = problem.X, problem.y, problem.params
     X, y = torch.from_numpy(X), torch.from_numpy(y)
-    W1, b1, W2, b2 = (torch.from_numpy(p[k].copy()) for k in ("W1", "b1", "W2", "b2"))
-    rows = torch.arange(X.shape[0])
+    params = tuple(torch.from_numpy(p[k].copy()) for k in ("W1", "b1", "W2", "b2"))
     history = torch.empty(iters, dtype=torch.float64)
     run_state = {"history": history}
 
-    @torch.no_grad()
     def run():
-        n = X.shape[0]
-        for i in range(iters):
-            hidden_ = torch.clamp_min(X @ W1 + b1, 0.0)
-            scores = hidden_ @ W2 + b2
-            logp = torch.log_softmax(scores, dim=1)
-            history[i] = -logp[rows, y].mean() + 0.5 * REG * ((W1 * W1).sum() + (W2 * W2).sum())
-            dscores = logp.exp_()
-            dscores[rows, y] -= 1
-            dscores /= n
-            dW2 = hidden_.T @ dscores + REG * W2
-            dhidden = (dscores @ W2.T) * (hidden_ > 0)
-            dW1 = X.T @ dhidden + REG * W1
-            W1.sub_(STEP * dW1)
-            b1.sub_(STEP * dhidden.sum(0))
-            W2.sub_(STEP * dW2)
-            b2.sub_(STEP * dscores.sum(0))
+        torch_steps(X, y, params, history)  # the sweep peer's loop, on all of torch's threads
 
     run.state = run_state
     return run

@@ -22,7 +22,8 @@ update only, and a sweep records their other configurations as skipped
   as many CPUs as the configuration has threads.
 
 These are the loops of benchmarks/test_alternatives.py, with the dtype and
-the iteration count as arguments; the benchmark calls the JAX one.
+the iteration count as arguments; the benchmark calls them
+(:func:`torch_steps`, the jitted loop of ``_jax_compiled``).
 """
 
 from __future__ import annotations
@@ -190,6 +191,33 @@ def _torch_threads(n: int) -> None:
     _fastspiral_threads(n)
 
 
+def torch_steps(X, y, params, history) -> None:
+    """``history.numel()`` full-batch gradient-descent updates of ``params`` (W1, b1, W2, b2
+    tensors, in place), each iteration's loss into ``history``: eager operations, the
+    gradients written out (no autograd graph). benchmarks/test_alternatives.py times it too."""
+    import torch
+
+    W1, b1, W2, b2 = params
+    rows = torch.arange(X.shape[0])
+    n = X.shape[0]
+    with torch.no_grad():
+        for i in range(history.numel()):
+            hidden_ = torch.clamp_min(X @ W1 + b1, 0.0)
+            scores = hidden_ @ W2 + b2
+            logp = torch.log_softmax(scores, dim=1)
+            history[i] = -logp[rows, y].mean() + 0.5 * REG * ((W1 * W1).sum() + (W2 * W2).sum())
+            dscores = logp.exp_()
+            dscores[rows, y] -= 1
+            dscores /= n
+            dW2 = hidden_.T @ dscores + REG * W2
+            dhidden = (dscores @ W2.T) * (hidden_ > 0)
+            dW1 = X.T @ dhidden + REG * W1
+            W1.sub_(STEP * dW1)
+            b1.sub_(STEP * dhidden.sum(0))
+            W2.sub_(STEP * dW2)
+            b2.sub_(STEP * dscores.sum(0))
+
+
 def _torch_train(X, y, *, hidden, seed, dtype, iters, max_iters=None) -> Trained:
     import torch
 
@@ -197,26 +225,9 @@ def _torch_train(X, y, *, hidden, seed, dtype, iters, max_iters=None) -> Trained
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=dtype))
     yt = torch.from_numpy(np.asarray(y, np.int64))
     W1, b1, W2, b2 = (torch.from_numpy(p[k].copy()) for k in ("W1", "b1", "W2", "b2"))
-    rows = torch.arange(Xt.shape[0])
     history = torch.empty(iters, dtype=torch.float64)
-    n = Xt.shape[0]
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for i in range(iters):
-            hidden_ = torch.clamp_min(Xt @ W1 + b1, 0.0)
-            scores = hidden_ @ W2 + b2
-            logp = torch.log_softmax(scores, dim=1)
-            history[i] = -logp[rows, yt].mean() + 0.5 * REG * ((W1 * W1).sum() + (W2 * W2).sum())
-            dscores = logp.exp_()
-            dscores[rows, yt] -= 1
-            dscores /= n
-            dW2 = hidden_.T @ dscores + REG * W2
-            dhidden = (dscores @ W2.T) * (hidden_ > 0)
-            dW1 = Xt.T @ dhidden + REG * W1
-            W1.sub_(STEP * dW1)
-            b1.sub_(STEP * dhidden.sum(0))
-            W2.sub_(STEP * dW2)
-            b2.sub_(STEP * dscores.sum(0))
+    torch_steps(Xt, yt, (W1, b1, W2, b2), history)
     loop = time.perf_counter() - t0
     params = {"W1": W1.numpy(), "b1": b1.numpy(), "W2": W2.numpy(), "b2": b2.numpy()}
     h = history.numpy()
